@@ -1,0 +1,152 @@
+"""Face photos grouped by identity, and the FSRST training/evaluation samples.
+
+Layout: <root>/<identity>/<n>.png, 128x128 RGB (see shared/data/README.md);
+any folder of that layout works (CelebAMask-HQ, DFD exports). A sample is a
+target photo (HR), its bicubic downscale (LR, PIL, as the paper), and K other
+photos of the same identity as luma references.
+"""
+
+import math
+import os
+import random
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def list_identities(root: str) -> List[List[str]]:
+    """Sorted photo paths per identity (identities sorted by name); only those with >= 2 photos."""
+    identities = []
+    for name in sorted(os.listdir(root)):
+        folder = os.path.join(root, name)
+        if not os.path.isdir(folder):
+            continue
+        photos = sorted((f for f in os.listdir(folder) if f.lower().endswith(".png")),
+                        key=lambda f: (len(f), f))
+        if len(photos) >= 2:
+            identities.append([os.path.join(folder, f) for f in photos])
+    if not identities:
+        raise ValueError(f"{root}: no identity folder with at least two .png photos")
+    return identities
+
+
+def load_rgb(path: str, size: int) -> Image.Image:
+    image = Image.open(path).convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.BICUBIC)
+    return image
+
+
+def luma(image: Image.Image) -> Image.Image:
+    """BT.601 Y, as PIL's convert('YCbCr') gives it."""
+    return image.convert("YCbCr").split()[0]
+
+
+def downscale(hr: Image.Image, scale: int) -> Image.Image:
+    return hr.resize((hr.width // scale, hr.height // scale), Image.BICUBIC)
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.transpose(2, 0, 1).copy())
+
+
+def random_affine(image: Image.Image, rng: random.Random, degrees: float, shift: float,
+                  scale_range: Tuple[float, float]) -> Image.Image:
+    """Small rotation, shift and scale about the centre (reflect-like edge via BICUBIC fill)."""
+    angle = rng.uniform(-degrees, degrees)
+    scale = rng.uniform(*scale_range)
+    dx = rng.uniform(-shift, shift) * image.width
+    dy = rng.uniform(-shift, shift) * image.height
+    cx, cy = image.width / 2.0, image.height / 2.0
+    a = math.radians(angle)
+    cos, sin = math.cos(a) / scale, math.sin(a) / scale
+    # PIL maps output -> input: x_in = A (x_out - c - d) + c
+    matrix = (cos, sin, cx - cos * (cx + dx) - sin * (cy + dy),
+              -sin, cos, cy + sin * (cx + dx) - cos * (cy + dy))
+    return image.transform(image.size, Image.AFFINE, matrix, resample=Image.BICUBIC,
+                           fillcolor=None)
+
+
+def flip_rotate(image: Image.Image, flip: bool, quarter_turns: int) -> Image.Image:
+    if flip:
+        image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    for _ in range(quarter_turns):
+        image = image.transpose(Image.ROTATE_90)
+    return image
+
+
+class TrainingSamples(torch.utils.data.Dataset):
+    """Every photo once per epoch as a target, with references drawn at random.
+
+    Augmentation keeps HR and references consistent: the same flip and quarter
+    turn for all of them, and an independent small affine on each photo (the
+    misalignment the spatial transformer learns to undo).
+
+    Args:
+        root: folder of identity folders.
+        num_references: references per sample (3, as the paper).
+        scale: LR = HR downscaled by this (bicubic).
+        hr_size: HR size.
+        augment: dict with degrees, shift, scale_min, scale_max, flip, rot90.
+        seed: base seed; each (epoch, index) draws from its own generator.
+    """
+
+    def __init__(self, root: str, num_references: int = 3, scale: int = 4, hr_size: int = 128,
+                 augment: dict = None, seed: int = 0):
+        self.identities = list_identities(root)
+        self.samples = [(i, j) for i, photos in enumerate(self.identities)
+                        for j in range(len(photos))]
+        self.images = [[load_rgb(p, hr_size) for p in photos] for photos in self.identities]
+        self.num_references = num_references
+        self.scale = scale
+        self.augment = augment or {}
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        rng = random.Random((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+        identity, target = self.samples[index]
+        photos = self.images[identity]
+        others = [j for j in range(len(photos)) if j != target]
+        refs = rng.sample(others, min(self.num_references, len(others)))
+        aug = self.augment
+        flip = aug.get("flip", False) and rng.random() < 0.5
+        turns = rng.randrange(4) if aug.get("rot90", False) else 0
+
+        def augmented(image: Image.Image) -> Image.Image:
+            if aug.get("degrees", 0) or aug.get("shift", 0):
+                image = random_affine(image, rng, aug.get("degrees", 0.0), aug.get("shift", 0.0),
+                                      (aug.get("scale_min", 1.0), aug.get("scale_max", 1.0)))
+            return flip_rotate(image, flip, turns)
+
+        hr = augmented(photos[target])
+        lr = downscale(hr, self.scale)
+        ref_images = [luma(augmented(photos[j])) for j in refs]
+        return to_tensor(lr), torch.stack([to_tensor(r) for r in ref_images]), to_tensor(hr)
+
+
+def evaluation_samples(root: str, num_references: int = 3, scale: int = 4,
+                       hr_size: int = 128) -> Sequence[Tuple[torch.Tensor, torch.Tensor,
+                                                             torch.Tensor]]:
+    """The fixed evaluation protocol: each photo a target, the next K photos of its
+    identity (cyclically) its references. Yields (lr [3,L,L], refs [K,1,R,R], hr [3,H,H])."""
+    samples = []
+    for photos in list_identities(root):
+        images = [load_rgb(p, hr_size) for p in photos]
+        for t, hr in enumerate(images):
+            refs = [luma(images[(t + k) % len(images)]) for k in range(1, num_references + 1)
+                    if (t + k) % len(images) != t]
+            samples.append((to_tensor(downscale(hr, scale)),
+                            torch.stack([to_tensor(r) for r in refs]), to_tensor(hr)))
+    return samples

@@ -1,0 +1,41 @@
+"""PSNR and SSIM as the paper reports them: RGB, uint8 levels."""
+
+import torch
+import torch.nn.functional as F
+
+
+def quantize(image: torch.Tensor) -> torch.Tensor:
+    """[0,1] float -> the uint8 levels a user would save, as float."""
+    return torch.round(image.clamp(0, 1) * 255.0)
+
+
+def psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB over RGB uint8 levels; inputs [B,3,H,W] in [0,1]."""
+    mse = (quantize(prediction) - quantize(target)).pow(2).flatten(1).mean(1)
+    return 10.0 * torch.log10(255.0 ** 2 / mse.clamp_min(1e-10))
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
+    g = torch.exp(-coords ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).float()
+
+
+def ssim(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM (Wang et al. 2004: 11x11 Gaussian, sigma 1.5, valid region),
+    averaged over the RGB channels, on uint8 levels."""
+    x, y = quantize(prediction).double(), quantize(target).double()
+    c = x.shape[1]
+    window = _gaussian_window().double().expand(c, 1, 11, 11)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+    def blur(t):
+        return F.conv2d(t, window, groups=c)
+
+    mu_x, mu_y = blur(x), blur(y)
+    sxx = blur(x * x) - mu_x ** 2
+    syy = blur(y * y) - mu_y ** 2
+    sxy = blur(x * y) - mu_x * mu_y
+    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(1).float()
