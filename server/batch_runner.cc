@@ -1,0 +1,34 @@
+#include "server/batch_runner.h"
+
+#include <vector>
+
+namespace fsrst {
+
+DynamicBatcher::BatchFunction MakeBatchFunction(ModelRunner* runner, ServerMetrics* metrics) {
+  return [runner, metrics](const std::vector<FrameTask*>& batch) -> absl::Status {
+    const int64_t output_bytes = runner->metadata().output_bytes();
+    std::vector<FrameInput> inputs(batch.size());
+    for (size_t i = 0; i < batch.size(); ++i) {
+      FrameTask& task = *batch[i];
+      task.output_rgb.resize(output_bytes);
+      FrameInput& input = inputs[i];
+      input.frame_rgb = task.frame_rgb.data();
+      input.references = task.references.get();
+      input.reference_luma = task.reference_luma;
+      input.reference_luma_count = task.reference_luma_count;
+      input.output_rgb = task.output_rgb.data();
+    }
+    const absl::Time start = absl::Now();
+    absl::Status status = runner->Enhance(inputs);
+    const absl::Duration inference = absl::Now() - start;
+    metrics->RecordBatch(static_cast<int>(batch.size()), inference);
+    for (FrameTask* task : batch) {
+      task->inference_duration = inference;
+      metrics->RecordQueueDuration(task->batch_start_time - task->enqueue_time);
+    }
+    if (status.ok()) metrics->RecordFramesEnhanced(static_cast<int>(batch.size()));
+    return status;
+  };
+}
+
+}  // namespace fsrst

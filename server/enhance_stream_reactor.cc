@@ -1,0 +1,127 @@
+#include "server/enhance_stream_reactor.h"
+
+#include <memory>
+#include <utility>
+
+#include "server/status_util.h"
+
+namespace fsrst {
+
+EnhanceStreamReactor::EnhanceStreamReactor(grpc::CallbackServerContext* context,
+                                           const EnhanceRequestHandler* handler,
+                                           ServerMetrics* metrics, int max_in_flight,
+                                           std::function<absl::Status()> accepting)
+    : context_(context),
+      handler_(handler),
+      metrics_(metrics),
+      max_in_flight_(max_in_flight),
+      accepting_(std::move(accepting)),
+      start_(absl::Now()) {
+  metrics_->StreamOpened();
+  Advance();
+}
+
+void EnhanceStreamReactor::OnReadDone(bool ok) {
+  Slot* slot = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    reading_ = false;
+    if (!ok) {
+      reads_done_ = true;
+    } else {
+      slots_.emplace_back();
+      slot = &slots_.back();  // deque: stays put while others are added or the front removed
+      slot->response.set_sequence_number(request_.sequence_number());
+    }
+  }
+  if (slot != nullptr) Submit(slot);
+  Advance();
+}
+
+void EnhanceStreamReactor::Submit(Slot* slot) {
+  absl::Status status = accepting_();
+  if (!status.ok()) return Complete(slot, status);
+  ResponseFormat format;
+  absl::StatusOr<std::unique_ptr<FrameTask>> task =
+      handler_->Prepare(request_, ToAbslTime(context_->deadline()), &format);
+  if (!task.ok()) return Complete(slot, task.status());
+  (*task)->is_cancelled = [this] { return cancelled_.load(std::memory_order_relaxed); };
+  (*task)->done = [this, slot, format](absl::Status status, FrameTask& finished) {
+    metrics_->RecordFrameDone(status.code());
+    if (status.ok()) status = handler_->BuildResponse(finished, format, &slot->response);
+    Complete(slot, status);
+    Advance();
+  };
+  status = handler_->Submit(&*task);
+  if (!status.ok()) Complete(slot, status);
+}
+
+void EnhanceStreamReactor::Complete(Slot* slot, const absl::Status& status) {
+  metrics_->RecordStreamFrame(status.code());
+  absl::MutexLock lock(&mu_);
+  if (!status.ok()) {
+    slot->response.clear_image();
+    v1::FrameError* error = slot->response.mutable_error();
+    error->set_code(static_cast<int>(status.code()));
+    error->set_message(std::string(status.message()));
+  }
+  slot->ready = true;
+}
+
+void EnhanceStreamReactor::Advance() {
+  bool start_read = false;
+  const v1::EnhanceResponse* write = nullptr;
+  bool finish = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (finished_) return;
+    const bool cancelled = cancelled_.load(std::memory_order_relaxed);
+    if (cancelled) {
+      // Nobody will read the answers: drop the finished ones without writing.
+      while (!writing_ && !slots_.empty() && slots_.front().ready) slots_.pop_front();
+    } else if (!writing_ && !slots_.empty() && slots_.front().ready) {
+      writing_ = true;
+      write = &slots_.front().response;
+    }
+    if (!cancelled && !reading_ && !reads_done_ &&
+        static_cast<int>(slots_.size()) < max_in_flight_) {
+      reading_ = true;
+      start_read = true;
+    }
+    if ((reads_done_ || cancelled) && !reading_ && !writing_ && slots_.empty()) {
+      finished_ = true;
+      finish = true;
+    }
+  }
+  // gRPC operations outside the lock; after Finish, `this` may be deleted at any time.
+  if (write != nullptr) StartWrite(write);
+  if (start_read) StartRead(&request_);
+  if (finish) {
+    Finish(cancelled_.load() ? grpc::Status::CANCELLED : grpc::Status::OK);
+  }
+}
+
+void EnhanceStreamReactor::OnWriteDone(bool ok) {
+  {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    slots_.pop_front();
+  }
+  if (!ok) cancelled_.store(true);
+  Advance();
+}
+
+void EnhanceStreamReactor::OnCancel() {
+  cancelled_.store(true);
+  Advance();
+}
+
+void EnhanceStreamReactor::OnDone() {
+  metrics_->StreamClosed();
+  metrics_->RecordRequest(Rpc::kEnhanceStream,
+                          cancelled_.load() ? absl::StatusCode::kCancelled : absl::StatusCode::kOk,
+                          absl::Now() - start_);
+  delete this;
+}
+
+}  // namespace fsrst

@@ -1,0 +1,76 @@
+#ifndef FSRST_SERVER_ENHANCE_STREAM_REACTOR_H_
+#define FSRST_SERVER_ENHANCE_STREAM_REACTOR_H_
+
+#include <atomic>
+#include <deque>
+#include <functional>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "fsrst/v1/fsrst.grpc.pb.h"
+#include "server/enhance_request_handler.h"
+#include "server/server_metrics.h"
+
+namespace fsrst {
+
+// One EnhanceStream call: reads frames, hands each to the batcher, and writes
+// the answers back in request order, each carrying its sequence number. A bad
+// or late frame gets a FrameError in its own response and the stream goes on.
+// At most `max_in_flight` frames are read and not yet answered; further reads
+// wait (backpressure to the caller).
+//
+// Never blocks a gRPC thread: reads, batcher hand-offs and writes are all
+// asynchronous; the batcher's thread completes frames. Owns itself: created
+// by the service, deleted in OnDone, which gRPC calls only after Finish, and
+// Finish is only called once every frame read has been answered or dropped,
+// so no batcher task can outlive the reactor.
+class EnhanceStreamReactor final
+    : public grpc::ServerBidiReactor<v1::EnhanceRequest, v1::EnhanceResponse> {
+ public:
+  // `accepting` tells whether the service takes new frames (false while draining).
+  EnhanceStreamReactor(grpc::CallbackServerContext* context, const EnhanceRequestHandler* handler,
+                       ServerMetrics* metrics, int max_in_flight,
+                       std::function<absl::Status()> accepting);
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override;
+  void OnDone() override;
+
+ private:
+  struct Slot {
+    v1::EnhanceResponse response;
+    bool ready = false;
+  };
+
+  // Queues the frame in request_ (or its error) into the slot just added.
+  void Submit(Slot* slot);
+  // A frame finished (on the batcher's thread, or inline for errors).
+  void Complete(Slot* slot, const absl::Status& status);
+  // Decides the next gRPC operations under mu_, runs them after unlocking.
+  void Advance() ABSL_LOCKS_EXCLUDED(mu_);
+
+  grpc::CallbackServerContext* const context_;
+  const EnhanceRequestHandler* const handler_;
+  ServerMetrics* const metrics_;
+  const int max_in_flight_;
+  const std::function<absl::Status()> accepting_;
+  const absl::Time start_;
+
+  v1::EnhanceRequest request_;  // the read buffer; only touched between StartRead and OnReadDone
+  std::atomic<bool> cancelled_{false};
+
+  absl::Mutex mu_;
+  std::deque<Slot> slots_ ABSL_GUARDED_BY(mu_);  // read, not yet written; front is next out
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace fsrst
+
+#endif  // FSRST_SERVER_ENHANCE_STREAM_REACTOR_H_

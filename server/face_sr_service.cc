@@ -1,0 +1,158 @@
+#include "server/face_sr_service.h"
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "server/enhance_stream_reactor.h"
+#include "server/request_validation.h"
+#include "server/status_util.h"
+
+namespace fsrst {
+
+FaceSrService::FaceSrService(ModelRunner* runner, DynamicBatcher* batcher, ReferenceCache* cache,
+                             ServerMetrics* metrics, ServiceOptions options)
+    : runner_(runner),
+      batcher_(batcher),
+      cache_(cache),
+      metrics_(metrics),
+      options_(options),
+      handler_(runner->metadata(), options.image_limits, options.default_jpeg_quality, batcher,
+               cache) {}
+
+void FaceSrService::SetServing() { state_.store(State::kServing); }
+void FaceSrService::StartDraining() { state_.store(State::kDraining); }
+
+absl::Status FaceSrService::Accepting() const {
+  switch (state_.load()) {
+    case State::kServing:
+      return absl::OkStatus();
+    case State::kStarting:
+      return absl::UnavailableError("the model is still loading or warming up; retry shortly");
+    case State::kDraining:
+      break;
+  }
+  return absl::UnavailableError("the server is shutting down; retry on another replica");
+}
+
+void FaceSrService::FinishUnary(grpc::ServerUnaryReactor* reactor, Rpc rpc, absl::Time start,
+                                const absl::Status& status) {
+  metrics_->RecordRequest(rpc, status.code(), absl::Now() - start);
+  reactor->Finish(ToGrpcStatus(status));
+}
+
+grpc::ServerUnaryReactor* FaceSrService::RegisterReferences(
+    grpc::CallbackServerContext* context, const v1::RegisterReferencesRequest* request,
+    v1::RegisterReferencesResponse* response) {
+  const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status status = Accepting();
+  if (status.ok()) status = ValidateIdentityId(request->identity_id(), "identity_id");
+  absl::StatusOr<std::vector<float>> luma =
+      status.ok() ? DecodeReferences(request->references(), runner_->metadata(),
+                                     options_.image_limits)
+                  : absl::StatusOr<std::vector<float>>(status);
+  if (!luma.ok()) {
+    FinishUnary(reactor, Rpc::kRegisterReferences, start, luma.status());
+    return reactor;
+  }
+  const int count = request->references_size();
+  // Encoding runs the model: on the batcher's thread, between batches.
+  auto job = [this, reactor, response, start, count, id = request->identity_id(),
+              luma = *std::move(luma)] {
+    const absl::Time encode_start = absl::Now();
+    absl::StatusOr<std::shared_ptr<const ReferenceFeatures>> features =
+        runner_->EncodeReferences(luma, count);
+    metrics_->RecordReferenceEncode(absl::Now() - encode_start);
+    if (!features.ok()) {
+      FinishUnary(reactor, Rpc::kRegisterReferences, start, features.status());
+      return;
+    }
+    response->set_reference_count(count);
+    response->set_feature_bytes((*features)->byte_size());
+    cache_->Insert(id, *std::move(features));
+    FinishUnary(reactor, Rpc::kRegisterReferences, start, absl::OkStatus());
+  };
+  status = batcher_->RunExclusive(std::move(job));
+  if (!status.ok()) FinishUnary(reactor, Rpc::kRegisterReferences, start, status);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* FaceSrService::Enhance(grpc::CallbackServerContext* context,
+                                                 const v1::EnhanceRequest* request,
+                                                 v1::EnhanceResponse* response) {
+  const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status status = Accepting();
+  if (!status.ok()) {
+    FinishUnary(reactor, Rpc::kEnhance, start, status);
+    return reactor;
+  }
+  ResponseFormat format;
+  absl::StatusOr<std::unique_ptr<FrameTask>> task =
+      handler_.Prepare(*request, ToAbslTime(context->deadline()), &format);
+  if (!task.ok()) {
+    FinishUnary(reactor, Rpc::kEnhance, start, task.status());
+    return reactor;
+  }
+  // The context lives until Finish, and Finish comes only from `done`.
+  (*task)->is_cancelled = [context] { return context->IsCancelled(); };
+  (*task)->done = [this, reactor, response, start, format, sequence = request->sequence_number()](
+                      absl::Status status, FrameTask& finished) {
+    metrics_->RecordFrameDone(status.code());
+    if (status.ok()) status = handler_.BuildResponse(finished, format, response);
+    response->set_sequence_number(sequence);
+    FinishUnary(reactor, Rpc::kEnhance, start, status);
+  };
+  status = handler_.Submit(&*task);
+  if (!status.ok()) FinishUnary(reactor, Rpc::kEnhance, start, status);
+  return reactor;
+}
+
+grpc::ServerBidiReactor<v1::EnhanceRequest, v1::EnhanceResponse>* FaceSrService::EnhanceStream(
+    grpc::CallbackServerContext* context) {
+  return new EnhanceStreamReactor(context, &handler_, metrics_,
+                                  options_.max_stream_frames_in_flight,
+                                  [this] { return Accepting(); });
+}
+
+grpc::ServerUnaryReactor* FaceSrService::DeleteReferences(
+    grpc::CallbackServerContext* context, const v1::DeleteReferencesRequest* request,
+    v1::DeleteReferencesResponse* /*response*/) {
+  const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status status = Accepting();
+  if (status.ok()) status = ValidateIdentityId(request->identity_id(), "identity_id");
+  if (status.ok() && !cache_->Erase(request->identity_id())) {
+    status = IdentityNotFound(request->identity_id());
+  }
+  FinishUnary(reactor, Rpc::kDeleteReferences, start, status);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* FaceSrService::GetServerInfo(grpc::CallbackServerContext* context,
+                                                       const v1::GetServerInfoRequest* /*request*/,
+                                                       v1::GetServerInfoResponse* response) {
+  const absl::Time start = absl::Now();
+  const ModelMetadata& m = runner_->metadata();
+  response->set_model_name(m.name);
+  response->set_model_version(m.version);
+  response->set_model_trained(m.trained);
+  response->set_device(runner_->device_name());
+  response->set_lr_size(m.lr_size);
+  response->set_scale(m.scale);
+  response->set_reference_size(m.reference_size);
+  response->set_max_references(m.max_references);
+  response->set_max_batch_size(options_.max_batch_size);
+  response->set_max_queue_size(options_.max_queue_size);
+  response->set_max_queue_delay_us(options_.max_queue_delay_us);
+  response->set_max_message_bytes(options_.max_message_bytes);
+  response->set_max_stream_frames_in_flight(options_.max_stream_frames_in_flight);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  FinishUnary(reactor, Rpc::kGetServerInfo, start, absl::OkStatus());
+  return reactor;
+}
+
+}  // namespace fsrst

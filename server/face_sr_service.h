@@ -1,0 +1,81 @@
+#ifndef FSRST_SERVER_FACE_SR_SERVICE_H_
+#define FSRST_SERVER_FACE_SR_SERVICE_H_
+
+#include <atomic>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "batching/dynamic_batcher.h"
+#include "fsrst/v1/fsrst.grpc.pb.h"
+#include "model/model_runner.h"
+#include "server/enhance_request_handler.h"
+#include "server/image_codec.h"
+#include "server/reference_cache.h"
+#include "server/server_metrics.h"
+
+namespace fsrst {
+
+struct ServiceOptions {
+  ImageLimits image_limits;             // per decoded image: pixels and bytes
+  int default_jpeg_quality = 95;        // JPEG answers when the request says 0
+  int max_stream_frames_in_flight = 16;  // per EnhanceStream: read but not yet answered
+  int max_batch_size = 8;               // reported by GetServerInfo
+  int max_queue_size = 256;             // reported by GetServerInfo
+  int64_t max_queue_delay_us = 2000;    // reported by GetServerInfo
+  int64_t max_message_bytes = 0;        // reported by GetServerInfo
+};
+
+// fsrst.v1.FaceSuperResolution on the gRPC callback API. Every handler
+// validates, hands the work to the batcher and returns; the batcher's thread
+// finishes the call. Until SetServing(), and after StartDraining(), new work
+// is refused with UNAVAILABLE.
+//
+// Thread-safe. Not owned: runner, batcher, cache and metrics must outlive the
+// service and the gRPC server it is registered with.
+class FaceSrService final : public v1::FaceSuperResolution::CallbackService {
+ public:
+  FaceSrService(ModelRunner* runner, DynamicBatcher* batcher, ReferenceCache* cache,
+                ServerMetrics* metrics, ServiceOptions options);
+
+  // From now on new calls are served (model loaded and warmed up).
+  void SetServing();
+  // From now on new calls and frames are refused with UNAVAILABLE.
+  void StartDraining();
+
+  grpc::ServerUnaryReactor* RegisterReferences(grpc::CallbackServerContext* context,
+                                               const v1::RegisterReferencesRequest* request,
+                                               v1::RegisterReferencesResponse* response) override;
+  grpc::ServerUnaryReactor* Enhance(grpc::CallbackServerContext* context,
+                                    const v1::EnhanceRequest* request,
+                                    v1::EnhanceResponse* response) override;
+  grpc::ServerBidiReactor<v1::EnhanceRequest, v1::EnhanceResponse>* EnhanceStream(
+      grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* DeleteReferences(grpc::CallbackServerContext* context,
+                                             const v1::DeleteReferencesRequest* request,
+                                             v1::DeleteReferencesResponse* response) override;
+  grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* context,
+                                          const v1::GetServerInfoRequest* request,
+                                          v1::GetServerInfoResponse* response) override;
+
+ private:
+  enum class State { kStarting, kServing, kDraining };
+
+  // OK while serving, else the UNAVAILABLE to answer with.
+  absl::Status Accepting() const;
+  // Finishes a unary call and records it.
+  void FinishUnary(grpc::ServerUnaryReactor* reactor, Rpc rpc, absl::Time start,
+                   const absl::Status& status);
+
+  ModelRunner* const runner_;
+  DynamicBatcher* const batcher_;
+  ReferenceCache* const cache_;
+  ServerMetrics* const metrics_;
+  const ServiceOptions options_;
+  const EnhanceRequestHandler handler_;
+  std::atomic<State> state_{State::kStarting};
+};
+
+}  // namespace fsrst
+
+#endif  // FSRST_SERVER_FACE_SR_SERVICE_H_

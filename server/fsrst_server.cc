@@ -1,0 +1,138 @@
+#include "server/fsrst_server.h"
+
+#include <algorithm>
+#include <utility>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/str_cat.h"
+#include "server/batch_runner.h"
+
+namespace fsrst {
+
+absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConfig& config) {
+  if (config.max_batch_size < 1 || config.max_queue_size < 1 ||
+      config.max_stream_frames_in_flight < 1 || config.max_queue_delay_us < 0 ||
+      config.cache_bytes < 0 || config.identity_ttl_s < 1) {
+    return absl::InvalidArgumentError(
+        "--max_batch_size, --max_queue_size, --max_stream_frames_in_flight and "
+        "--identity_ttl_s must be >= 1; --max_queue_delay_us and --cache_bytes >= 0");
+  }
+  std::unique_ptr<FsrstServer> s(new FsrstServer());
+  ModelRunnerOptions model_options;
+  model_options.device = config.device;
+  model_options.num_threads = config.model_threads;
+  absl::StatusOr<std::unique_ptr<ModelRunner>> runner =
+      ModelRunner::Load(config.model_path, model_options);
+  if (!runner.ok()) return runner.status();
+  s->runner_ = *std::move(runner);
+  const ModelMetadata& model = s->runner_->metadata();
+
+  ReferenceCacheOptions cache_options;
+  cache_options.capacity_bytes = config.cache_bytes;
+  cache_options.idle_ttl = absl::Seconds(config.identity_ttl_s);
+  s->cache_ = std::make_unique<ReferenceCache>(cache_options);
+
+  MetricSources sources;
+  ReferenceCache* cache = s->cache_.get();
+  FsrstServer* self = s.get();
+  sources.cache_stats = [cache] { return cache->stats(); };
+  sources.queue_depth = [self] { return self->batcher_ ? self->batcher_->queue_size() : 0; };
+  s->metrics_ = std::make_unique<ServerMetrics>(model.name, model.version,
+                                                s->runner_->device_name(), model.trained,
+                                                std::move(sources));
+  if (config.metrics_port >= 0) {
+    absl::StatusOr<int> port =
+        s->metrics_->StartExposer(absl::StrCat(config.host, ":", config.metrics_port));
+    if (!port.ok()) return port.status();
+    s->metrics_port_ = *port;
+  }
+
+  DynamicBatcherOptions batcher_options;
+  batcher_options.max_batch_size = config.max_batch_size;
+  batcher_options.max_queue_delay_us = config.max_queue_delay_us;
+  batcher_options.max_queue_size = config.max_queue_size;
+  s->batcher_ = std::make_unique<DynamicBatcher>(
+      batcher_options, MakeBatchFunction(s->runner_.get(), s->metrics_.get()));
+
+  ServiceOptions service_options;
+  service_options.image_limits.max_pixels = config.max_image_pixels;
+  service_options.image_limits.max_bytes = config.max_message_bytes;
+  service_options.default_jpeg_quality = config.default_jpeg_quality;
+  service_options.max_stream_frames_in_flight = config.max_stream_frames_in_flight;
+  service_options.max_batch_size = config.max_batch_size;
+  service_options.max_queue_size = config.max_queue_size;
+  service_options.max_queue_delay_us = config.max_queue_delay_us;
+  service_options.max_message_bytes = config.max_message_bytes;
+  s->service_ = std::make_unique<FaceSrService>(s->runner_.get(), s->batcher_.get(),
+                                                s->cache_.get(), s->metrics_.get(),
+                                                service_options);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(absl::StrCat(config.host, ":", config.port),
+                           grpc::InsecureServerCredentials(), &s->port_);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_message_bytes));
+  builder.RegisterService(s->service_.get());
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("--port: cannot listen on ", config.host, ":", config.port));
+  }
+  grpc::HealthCheckServiceInterface* health = s->server_->GetHealthCheckService();
+  health->SetServingStatus(false);
+
+  // Warm up on the batcher's thread, as every later model call runs.
+  absl::Notification warmed;
+  absl::Status warmup_status;
+  absl::Status scheduled = s->batcher_->RunExclusive([&] {
+    warmup_status = s->runner_->Warmup(config.max_batch_size);
+    warmed.Notify();
+  });
+  if (!scheduled.ok()) return scheduled;
+  warmed.WaitForNotification();
+  if (!warmup_status.ok()) return warmup_status;
+
+  const absl::Duration janitor_period =
+      std::clamp(absl::Seconds(config.identity_ttl_s) / 10, absl::Milliseconds(100),
+                 absl::Seconds(30));
+  s->janitor_ = std::thread([self, janitor_period] { self->ExpireIdleLoop(janitor_period); });
+
+  s->service_->SetServing();
+  health->SetServingStatus(true);
+  return s;
+}
+
+void FsrstServer::ExpireIdleLoop(absl::Duration period) {
+  while (!stop_janitor_.WaitForNotificationWithTimeout(period)) cache_->ExpireIdle();
+}
+
+bool FsrstServer::Shutdown(absl::Duration drain_timeout) {
+  {
+    absl::MutexLock lock(&shutdown_mu_);
+    if (shut_down_) return true;
+    shut_down_ = true;
+  }
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  service_->StartDraining();
+  batcher_->StartDraining();
+  const bool drained = batcher_->WaitUntilIdle(drain_timeout);
+  // Answers of drained frames are on their way; give the calls a moment to end.
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  StopJanitor();
+  return drained;
+}
+
+void FsrstServer::StopJanitor() {
+  if (!stop_janitor_.HasBeenNotified()) stop_janitor_.Notify();
+  if (janitor_.joinable()) janitor_.join();
+}
+
+FsrstServer::~FsrstServer() {
+  if (server_ != nullptr) Shutdown(absl::Seconds(5));
+  StopJanitor();
+}
+
+}  // namespace fsrst

@@ -1,0 +1,107 @@
+// fsrst_server: the FSRST face super-resolution gRPC service.
+//
+//   fsrst_server --model=model/weights/fsrst_x4.pt [--port=50051] [--metrics_port=9464]
+//
+// SIGTERM or SIGINT: report NOT_SERVING, refuse new work with UNAVAILABLE,
+// finish what is queued within --drain_timeout_s, exit 0.
+
+#include <signal.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "server/fsrst_server.h"
+
+namespace {
+const fsrst::ServerConfig kDefaults;
+}  // namespace
+
+ABSL_FLAG(std::string, model, "model/weights/fsrst_x4.pt",
+          "TorchScript FSRST file (model/fsrst/export.py); sizes come from its metadata");
+ABSL_FLAG(std::string, device, kDefaults.device,
+          "where the model runs: auto (CUDA when LibTorch has it), cpu, cuda or cuda:N");
+ABSL_FLAG(int, model_threads, kDefaults.model_threads,
+          "intra-op CPU threads of the model; 0 = every core");
+ABSL_FLAG(std::string, host, kDefaults.host, "address the gRPC and metrics ports bind");
+ABSL_FLAG(int, port, kDefaults.port, "gRPC port; 0 picks a free one (printed at start)");
+ABSL_FLAG(int, metrics_port, kDefaults.metrics_port,
+          "Prometheus /metrics port; 0 picks a free one, -1 disables");
+ABSL_FLAG(int, max_batch_size, kDefaults.max_batch_size,
+          "most frames per model call (frames of any identities share a batch)");
+ABSL_FLAG(int64_t, max_queue_delay_us, kDefaults.max_queue_delay_us,
+          "longest a partial batch waits for more frames, from its oldest frame; it waits only "
+          "while more frames are expected (fewer queued than the last batch carried)");
+ABSL_FLAG(int, max_queue_size, kDefaults.max_queue_size,
+          "most frames waiting for the model; beyond it RESOURCE_EXHAUSTED at once");
+ABSL_FLAG(int64_t, cache_bytes, kDefaults.cache_bytes,
+          "byte budget of cached reference features on the model's device (LRU eviction)");
+ABSL_FLAG(int64_t, identity_ttl_s, kDefaults.identity_ttl_s,
+          "an identity not used for this many seconds is dropped from the cache");
+ABSL_FLAG(int, max_stream_frames_in_flight, kDefaults.max_stream_frames_in_flight,
+          "per EnhanceStream: frames read but not yet answered; further reads wait");
+ABSL_FLAG(int64_t, max_message_bytes, kDefaults.max_message_bytes,
+          "largest request message accepted (gRPC max receive size)");
+ABSL_FLAG(int64_t, max_image_pixels, kDefaults.max_image_pixels,
+          "largest image accepted, checked from its header before decoding");
+ABSL_FLAG(int, default_jpeg_quality, kDefaults.default_jpeg_quality,
+          "quality of JPEG answers when the request does not say");
+ABSL_FLAG(int, drain_timeout_s, 20,
+          "on SIGTERM/SIGINT, how long queued frames may take to finish before exit");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "reference-based face super-resolution (FSRST) over gRPC.\n"
+      "  fsrst_server --model=model/weights/fsrst_x4.pt --port=50051 --metrics_port=9464");
+  absl::ParseCommandLine(argc, argv);
+
+  // Signals are taken by sigwait below, never by a handler on a random thread:
+  // block them before any thread starts, so every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  fsrst::ServerConfig config;
+  config.model_path = absl::GetFlag(FLAGS_model);
+  config.device = absl::GetFlag(FLAGS_device);
+  config.model_threads = absl::GetFlag(FLAGS_model_threads);
+  config.host = absl::GetFlag(FLAGS_host);
+  config.port = absl::GetFlag(FLAGS_port);
+  config.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  config.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  config.max_queue_delay_us = absl::GetFlag(FLAGS_max_queue_delay_us);
+  config.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
+  config.cache_bytes = absl::GetFlag(FLAGS_cache_bytes);
+  config.identity_ttl_s = absl::GetFlag(FLAGS_identity_ttl_s);
+  config.max_stream_frames_in_flight = absl::GetFlag(FLAGS_max_stream_frames_in_flight);
+  config.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  config.max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
+  config.default_jpeg_quality = absl::GetFlag(FLAGS_default_jpeg_quality);
+
+  std::cerr << "fsrst_server: loading " << config.model_path << std::endl;
+  absl::StatusOr<std::unique_ptr<fsrst::FsrstServer>> server = fsrst::FsrstServer::Start(config);
+  if (!server.ok()) {
+    std::cerr << "fsrst_server: cannot start: " << server.status() << std::endl;
+    return 1;
+  }
+  const fsrst::ModelMetadata& model = (*server)->model();
+  std::cerr << "fsrst_server: SERVING " << model.name << " (version " << model.version
+            << (model.trained ? "" : ", UNTRAINED random weights") << ") on " << config.host
+            << ":" << (*server)->port() << ", metrics on port " << (*server)->metrics_port()
+            << std::endl;
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  std::cerr << "fsrst_server: signal " << signal_number << ": draining" << std::endl;
+  const bool drained =
+      (*server)->Shutdown(absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)));
+  std::cerr << "fsrst_server: " << (drained ? "drained, exiting" : "drain timed out, exiting")
+            << std::endl;
+  server->reset();
+  return 0;
+}

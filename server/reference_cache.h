@@ -1,0 +1,97 @@
+#ifndef FSRST_SERVER_REFERENCE_CACHE_H_
+#define FSRST_SERVER_REFERENCE_CACHE_H_
+
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "model/reference_features.h"
+
+namespace fsrst {
+
+struct ReferenceCacheOptions {
+  int64_t capacity_bytes = int64_t{512} << 20;  // budget for features; LRU entries beyond it are evicted
+  absl::Duration idle_ttl = absl::Minutes(30);  // an entry not looked up for this long expires
+  // The clock; tests inject a fake one. Must be thread-safe.
+  std::function<absl::Time()> now = [] { return absl::Now(); };
+};
+
+// Counters and levels, for the metrics.
+struct ReferenceCacheStats {
+  int64_t entries = 0;    // identities currently cached (pinned or not)
+  int64_t bytes = 0;      // bytes charged: cached entries plus replaced/evicted ones still pinned
+  int64_t hits = 0;       // lookups that found the identity
+  int64_t misses = 0;     // lookups that did not
+  int64_t evictions = 0;  // entries removed for capacity
+  int64_t expirations = 0;  // entries removed for idle TTL
+};
+
+// Identity id -> that identity's encoded reference features, with a byte
+// budget, LRU eviction and an idle TTL (after LevelDB's Cache contract).
+//
+// Lookup returns the features as a shared_ptr that pins the entry: a pinned
+// entry is never evicted or expired, and its bytes stay charged until the last
+// copy of every handle to it is destroyed, even if the identity was replaced
+// or erased meanwhile (frames in flight keep the features they started with).
+// Insert replaces an identity's entry atomically. When an insert brings the
+// charge over capacity, least recently used unpinned entries are evicted,
+// never the one just inserted; if only pinned entries remain, the cache stays
+// over budget until they are released (then the excess is evicted).
+//
+// Thread-safe. The cache must outlive every handle it returned.
+class ReferenceCache {
+ public:
+  explicit ReferenceCache(ReferenceCacheOptions options);
+  ~ReferenceCache();
+
+  ReferenceCache(const ReferenceCache&) = delete;
+  ReferenceCache& operator=(const ReferenceCache&) = delete;
+
+  // Caches `features` under `key`, replacing any earlier entry of that key.
+  // The charge is features->byte_size().
+  void Insert(const std::string& key, std::shared_ptr<const ReferenceFeatures> features);
+
+  // The features of `key`, pinned, and marks it most recently used; null if
+  // the key is unknown, evicted or expired (expired entries are removed here).
+  std::shared_ptr<const ReferenceFeatures> Lookup(const std::string& key);
+
+  // Removes `key`; returns whether it was cached. Its bytes are released once
+  // no handle pins it.
+  bool Erase(const std::string& key);
+
+  // Removes every unpinned entry idle longer than the TTL; returns how many.
+  // Call periodically; Lookup also expires the entry it finds stale.
+  int ExpireIdle();
+
+  ReferenceCacheStats stats() const;
+
+ private:
+  struct Entry;
+  using LruList = std::list<Entry*>;
+
+  // Unlinks `entry` from the table (and the LRU list if unpinned); its bytes
+  // stay charged until the last pin is released. Deletes it if unpinned.
+  void RemoveLocked(Entry* entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Evicts least recently used unpinned entries while over capacity, but not
+  // `keep` (the entry just inserted: a registration is never undone by itself).
+  void EvictLocked(const Entry* keep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops one pin; called by the handle's deleter.
+  void Release(Entry* entry);
+
+  const ReferenceCacheOptions options_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, Entry*> table_ ABSL_GUARDED_BY(mu_);
+  LruList lru_ ABSL_GUARDED_BY(mu_);  // unpinned cached entries, least recently used first
+  ReferenceCacheStats stats_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace fsrst
+
+#endif  // FSRST_SERVER_REFERENCE_CACHE_H_

@@ -1,0 +1,43 @@
+#ifndef FSRST_SERVER_REQUEST_VALIDATION_H_
+#define FSRST_SERVER_REQUEST_VALIDATION_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "fsrst/v1/fsrst.pb.h"
+#include "model/model_metadata.h"
+#include "server/image_codec.h"
+
+namespace fsrst {
+
+// Checks and decodes what callers send, before anything is queued. Every
+// error is INVALID_ARGUMENT and names the field and the expected value.
+// Pure functions: thread-safe, and they never crash on any input (they are
+// fuzzed).
+
+inline constexpr int kMaxIdentityIdLength = 128;
+
+// 1..128 characters of [A-Za-z0-9._:@-].
+absl::Status ValidateIdentityId(absl::string_view id, absl::string_view field);
+
+// The encoding of an Image: JPEG or RGB8; UNSPECIFIED and unknown values are errors.
+absl::StatusOr<ImageEncoding> ToImageEncoding(int encoding, absl::string_view field);
+
+// A low-resolution frame: decoded to interleaved RGB8, exactly lr_size square.
+absl::StatusOr<std::vector<uint8_t>> DecodeFrame(const v1::Image& frame,
+                                                 const ModelMetadata& model,
+                                                 const ImageLimits& limits);
+
+// 1..max_references reference photos, each centre-cropped, resized to the
+// model's reference size and converted to luma; concatenated.
+absl::StatusOr<std::vector<float>> DecodeReferences(
+    const google::protobuf::RepeatedPtrField<v1::Image>& references,
+    const ModelMetadata& model, const ImageLimits& limits);
+
+}  // namespace fsrst
+
+#endif  // FSRST_SERVER_REQUEST_VALIDATION_H_

@@ -1,0 +1,223 @@
+#include "server/server_metrics.h"
+
+#include <exception>
+#include <utility>
+#include <vector>
+
+#include <prometheus/collectable.h>
+#include <prometheus/text_serializer.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace fsrst {
+namespace {
+
+const char* RpcName(int rpc) {
+  static constexpr const char* kNames[kNumRpcs] = {"RegisterReferences", "Enhance",
+                                                   "EnhanceStream", "DeleteReferences",
+                                                   "GetServerInfo"};
+  return kNames[rpc];
+}
+
+std::string CodeName(int code) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+}
+
+int CodeIndex(absl::StatusCode code) {
+  const int index = static_cast<int>(code);
+  return index >= 0 && index < kNumStatusCodes ? index : static_cast<int>(absl::StatusCode::kUnknown);
+}
+
+// Latency buckets from 0.5 ms to 20 s, about x2 apart.
+prometheus::Histogram::BucketBoundaries LatencyBuckets() {
+  return {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20};
+}
+
+prometheus::MetricFamily Level(const std::string& name, const std::string& help,
+                               prometheus::MetricType type, double value) {
+  prometheus::MetricFamily family;
+  family.name = name;
+  family.help = help;
+  family.type = type;
+  prometheus::ClientMetric metric;
+  if (type == prometheus::MetricType::Counter) {
+    metric.counter.value = value;
+  } else {
+    metric.gauge.value = value;
+  }
+  family.metric.push_back(std::move(metric));
+  return family;
+}
+
+}  // namespace
+
+// Reads levels owned elsewhere (the cache's counters, the queue) at scrape time.
+class ServerMetrics::LevelCollector final : public prometheus::Collectable {
+ public:
+  explicit LevelCollector(MetricSources sources) : sources_(std::move(sources)) {}
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    using prometheus::MetricType;
+    std::vector<prometheus::MetricFamily> families;
+    if (sources_.queue_depth) {
+      families.push_back(Level("fsrst_queue_depth", "Frames waiting in the batcher's queue.",
+                               MetricType::Gauge, sources_.queue_depth()));
+    }
+    if (sources_.cache_stats) {
+      const ReferenceCacheStats s = sources_.cache_stats();
+      families.push_back(Level("fsrst_reference_cache_entries",
+                               "Identities whose reference features are cached.",
+                               MetricType::Gauge, s.entries));
+      families.push_back(Level("fsrst_reference_cache_bytes",
+                               "Bytes of reference features held on the model's device.",
+                               MetricType::Gauge, s.bytes));
+      families.push_back(Level("fsrst_reference_cache_hits_total",
+                               "Lookups that found the identity's features.",
+                               MetricType::Counter, s.hits));
+      families.push_back(Level("fsrst_reference_cache_misses_total",
+                               "Lookups of unknown, evicted or expired identities.",
+                               MetricType::Counter, s.misses));
+      families.push_back(Level("fsrst_reference_cache_evictions_total",
+                               "Identities evicted to stay within the byte budget.",
+                               MetricType::Counter, s.evictions));
+      families.push_back(Level("fsrst_reference_cache_expirations_total",
+                               "Identities removed after the idle TTL.", MetricType::Counter,
+                               s.expirations));
+    }
+    return families;
+  }
+
+ private:
+  const MetricSources sources_;
+};
+
+ServerMetrics::ServerMetrics(const std::string& model_name, const std::string& model_version,
+                             const std::string& device, bool trained, MetricSources sources)
+    : registry_(std::make_shared<prometheus::Registry>()),
+      levels_(std::make_shared<LevelCollector>(std::move(sources))) {
+  auto& requests = prometheus::BuildCounter()
+                       .Name("fsrst_requests_total")
+                       .Help("Finished RPCs by method and gRPC status code (a stream counts once).")
+                       .Register(*registry_);
+  auto& request_duration =
+      prometheus::BuildHistogram()
+          .Name("fsrst_request_duration_seconds")
+          .Help("End-to-end RPC duration in the server, from arrival to the answer.")
+          .Register(*registry_);
+  for (int rpc = 0; rpc < kNumRpcs; ++rpc) {
+    for (int code = 0; code < kNumStatusCodes; ++code) {
+      requests_[rpc][code] = &requests.Add({{"rpc", RpcName(rpc)}, {"code", CodeName(code)}});
+    }
+    request_duration_[rpc] = &request_duration.Add({{"rpc", RpcName(rpc)}}, LatencyBuckets());
+  }
+  auto& stream_frames = prometheus::BuildCounter()
+                            .Name("fsrst_stream_frames_total")
+                            .Help("Frames answered on EnhanceStream, by status code.")
+                            .Register(*registry_);
+  for (int code = 0; code < kNumStatusCodes; ++code) {
+    stream_frames_[code] = &stream_frames.Add({{"code", CodeName(code)}});
+  }
+  queue_duration_ = &prometheus::BuildHistogram()
+                         .Name("fsrst_queue_duration_seconds")
+                         .Help("Time a frame waited in the batcher's queue before its batch ran.")
+                         .Register(*registry_)
+                         .Add({}, LatencyBuckets());
+  inference_duration_ = &prometheus::BuildHistogram()
+                             .Name("fsrst_inference_duration_seconds")
+                             .Help("Model time of one batch (forward and copies).")
+                             .Register(*registry_)
+                             .Add({}, LatencyBuckets());
+  encode_duration_ = &prometheus::BuildHistogram()
+                          .Name("fsrst_reference_encode_duration_seconds")
+                          .Help("Model time to encode one identity's references.")
+                          .Register(*registry_)
+                          .Add({}, LatencyBuckets());
+  batch_size_ = &prometheus::BuildHistogram()
+                     .Name("fsrst_batch_size")
+                     .Help("Frames per model call.")
+                     .Register(*registry_)
+                     .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128,
+                                                                      256});
+  frames_enhanced_ = &prometheus::BuildCounter()
+                          .Name("fsrst_frames_enhanced_total")
+                          .Help("Frames the model enhanced.")
+                          .Register(*registry_)
+                          .Add({});
+  auto& dropped = prometheus::BuildCounter()
+                      .Name("fsrst_frames_dropped_total")
+                      .Help("Frames dropped before inference: deadline passed or caller cancelled.")
+                      .Register(*registry_);
+  dropped_deadline_ = &dropped.Add({{"reason", "deadline_exceeded"}});
+  dropped_cancelled_ = &dropped.Add({{"reason", "cancelled"}});
+  active_streams_ = &prometheus::BuildGauge()
+                         .Name("fsrst_active_streams")
+                         .Help("Open EnhanceStream calls.")
+                         .Register(*registry_)
+                         .Add({});
+  prometheus::BuildGauge()
+      .Name("fsrst_model_info")
+      .Help("The model this server runs (always 1; the labels carry the information).")
+      .Register(*registry_)
+      .Add({{"model", model_name},
+            {"version", model_version},
+            {"device", device},
+            {"trained", trained ? "true" : "false"}})
+      .Set(1);
+}
+
+ServerMetrics::~ServerMetrics() = default;
+
+absl::StatusOr<int> ServerMetrics::StartExposer(const std::string& address) {
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(address, /*num_threads=*/1);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("--metrics_port: cannot listen on ", address, ": ", e.what()));
+  }
+  exposer_->RegisterCollectable(registry_);
+  exposer_->RegisterCollectable(levels_);
+  const std::vector<int> ports = exposer_->GetListeningPorts();
+  return ports.empty() ? 0 : ports.front();
+}
+
+void ServerMetrics::RecordRequest(Rpc rpc, absl::StatusCode code, absl::Duration duration) {
+  const int r = static_cast<int>(rpc);
+  requests_[r][CodeIndex(code)]->Increment();
+  request_duration_[r]->Observe(absl::ToDoubleSeconds(duration));
+}
+
+void ServerMetrics::RecordStreamFrame(absl::StatusCode code) {
+  stream_frames_[CodeIndex(code)]->Increment();
+}
+
+void ServerMetrics::RecordBatch(int batch_size, absl::Duration inference) {
+  batch_size_->Observe(batch_size);
+  inference_duration_->Observe(absl::ToDoubleSeconds(inference));
+}
+
+void ServerMetrics::RecordQueueDuration(absl::Duration queued) {
+  queue_duration_->Observe(absl::ToDoubleSeconds(queued));
+}
+
+void ServerMetrics::RecordFramesEnhanced(int frames) { frames_enhanced_->Increment(frames); }
+
+void ServerMetrics::RecordFrameDone(absl::StatusCode code) {
+  if (code == absl::StatusCode::kCancelled) dropped_cancelled_->Increment();
+  if (code == absl::StatusCode::kDeadlineExceeded) dropped_deadline_->Increment();
+}
+
+void ServerMetrics::RecordReferenceEncode(absl::Duration duration) {
+  encode_duration_->Observe(absl::ToDoubleSeconds(duration));
+}
+
+void ServerMetrics::StreamOpened() { active_streams_->Increment(); }
+void ServerMetrics::StreamClosed() { active_streams_->Decrement(); }
+
+std::string ServerMetrics::SerializeText() const {
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  std::vector<prometheus::MetricFamily> levels = levels_->Collect();
+  families.insert(families.end(), levels.begin(), levels.end());
+  return prometheus::TextSerializer().Serialize(families);
+}
+
+}  // namespace fsrst

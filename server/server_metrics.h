@@ -1,0 +1,93 @@
+#ifndef FSRST_SERVER_SERVER_METRICS_H_
+#define FSRST_SERVER_SERVER_METRICS_H_
+
+#include <array>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/reference_cache.h"
+
+namespace fsrst {
+
+// The RPCs, as the `rpc` label of request metrics.
+enum class Rpc { kRegisterReferences, kEnhance, kEnhanceStream, kDeleteReferences, kGetServerInfo };
+inline constexpr int kNumRpcs = 5;
+inline constexpr int kNumStatusCodes = 17;  // absl::StatusCode 0..16
+
+// Levels read when Prometheus scrapes, instead of being pushed on every change.
+struct MetricSources {
+  std::function<ReferenceCacheStats()> cache_stats;
+  std::function<int()> queue_depth;
+};
+
+// Owns the Prometheus registry and every fsrst_* metric family, built once.
+// Everything else holds a pointer to this and calls the Record* methods.
+//
+// Thread-safe: every method may be called from any thread; the hot-path
+// methods touch pre-built counters and histograms only (no label lookups, no
+// allocation).
+class ServerMetrics {
+ public:
+  ServerMetrics(const std::string& model_name, const std::string& model_version,
+                const std::string& device, bool trained, MetricSources sources);
+  ~ServerMetrics();
+
+  ServerMetrics(const ServerMetrics&) = delete;
+  ServerMetrics& operator=(const ServerMetrics&) = delete;
+
+  // Serves /metrics on `address` ("0.0.0.0:9464"; port 0 picks one).
+  // Returns the port it listens on, or UNAVAILABLE with the cause.
+  absl::StatusOr<int> StartExposer(const std::string& address);
+
+  // A finished RPC (for streams: the whole stream) and its end-to-end duration.
+  void RecordRequest(Rpc rpc, absl::StatusCode code, absl::Duration duration);
+  // One frame of a stream finished with `code`.
+  void RecordStreamFrame(absl::StatusCode code);
+  // One batch ran: its size, the model time, and each frame's wait in the queue
+  // is recorded by RecordQueueDuration.
+  void RecordBatch(int batch_size, absl::Duration inference);
+  void RecordQueueDuration(absl::Duration queued);
+  void RecordFramesEnhanced(int frames);
+  // A frame handed to the batcher came back with `code`; DEADLINE_EXCEEDED and
+  // CANCELLED mean the batcher dropped it before inference.
+  void RecordFrameDone(absl::StatusCode code);
+  void RecordReferenceEncode(absl::Duration duration);
+  void StreamOpened();
+  void StreamClosed();
+
+  // The text Prometheus would scrape now (tests, debugging).
+  std::string SerializeText() const;
+
+ private:
+  class LevelCollector;
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<LevelCollector> levels_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+
+  std::array<std::array<prometheus::Counter*, kNumStatusCodes>, kNumRpcs> requests_{};
+  std::array<prometheus::Histogram*, kNumRpcs> request_duration_{};
+  std::array<prometheus::Counter*, kNumStatusCodes> stream_frames_{};
+  prometheus::Histogram* queue_duration_ = nullptr;
+  prometheus::Histogram* inference_duration_ = nullptr;
+  prometheus::Histogram* encode_duration_ = nullptr;
+  prometheus::Histogram* batch_size_ = nullptr;
+  prometheus::Counter* frames_enhanced_ = nullptr;
+  prometheus::Counter* dropped_deadline_ = nullptr;
+  prometheus::Counter* dropped_cancelled_ = nullptr;
+  prometheus::Gauge* active_streams_ = nullptr;
+};
+
+}  // namespace fsrst
+
+#endif  // FSRST_SERVER_SERVER_METRICS_H_

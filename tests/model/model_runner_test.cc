@@ -1,0 +1,175 @@
+#include "model/model_runner.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace fsrst {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string SourceDir() {
+  const char* dir = std::getenv("FSRST_SOURCE_DIR");
+  return dir != nullptr ? dir : ".";
+}
+
+std::string WeightsPath(const std::string& variant) {
+  return SourceDir() + "/model/weights/" + variant + ".pt";
+}
+
+std::vector<uint8_t> Pattern(size_t n, int seed) {
+  std::vector<uint8_t> v(n);
+  uint32_t x = 2463534242u + seed;
+  for (auto& b : v) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    b = static_cast<uint8_t>(x);
+  }
+  return v;
+}
+
+std::vector<float> Luma(const ModelMetadata& m, int count, int seed) {
+  std::vector<uint8_t> bytes = Pattern(count * m.reference_pixels(), seed);
+  return std::vector<float>(bytes.begin(), bytes.end());
+}
+
+class ModelRunnerTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    ModelRunnerOptions options;
+    options.device = "cpu";
+    options.num_threads = 1;
+    auto runner = ModelRunner::Load(WeightsPath(GetParam()), options);
+    ASSERT_TRUE(runner.ok()) << runner.status();
+    runner_ = *std::move(runner);
+  }
+
+  std::vector<uint8_t> Run(const std::vector<uint8_t>& frame, const ReferenceFeatures* refs) {
+    std::vector<uint8_t> out(runner_->metadata().output_bytes());
+    FrameInput input;
+    input.frame_rgb = frame.data();
+    input.references = refs;
+    input.output_rgb = out.data();
+    EXPECT_TRUE(runner_->Enhance({&input, 1}).ok());
+    return out;
+  }
+
+  std::unique_ptr<ModelRunner> runner_;
+};
+
+TEST_P(ModelRunnerTest, ReadsMetadataFromTheFile) {
+  const ModelMetadata& m = runner_->metadata();
+  EXPECT_EQ(m.name, GetParam());
+  EXPECT_EQ(m.lr_size, 32);
+  EXPECT_EQ(m.scale, 4);
+  EXPECT_EQ(m.reference_size, 128);
+  EXPECT_THAT(m.feature_shape, ::testing::ElementsAre(3, 32, 32));
+  EXPECT_EQ(m.max_references, 8);
+  EXPECT_EQ(m.parameters, GetParam() == "fsrst_x4" ? 2552576 : 869792);
+  EXPECT_EQ(runner_->device_name(), "cpu");
+}
+
+TEST_P(ModelRunnerTest, EncodesReferencesOnce) {
+  const ModelMetadata& m = runner_->metadata();
+  auto features = runner_->EncodeReferences(Luma(m, 3, 1), 3);
+  ASSERT_TRUE(features.ok()) << features.status();
+  EXPECT_EQ((*features)->count(), 3);
+  EXPECT_EQ((*features)->byte_size(), 3 * 3 * 32 * 32 * 4);
+}
+
+TEST_P(ModelRunnerTest, RejectsWrongReferenceCounts) {
+  const ModelMetadata& m = runner_->metadata();
+  EXPECT_EQ(runner_->EncodeReferences({}, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(runner_->EncodeReferences(Luma(m, 9, 1), 9).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(runner_->EncodeReferences(Luma(m, 2, 1), 3).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_P(ModelRunnerTest, MixedBatchEqualsEachFrameAlone) {
+  const ModelMetadata& m = runner_->metadata();
+  auto two = runner_->EncodeReferences(Luma(m, 2, 1), 2);
+  auto three = runner_->EncodeReferences(Luma(m, 3, 2), 3);
+  ASSERT_TRUE(two.ok() && three.ok());
+  std::vector<std::vector<uint8_t>> frames = {Pattern(m.frame_bytes(), 10),
+                                              Pattern(m.frame_bytes(), 11),
+                                              Pattern(m.frame_bytes(), 12)};
+  const ReferenceFeatures* refs[] = {two->get(), nullptr, three->get()};
+  std::vector<std::vector<uint8_t>> outputs(3, std::vector<uint8_t>(m.output_bytes()));
+  std::vector<FrameInput> batch(3);
+  for (int i = 0; i < 3; ++i) {
+    batch[i].frame_rgb = frames[i].data();
+    batch[i].references = refs[i];
+    batch[i].output_rgb = outputs[i].data();
+  }
+  ASSERT_TRUE(runner_->Enhance(batch).ok());
+  for (int i = 0; i < 3; ++i) {
+    std::vector<uint8_t> alone = Run(frames[i], refs[i]);
+    int max_diff = 0;
+    for (size_t j = 0; j < alone.size(); ++j) {
+      max_diff = std::max(max_diff, std::abs(int{alone[j]} - int{outputs[i][j]}));
+    }
+    EXPECT_LE(max_diff, 1) << "frame " << i;
+  }
+  // References matter: frame 0 with and without its references differ.
+  EXPECT_NE(Run(frames[0], nullptr), outputs[0]);
+}
+
+TEST_P(ModelRunnerTest, InlineReferencesEqualCachedOnes) {
+  const ModelMetadata& m = runner_->metadata();
+  std::vector<float> luma = Luma(m, 3, 5);
+  auto cached = runner_->EncodeReferences(luma, 3);
+  ASSERT_TRUE(cached.ok());
+  std::vector<uint8_t> frame = Pattern(m.frame_bytes(), 20);
+  std::vector<uint8_t> out(m.output_bytes());
+  FrameInput input;
+  input.frame_rgb = frame.data();
+  input.reference_luma = luma;
+  input.reference_luma_count = 3;
+  input.output_rgb = out.data();
+  ASSERT_TRUE(runner_->Enhance({&input, 1}).ok());
+  EXPECT_EQ(out, Run(frame, cached->get()));
+}
+
+TEST_P(ModelRunnerTest, WarmsUpEveryBatchSize) { EXPECT_TRUE(runner_->Warmup(3).ok()); }
+
+INSTANTIATE_TEST_SUITE_P(ShippedModels, ModelRunnerTest,
+                         ::testing::Values("fsrst_x4", "fsrst_x4_small"));
+
+TEST(ModelRunnerLoad, MissingFileIsNotFound) {
+  auto runner = ModelRunner::Load("/nonexistent/model.pt", {});
+  EXPECT_EQ(runner.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(runner.status().message(), HasSubstr("/nonexistent/model.pt"));
+}
+
+TEST(ModelRunnerLoad, CorruptFileIsInvalidArgument) {
+  const std::string path = ::testing::TempDir() + "/corrupt.pt";
+  std::ofstream(path) << "this is not a TorchScript archive";
+  auto runner = ModelRunner::Load(path, {});
+  EXPECT_EQ(runner.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(runner.status().message(), HasSubstr("not a loadable TorchScript file"));
+}
+
+TEST(ModelRunnerLoad, UnknownDeviceIsInvalidArgument) {
+  ModelRunnerOptions options;
+  options.device = "tpu";
+  auto runner = ModelRunner::Load(WeightsPath("fsrst_x4_small"), options);
+  EXPECT_EQ(runner.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(runner.status().message(), HasSubstr("expected auto, cpu, cuda or cuda:N"));
+}
+
+TEST(ModelMetadataParse, NamesTheBadKey) {
+  auto m = ParseModelMetadata(R"({"name": "x", "lr_size": 32, "scale": 0})");
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(m.status().message(), HasSubstr("\"scale\" must be a positive integer"));
+  EXPECT_EQ(ParseModelMetadata("not json").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace fsrst

@@ -1,0 +1,70 @@
+#ifndef FSRST_TESTS_SERVER_SERVICE_TEST_UTIL_H_
+#define FSRST_TESTS_SERVER_SERVICE_TEST_UTIL_H_
+
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "fsrst/v1/fsrst.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "server/fsrst_server.h"
+
+namespace fsrst::testing {
+
+inline std::string SourceDir() {
+  const char* dir = std::getenv("FSRST_SOURCE_DIR");
+  return dir != nullptr ? dir : ".";
+}
+
+// A server config for tests: the small shipped model, free ports, one thread.
+inline ServerConfig TestConfig() {
+  ServerConfig config;
+  config.model_path = SourceDir() + "/model/weights/fsrst_x4_small.pt";
+  config.device = "cpu";
+  config.model_threads = 1;
+  config.host = "127.0.0.1";
+  config.port = 0;
+  config.metrics_port = 0;
+  config.max_batch_size = 4;
+  config.max_message_bytes = 1 << 20;
+  return config;
+}
+
+// Deterministic pseudo-random bytes (xorshift).
+inline std::string NoiseBytes(size_t n, uint32_t seed) {
+  std::string bytes(n, '\0');
+  uint32_t x = 2463534242u ^ (seed * 2654435761u);
+  for (char& b : bytes) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    b = static_cast<char>(x & 0xff);
+  }
+  return bytes;
+}
+
+inline v1::Image Rgb8Image(int width, int height, uint32_t seed) {
+  v1::Image image;
+  image.set_encoding(v1::ENCODING_RGB8);
+  image.set_width(width);
+  image.set_height(height);
+  image.set_data(NoiseBytes(static_cast<size_t>(width) * height * 3, seed));
+  return image;
+}
+
+inline std::unique_ptr<v1::FaceSuperResolution::Stub> Connect(int port) {
+  grpc::ChannelArguments args;
+  args.SetMaxSendMessageSize(64 << 20);
+  args.SetMaxReceiveMessageSize(64 << 20);
+  return v1::FaceSuperResolution::NewStub(grpc::CreateCustomChannel(
+      absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials(), args));
+}
+
+}  // namespace fsrst::testing
+
+#endif  // FSRST_TESTS_SERVER_SERVICE_TEST_UTIL_H_

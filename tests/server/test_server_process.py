@@ -1,0 +1,174 @@
+"""The fsrst_server binary end to end: output equals the model run directly,
+health, metrics text, shutdown on SIGTERM, startup failures."""
+
+import concurrent.futures
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import SERVER_BIN, ServerProcess, small_model
+from fsrst.export import read_metadata
+import fsrst_pb2
+import fsrst_pb2_grpc
+import health_pb2
+import health_pb2_grpc
+
+RNG = np.random.default_rng(7)
+
+
+def rgb8(array: np.ndarray) -> fsrst_pb2.Image:
+    h, w, _ = array.shape
+    return fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=array.tobytes(), width=w,
+                           height=h)
+
+
+def stub(port: int):
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    return fsrst_pb2_grpc.FaceSuperResolutionStub(channel), channel
+
+
+def health_status(port: int, timeout: float = 5.0):
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=timeout).status
+
+
+@pytest.mark.parametrize("variant", ["fsrst_x4_small", "fsrst_x4"])
+def test_served_output_equals_the_model_run_directly(variant):
+    path = os.path.join(os.path.dirname(small_model()), variant + ".pt")
+    server = ServerProcess(path, "--model_threads=1")
+    try:
+        client, channel = stub(server.port)
+        refs = [RNG.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(3)]
+        frames = [RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
+        client.RegisterReferences(fsrst_pb2.RegisterReferencesRequest(
+            identity_id="person-1", references=[rgb8(r) for r in refs]), timeout=60)
+        served = []
+        for frame in frames:
+            response = client.Enhance(fsrst_pb2.EnhanceRequest(
+                identity_id="person-1", frame=rgb8(frame)), timeout=60)
+            assert response.image.encoding == fsrst_pb2.ENCODING_RGB8
+            served.append(np.frombuffer(response.image.data, np.uint8).reshape(128, 128, 3))
+        channel.close()
+    finally:
+        assert server.stop() == 0
+
+    module = torch.jit.load(path)
+    luma = torch.stack([torch.from_numpy(np.asarray(Image.fromarray(r).convert("YCbCr").split()[0],
+                                                    dtype=np.float32) / 255.0)[None]
+                        for r in refs])
+    lr = torch.stack([torch.from_numpy(f.astype(np.float32) / 255.0).permute(2, 0, 1)
+                      for f in frames])
+    with torch.no_grad():
+        feats = module.encode_references(luma)[None].expand(3, -1, -1, -1, -1)
+        out = module(lr, feats, torch.ones(3, 3, dtype=torch.bool))
+    direct = (out.permute(0, 2, 3, 1).numpy() * 255.0).round().clip(0, 255).astype(np.int16)
+    for i in range(3):
+        diff = np.abs(served[i].astype(np.int16) - direct[i]).max()
+        assert diff <= 1, f"frame {i}: max abs difference {diff}/255"
+
+
+def test_health_is_serving_and_reflection_lists_the_service(server):
+    assert health_status(server.port) == health_pb2.HealthCheckResponse.SERVING
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        # Server reflection: the v1alpha ServerReflectionInfo stream answers list_services.
+        method = channel.stream_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        # ServerReflectionRequest{list_services: "*"}: field 7, string "*".
+        answer = b"".join(method(iter([b"\x3a\x01*"]), timeout=10))
+    assert b"fsrst.v1.FaceSuperResolution" in answer
+
+
+def test_metrics_pass_promtool(server):
+    client, channel = stub(server.port)
+    client.Enhance(fsrst_pb2.EnhanceRequest(frame=rgb8(np.zeros((32, 32, 3), np.uint8))),
+                   timeout=30)
+    channel.close()
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
+                                  timeout=10).read().decode()
+    for name in ("fsrst_requests_total", "fsrst_request_duration_seconds_bucket",
+                 "fsrst_queue_duration_seconds_bucket", "fsrst_inference_duration_seconds_bucket",
+                 "fsrst_batch_size_bucket", "fsrst_frames_enhanced_total", "fsrst_queue_depth",
+                 "fsrst_active_streams", "fsrst_reference_cache_entries",
+                 "fsrst_reference_cache_bytes", "fsrst_reference_cache_hits_total",
+                 "fsrst_reference_cache_misses_total", "fsrst_reference_cache_evictions_total",
+                 "fsrst_model_info"):
+        assert name in text, name
+    assert 'fsrst_requests_total{code="OK",rpc="Enhance"} 1' in text
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool (Debian package prometheus) is not installed"
+    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                           text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_sigterm_answers_every_accepted_frame_then_exits_zero():
+    server = ServerProcess(small_model(), "--model_threads=1", "--max_batch_size=2",
+                           "--drain_timeout_s=60")
+    client, channel = stub(server.port)
+    frame = rgb8(np.full((32, 32, 3), 100, np.uint8))
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        futures = [pool.submit(lambda: client.Enhance(fsrst_pb2.EnhanceRequest(frame=frame),
+                                                      timeout=60)) for _ in range(12)]
+        time.sleep(0.3)  # let the calls arrive; some are queued, one batch runs
+        server.proc.send_signal(signal.SIGTERM)
+        results = []
+        for f in futures:
+            try:
+                results.append(("OK", len(f.result().image.data)))
+            except grpc.RpcError as e:
+                results.append((e.code().name, 0))
+    channel.close()
+    assert server.proc.wait(timeout=60) == 0
+    # Every call either completed with a full image or was refused as UNAVAILABLE: none lost.
+    for code, size in results:
+        assert (code, size) in (("OK", 128 * 128 * 3), ("UNAVAILABLE", 0)), results
+    assert sum(1 for code, _ in results if code == "OK") >= 1
+    assert "drained, exiting" in server.output()
+    server.stop()
+
+
+def test_missing_model_exits_nonzero_with_a_clear_error():
+    server = ServerProcess("/nonexistent/model.pt", wait=False)
+    assert server.proc.wait(timeout=30) != 0
+    assert "cannot open the file" in server.output()
+    server.stop()
+
+
+def test_corrupt_model_exits_nonzero_and_never_serves(tmp_path):
+    path = tmp_path / "corrupt.pt"
+    path.write_bytes(b"PK\x03\x04 not really a zip" * 100)
+    server = ServerProcess(str(path), wait=False)
+    assert server.proc.wait(timeout=30) != 0
+    assert "not a loadable TorchScript file" in server.output()
+    assert "SERVING" not in server.output()
+    server.stop()
+
+
+def test_help_documents_every_flag():
+    result = subprocess.run([SERVER_BIN, "--help"], capture_output=True, text=True)
+    out = result.stdout + result.stderr
+    for flag in ("--model", "--device", "--port", "--metrics_port", "--max_batch_size",
+                 "--max_queue_delay_us", "--max_queue_size", "--cache_bytes", "--identity_ttl_s",
+                 "--max_stream_frames_in_flight", "--max_message_bytes", "--drain_timeout_s"):
+        assert flag in out, flag
+
+
+def test_model_metadata_matches_server_info(server):
+    client, channel = stub(server.port)
+    info = client.GetServerInfo(fsrst_pb2.GetServerInfoRequest(), timeout=10)
+    channel.close()
+    metadata = read_metadata(small_model())
+    assert info.model_name == metadata["name"]
+    assert info.lr_size == metadata["lr_size"] and info.scale == metadata["scale"]
+    assert info.max_references == metadata["max_references"]

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package fsrst-serve needs to build, test and run.
+# Idempotent: apt runs only when a package is missing. Needs root (or sudo).
+set -euo pipefail
+
+packages=(
+  # build
+  build-essential cmake ninja-build pkg-config git
+  # C++ libraries
+  libtorch-dev libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev libturbojpeg0-dev prometheus-cpp-dev nlohmann-json3-dev libgtest-dev libgmock-dev
+  # Python: model, tests, clients
+  python3-torch python3-torchvision python3-pil python3-numpy python3-grpcio python3-protobuf
+  python3-pytest python3-yaml python3-matplotlib
+  # promtool, to check the metrics text
+  prometheus
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "install_deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+echo "install_deps: installing ${missing[*]}"
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
