@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SERVER_BIN, ServerProcess, small_model
+from server_process import SERVER_BIN, ServerProcess, small_model
 from fsrst.export import read_metadata
 import fsrst_pb2
 import fsrst_pb2_grpc

@@ -1,0 +1,109 @@
+#include "clients/bench/latency_recorder.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace fsrst::bench {
+namespace {
+
+double Percentile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) return 0;
+  const size_t index = static_cast<size_t>(std::ceil(q * sorted.size())) - (q > 0 ? 1 : 0);
+  return sorted[std::min(index, sorted.size() - 1)];
+}
+
+std::string Quote(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+void LatencyRecorder::StartMeasuring() {
+  absl::MutexLock lock(&mu_);
+  measuring_ = true;
+  start_ = absl::Now();
+  latencies_ms_.clear();
+  errors_.clear();
+}
+
+void LatencyRecorder::StopMeasuring() {
+  absl::MutexLock lock(&mu_);
+  measuring_ = false;
+  stop_ = absl::Now();
+}
+
+bool LatencyRecorder::measuring() const {
+  absl::MutexLock lock(&mu_);
+  return measuring_;
+}
+
+void LatencyRecorder::RecordOk(absl::Duration latency) {
+  absl::MutexLock lock(&mu_);
+  if (measuring_) latencies_ms_.push_back(absl::ToDoubleMilliseconds(latency));
+}
+
+void LatencyRecorder::RecordError(const std::string& code) {
+  absl::MutexLock lock(&mu_);
+  if (measuring_) ++errors_[code];
+}
+
+int64_t LatencyRecorder::frames_ok() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int64_t>(latencies_ms_.size());
+}
+
+std::vector<double> LatencyRecorder::SortedLatenciesMs() const {
+  std::vector<double> sorted;
+  {
+    absl::MutexLock lock(&mu_);
+    sorted = latencies_ms_;
+  }
+  std::sort(sorted.begin(), sorted.end());
+  return sorted;
+}
+
+LoadSummary LatencyRecorder::Summarize() const {
+  LoadSummary s;
+  const std::vector<double> sorted = SortedLatenciesMs();
+  absl::MutexLock lock(&mu_);
+  const absl::Time end = measuring_ ? absl::Now() : stop_;
+  s.duration_s = absl::ToDoubleSeconds(end - start_);
+  s.frames_ok = static_cast<int64_t>(sorted.size());
+  s.throughput_fps = s.duration_s > 0 ? s.frames_ok / s.duration_s : 0;
+  s.p50_ms = Percentile(sorted, 0.50);
+  s.p90_ms = Percentile(sorted, 0.90);
+  s.p99_ms = Percentile(sorted, 0.99);
+  s.max_ms = sorted.empty() ? 0 : sorted.back();
+  s.mean_ms = sorted.empty() ? 0 : std::accumulate(sorted.begin(), sorted.end(), 0.0) / sorted.size();
+  s.errors = errors_;
+  return s;
+}
+
+std::string ToJson(const LoadSummary& s, const std::map<std::string, std::string>& config,
+                   const std::vector<double>& sorted_latencies_ms) {
+  std::vector<std::string> config_fields;
+  for (const auto& [key, value] : config) config_fields.push_back(Quote(key) + ": " + Quote(value));
+  std::vector<std::string> error_fields;
+  for (const auto& [code, count] : s.errors) error_fields.push_back(Quote(code) + ": " + absl::StrCat(count));
+  // A 101-point CDF (every percentile) keeps the file small and plottable.
+  std::vector<std::string> cdf;
+  for (int q = 0; q <= 100; ++q) cdf.push_back(absl::StrCat(Percentile(sorted_latencies_ms, q / 100.0)));
+  return absl::StrCat(
+      "{\n  \"config\": {", absl::StrJoin(config_fields, ", "), "},\n",
+      "  \"duration_s\": ", s.duration_s, ",\n  \"frames_ok\": ", s.frames_ok,
+      ",\n  \"throughput_fps\": ", s.throughput_fps, ",\n  \"latency_ms\": {\"p50\": ", s.p50_ms,
+      ", \"p90\": ", s.p90_ms, ", \"p99\": ", s.p99_ms, ", \"max\": ", s.max_ms,
+      ", \"mean\": ", s.mean_ms, "},\n  \"errors\": {", absl::StrJoin(error_fields, ", "),
+      "},\n  \"latency_cdf_ms\": [", absl::StrJoin(cdf, ", "), "]\n}\n");
+}
+
+}  // namespace fsrst::bench

@@ -1,0 +1,57 @@
+#ifndef FSRST_CLIENTS_BENCH_LATENCY_RECORDER_H_
+#define FSRST_CLIENTS_BENCH_LATENCY_RECORDER_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace fsrst::bench {
+
+// Summary of one measurement window.
+struct LoadSummary {
+  double duration_s = 0;
+  int64_t frames_ok = 0;
+  double throughput_fps = 0;  // frames answered OK per second
+  double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0, mean_ms = 0;  // OK frames only
+  std::map<std::string, int64_t> errors;  // by gRPC status code name
+};
+
+// Collects per-frame outcomes from many threads; only those recorded while
+// `measuring` is on count (the warm-up is excluded). Thread-safe.
+class LatencyRecorder {
+ public:
+  // Starts counting now.
+  void StartMeasuring();
+  // Stops counting; the window ends now.
+  void StopMeasuring();
+  bool measuring() const;
+
+  void RecordOk(absl::Duration latency);
+  void RecordError(const std::string& code);
+
+  // Frames answered OK so far in the window (for the progress line).
+  int64_t frames_ok() const;
+  LoadSummary Summarize() const;
+  // Sorted OK latencies in ms (for CDF plots).
+  std::vector<double> SortedLatenciesMs() const;
+
+ private:
+  mutable absl::Mutex mu_;
+  bool measuring_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time start_ ABSL_GUARDED_BY(mu_);
+  absl::Time stop_ ABSL_GUARDED_BY(mu_);
+  std::vector<double> latencies_ms_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int64_t> errors_ ABSL_GUARDED_BY(mu_);
+};
+
+// The summary and the run's settings as one JSON object.
+std::string ToJson(const LoadSummary& summary, const std::map<std::string, std::string>& config,
+                   const std::vector<double>& sorted_latencies_ms);
+
+}  // namespace fsrst::bench
+
+#endif  // FSRST_CLIENTS_BENCH_LATENCY_RECORDER_H_

@@ -1,0 +1,67 @@
+"""fsrst_bench works: short runs against a real server and in --raw mode give sane JSON."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from server_process import BENCH_BIN, ServerProcess, small_model
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = ServerProcess(small_model(), "--model_threads=1", "--max_batch_size=4")
+    yield s
+    s.stop()
+
+
+def bench(tmp_path, *args):
+    out = tmp_path / "result.json"
+    result = subprocess.run([BENCH_BIN, "--progress=false", "--warmup_s=0.5", "--duration_s=2",
+                             f"--json_out={out}", *args], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(out.read_text()), result.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["--mode=closed", "--rpc=unary", "--concurrency=2", "--references=cached"],
+    ["--mode=closed", "--rpc=stream", "--concurrency=2", "--references=inline"],
+    ["--mode=open", "--rate=10", "--references=none", "--encoding=jpeg"],
+])
+def test_bench_against_a_server_reports_sane_json(server, tmp_path, args):
+    data, stdout = bench(tmp_path, f"--server=127.0.0.1:{server.port}", "--identities=3", *args)
+    assert data["errors"] == {}
+    assert data["frames_ok"] > 0
+    assert data["throughput_fps"] == pytest.approx(data["frames_ok"] / data["duration_s"])
+    latency = data["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+    assert len(data["latency_cdf_ms"]) == 101
+    assert data["config"]["model_name"] == "fsrst_x4_small"
+    assert "frames/s" in stdout
+
+
+def test_bench_counts_errors_by_status_code(server, tmp_path):
+    # A 1 ms deadline cannot be met by a model that takes tens of ms per frame.
+    data, stdout = bench(tmp_path, f"--server=127.0.0.1:{server.port}", "--mode=open",
+                         "--rate=20", "--references=none", "--deadline_ms=1")
+    assert data["frames_ok"] == 0
+    assert list(data["errors"]) == ["DEADLINE_EXCEEDED"]
+    assert data["errors"]["DEADLINE_EXCEEDED"] > 10
+    assert "DEADLINE_EXCEEDED" in stdout
+
+
+def test_raw_mode_runs_the_model_in_process(tmp_path):
+    data, stdout = bench(tmp_path, "--raw", f"--model={small_model()}", "--batch_size=2",
+                         "--model_threads=1")
+    assert data["config"]["raw"] == "true" and data["config"]["batch_size"] == "2"
+    assert data["frames_ok"] % 2 == 0 and data["frames_ok"] > 0
+    assert stdout.startswith("raw:")
+
+
+def test_unreachable_server_fails_clearly(tmp_path):
+    result = subprocess.run([BENCH_BIN, "--server=127.0.0.1:1",
+                             "--progress=false"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "GetServerInfo on 127.0.0.1:1" in result.stderr
