@@ -1,0 +1,267 @@
+"""Runs the standard benchmark and writes BENCHMARKS.md, its plots, and the
+README's headline table.
+
+    /usr/bin/python3 clients/bench/run_report.py [--quick] [--models fsrst_x4 fsrst_x4_small]
+
+Everything is measured in one run, side by side, on this machine: the raw
+model in-process (fsrst_bench --raw), fsrst_server under closed- and
+open-loop load, and the naive Python server (clients/baseline/naive_server.py)
+when present. Nothing else should run meanwhile (2 cores).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.environ.get("FSRST_BUILD_DIR", os.path.join(ROOT, "build"))
+BENCH = os.path.join(BUILD, "clients", "bench", "fsrst_bench")
+SERVER = os.path.join(BUILD, "server", "fsrst_server")
+NAIVE = os.path.join(ROOT, "clients", "baseline", "naive_server.py")
+PLOTS = os.path.join(ROOT, "docs", "bench")
+MAX_BATCH = 8
+CONCURRENCY = [1, 2, 4, 8, 16]
+
+
+class Process:
+    """A server process on a free port, stopped with SIGTERM."""
+
+    def __init__(self, argv, ready_pattern, log_name):
+        self.log_path = os.path.join(tempfile.gettempdir(), log_name)
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            text = open(self.log_path).read()
+            match = re.search(ready_pattern, text)
+            if match:
+                self.port = int(match.group(1))
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{argv[0]} exited:\n{text}")
+            time.sleep(0.1)
+        raise TimeoutError(f"{argv} did not start")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+        self.log.close()
+
+
+def fsrst_server(model):
+    return Process([SERVER, f"--model={model}", "--host=127.0.0.1", "--port=0",
+                    "--metrics_port=-1", "--device=cpu", f"--max_batch_size={MAX_BATCH}"],
+                   r"on 127\.0\.0\.1:(\d+)", "report_fsrst_server.log")
+
+
+def naive_server(model):
+    return Process(["/usr/bin/python3", NAIVE, f"--model={model}", "--port=0"],
+                   r"(?:listening|serving|port)\D*(\d{2,5})", "report_naive_server.log")
+
+
+def bench(args, duration, warmup):
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = f.name
+    cmd = [BENCH, "--progress=false", f"--duration_s={duration}", f"--warmup_s={warmup}",
+           f"--json_out={out}", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=duration * 4 + 120)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}\n{result.stdout}{result.stderr}")
+    with open(out) as f:
+        data = json.load(f)
+    os.unlink(out)
+    print(f"  {' '.join(args)}\n    {result.stdout.strip()}", flush=True)
+    return data
+
+
+def measure_model(variant, duration, warmup):
+    model = os.path.join(ROOT, "model", "weights", variant + ".pt")
+    r = {"variant": variant}
+    print(f"== {variant}: raw", flush=True)
+    for refs in ("cached", "inline"):
+        for batch in (1, MAX_BATCH):
+            r[f"raw_{refs}_b{batch}"] = bench(["--raw", f"--model={model}", f"--batch_size={batch}",
+                                               f"--references={refs}"], duration, warmup)
+    print(f"== {variant}: fsrst_server", flush=True)
+    server = fsrst_server(model)
+    target = f"--server=127.0.0.1:{server.port}"
+    try:
+        for c in CONCURRENCY:
+            r[f"unary_cached_c{c}"] = bench([target, f"--concurrency={c}", "--references=cached",
+                                             f"--identities={max(c, 4)}"], duration, warmup)
+        saturated = 2 * MAX_BATCH
+        r["unary_inline_sat"] = bench([target, f"--concurrency={saturated}",
+                                       "--references=inline", "--identities=16"], duration, warmup)
+        r["stream_cached_sat"] = bench([target, f"--concurrency={MAX_BATCH}", "--rpc=stream",
+                                        "--stream_window=2", "--references=cached",
+                                        "--identities=16"], duration, warmup)
+        capacity = r[f"unary_cached_c{saturated}"]["throughput_fps"]
+        r["open_80"] = bench([target, "--mode=open", f"--rate={0.8 * capacity:.2f}",
+                              "--references=cached", "--identities=16"], duration * 2, warmup)
+    finally:
+        server.stop()
+    if os.path.exists(NAIVE):
+        print(f"== {variant}: naive Python server", flush=True)
+        naive = naive_server(model)
+        target = f"--server=127.0.0.1:{naive.port}"
+        try:
+            for c in (1, MAX_BATCH):
+                r[f"naive_inline_c{c}"] = bench([target, f"--concurrency={c}",
+                                                 "--references=inline", "--identities=4"],
+                                                duration, warmup)
+        finally:
+            naive.stop()
+    return r
+
+
+def targets(r):
+    """The issue's six targets: (name, measured, goal, met)."""
+    sat = f"unary_cached_c{2 * MAX_BATCH}"
+    out = []
+    served, raw = r[sat]["throughput_fps"], r[f"raw_cached_b{MAX_BATCH}"]["throughput_fps"]
+    out.append(("saturated served / raw (batch 8)", f"{served / raw:.1%}", ">= 90%",
+                served >= 0.9 * raw))
+    inline = r["unary_inline_sat"]["throughput_fps"]
+    out.append(("cached / inline references, served", f"{served / inline:.2f}x",
+                ">= 1.5x (fsrst_x4)", served >= 1.5 * inline))
+    p50, raw1 = r["unary_cached_c1"]["latency_ms"]["p50"], r["raw_cached_b1"]["latency_ms"]["p50"]
+    out.append(("one caller p50 vs raw batch-1 forward", f"{p50:.1f} ms vs {raw1:.1f} ms",
+                "<= raw + 2 ms", p50 <= raw1 + 2.0))
+    stream = r["stream_cached_sat"]["throughput_fps"]
+    out.append(("streaming / unary throughput", f"{stream:.1f} vs {served:.1f} frames/s", ">= 1x",
+                stream >= served))
+    if f"naive_inline_c{MAX_BATCH}" in r:
+        naive = r[f"naive_inline_c{MAX_BATCH}"]
+        ours = r[f"unary_cached_c{MAX_BATCH}"]
+        out.append(("vs naive Python server, 8 callers",
+                    f"{ours['throughput_fps'] / naive['throughput_fps']:.2f}x, p99 "
+                    f"{ours['latency_ms']['p99']:.0f} vs {naive['latency_ms']['p99']:.0f} ms",
+                    ">= 1.5x at equal or better p99",
+                    ours["throughput_fps"] >= 1.5 * naive["throughput_fps"]
+                    and ours["latency_ms"]["p99"] <= naive["latency_ms"]["p99"]))
+    o = r["open_80"]["latency_ms"]
+    out.append(("open loop at 80% capacity: p99 / p50", f"{o['p99'] / o['p50']:.2f}", "<= 3",
+                o["p99"] <= 3 * o["p50"]))
+    return out
+
+
+def plot(results):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    os.makedirs(PLOTS, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in results:
+        ys = [r[f"unary_cached_c{c}"]["throughput_fps"] for c in CONCURRENCY]
+        line, = ax.plot(CONCURRENCY, ys, "o-", label=f"{r['variant']} served")
+        ax.axhline(r[f"raw_cached_b{MAX_BATCH}"]["throughput_fps"], ls="--", color=line.get_color(),
+                   label=f"{r['variant']} raw, batch {MAX_BATCH}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent callers (closed loop, unary, cached references)")
+    ax.set_ylabel("frames/s")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(PLOTS, "throughput_vs_concurrency.png"), dpi=110)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    qs = [q / 100 for q in range(101)]
+    for r in results:
+        for key, label in ((f"unary_cached_c{MAX_BATCH}", "served, 8 callers"),
+                           ("open_80", "served, open loop 80%"),
+                           (f"naive_inline_c{MAX_BATCH}", "naive Python, 8 callers")):
+            if key in r:
+                ax.plot(r[key]["latency_cdf_ms"], qs, label=f"{r['variant']} {label}")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("fraction of frames")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(PLOTS, "latency_cdf.png"), dpi=110)
+
+
+def row(name, d):
+    l = d["latency_ms"]
+    errors = ", ".join(f"{k} {v}" for k, v in d["errors"].items()) or "0"
+    return (f"| {name} | {d['throughput_fps']:.1f} | {l['p50']:.1f} | {l['p90']:.1f} | "
+            f"{l['p99']:.1f} | {l['max']:.1f} | {errors} |")
+
+
+def write_report(results, duration, argv):
+    lines = ["# Benchmarks", "",
+             f"Made by `/usr/bin/python3 clients/bench/run_report.py {' '.join(argv)}` on "
+             f"{datetime.date.today()}: {platform.processor() or platform.machine()}, "
+             f"{os.cpu_count()} cores, CPU only, {duration:g} s per measurement after warm-up. "
+             "Frames are 32x32 RGB8, answers 128x128 RGB8, 3 references per identity. "
+             f"fsrst_server runs with --max_batch_size={MAX_BATCH} and its default "
+             "--max_queue_delay_us. Raw = the same TorchScript file through the server's "
+             "ModelRunner in-process (fsrst_bench --raw); latency of a raw frame is its "
+             "batch's forward time.", ""]
+    for r in results:
+        lines += [f"## {r['variant']}", "", "### Targets", "", "| target | measured | goal | met |",
+                  "|---|---|---|---|"]
+        lines += [f"| {n} | {m} | {g} | {'yes' if ok else '**no**'} |" for n, m, g, ok in targets(r)]
+        lines += ["", "### All measurements", "",
+                  "| run | frames/s | p50 ms | p90 ms | p99 ms | max ms | errors |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [row(k, v) for k, v in r.items() if k != "variant"]
+        lines.append("")
+    lines += ["## Plots", "", "![throughput](docs/bench/throughput_vs_concurrency.png)",
+              "![latency CDF](docs/bench/latency_cdf.png)", ""]
+    with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
+        f.write("\n".join(lines))
+    with open(os.path.join(ROOT, "docs", "bench", "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+
+
+def update_readme(results):
+    table = ["| model | raw batch 8 | served, 16 callers | served / raw | cached / inline | "
+             "1 caller p50 (raw fwd) | stream | open 80%: p99/p50 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        sat = r[f"unary_cached_c{2 * MAX_BATCH}"]
+        raw = r[f"raw_cached_b{MAX_BATCH}"]["throughput_fps"]
+        o = r["open_80"]["latency_ms"]
+        table.append(
+            f"| {r['variant']} | {raw:.1f} f/s | {sat['throughput_fps']:.1f} f/s | "
+            f"{sat['throughput_fps'] / raw:.0%} | "
+            f"{sat['throughput_fps'] / r['unary_inline_sat']['throughput_fps']:.2f}x | "
+            f"{r['unary_cached_c1']['latency_ms']['p50']:.1f} ms "
+            f"({r['raw_cached_b1']['latency_ms']['p50']:.1f} ms) | "
+            f"{r['stream_cached_sat']['throughput_fps']:.1f} f/s | {o['p99'] / o['p50']:.2f} |")
+    path = os.path.join(ROOT, "README.md")
+    text = open(path).read()
+    block = ("<!-- bench:start -->\n" + "\n".join(table) + "\n\nFull report, naive-server "
+             "comparison and plots: [BENCHMARKS.md](BENCHMARKS.md).\n<!-- bench:end -->")
+    if "<!-- bench:start -->" in text:
+        text = re.sub(r"<!-- bench:start -->.*<!-- bench:end -->", block, text, flags=re.S)
+    else:
+        text += "\n## Performance (CPU, 2 cores)\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["fsrst_x4", "fsrst_x4_small"])
+    parser.add_argument("--duration_s", type=float, default=10)
+    parser.add_argument("--warmup_s", type=float, default=2)
+    parser.add_argument("--quick", action="store_true", help="2 s runs: checks the script only")
+    args = parser.parse_args()
+    duration = 2.0 if args.quick else args.duration_s
+    warmup = 0.5 if args.quick else args.warmup_s
+    results = [measure_model(v, duration, warmup) for v in args.models]
+    plot(results)
+    write_report(results, duration, sys.argv[1:])
+    update_readme(results)
+    print("wrote BENCHMARKS.md, docs/bench/*.png, README.md headline table")
+
+
+if __name__ == "__main__":
+    main()
