@@ -8,7 +8,9 @@
 namespace fsrst {
 
 DynamicBatcher::DynamicBatcher(DynamicBatcherOptions options, BatchFunction run_batch)
-    : options_(std::move(options)), run_batch_(std::move(run_batch)) {
+    : options_(std::move(options)),
+      run_batch_(std::move(run_batch)),
+      max_batch_size_(static_cast<size_t>(std::max(1, options_.max_batch_size))) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -18,18 +20,12 @@ DynamicBatcher::~DynamicBatcher() {
     stopping_ = true;
     draining_ = true;
   }
-  thread_.join();
-  std::deque<std::unique_ptr<FrameTask>> left;
-  {
-    absl::MutexLock lock(&mu_);
-    left.swap(queue_);
-  }
-  for (auto& task : left) {
-    task->done(absl::UnavailableError("the batcher was shut down before this frame ran"), *task);
-  }
+  thread_.join();  // the thread answers what is still queued before it ends
 }
 
 absl::Status DynamicBatcher::Enqueue(std::unique_ptr<FrameTask>* task) {
+  if (task == nullptr || *task == nullptr) return absl::InvalidArgumentError("no task to enqueue");
+  if (!(*task)->done) return absl::InvalidArgumentError("the task has no done callback");
   absl::MutexLock lock(&mu_);
   if (draining_) return absl::UnavailableError("the server is shutting down; retry elsewhere");
   if (static_cast<int>(queue_.size()) >= options_.max_queue_size) {
@@ -37,12 +33,15 @@ absl::Status DynamicBatcher::Enqueue(std::unique_ptr<FrameTask>* task) {
         "the frame queue is full (max_queue_size=", options_.max_queue_size,
         " frames); retry with backoff"));
   }
+  // Stamped under mu_ so that enqueue times rise along the queue: the front
+  // frame is the oldest, which the delay is measured from.
   (*task)->enqueue_time = options_.now();
   queue_.push_back(std::move(*task));
   return absl::OkStatus();
 }
 
 absl::Status DynamicBatcher::RunExclusive(std::function<void()> job) {
+  if (!job) return absl::InvalidArgumentError("no job to run");
   absl::MutexLock lock(&mu_);
   if (draining_) return absl::UnavailableError("the server is shutting down; retry elsewhere");
   jobs_.push_back(std::move(job));
@@ -69,12 +68,18 @@ int DynamicBatcher::queue_size() const {
 
 void DynamicBatcher::Poke() {
   absl::MutexLock lock(&mu_);
-  ++pokes_;
+  const int64_t poke = ++pokes_;
+  // On the batcher thread (a job or a done) it re-evaluates once this returns.
+  if (std::this_thread::get_id() == thread_.get_id()) return;
+  auto evaluated = [this, poke]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return evaluated_pokes_ >= poke || stopping_;
+  };
+  mu_.Await(absl::Condition(&evaluated));
 }
 
 bool DynamicBatcher::ShouldWait(int queued, int last_batch_size, int max_batch_size,
                                 absl::Time oldest, absl::Time now, absl::Duration max_delay) {
-  if (queued >= max_batch_size) return false;  // a full batch never waits
+  if (queued >= max_batch_size) return false;   // a full batch never waits
   if (queued >= last_batch_size) return false;  // no more frames are expected
   return now < oldest + max_delay;
 }
@@ -82,92 +87,131 @@ bool DynamicBatcher::ShouldWait(int queued, int last_batch_size, int max_batch_s
 bool DynamicBatcher::WaitForWorkLocked() {
   const absl::Duration max_delay = absl::Microseconds(options_.max_queue_delay_us);
   while (true) {
-    if (!jobs_.empty()) return true;
+    // Whatever is decided below is decided in this critical section, so a
+    // Poke() that returns has seen its outcome.
+    evaluated_pokes_ = pokes_;
+    if (!jobs_.empty()) return true;  // jobs go first, even when stopping
     if (stopping_) return false;
     if (queue_.empty()) {
-      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || !jobs_.empty() || !queue_.empty();
+      const int64_t pokes = pokes_;
+      auto has_work = [this, pokes]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !jobs_.empty() || !queue_.empty() || pokes_ != pokes;
       };
       mu_.Await(absl::Condition(&has_work));
       continue;
     }
+    if (draining_) return true;  // no more frames can come, so waiting cannot help
     const absl::Time now = options_.now();
     const absl::Time oldest = queue_.front()->enqueue_time;
-    if (!ShouldWait(static_cast<int>(queue_.size()), last_batch_size_, options_.max_batch_size,
+    if (!ShouldWait(static_cast<int>(queue_.size()), last_batch_size_,
+                    static_cast<int>(max_batch_size_),
                     oldest, now, max_delay)) {
       return true;
     }
-    // Wait for more frames, a job, a poke, or the delay to pass.
+    // Wait for a frame, a job, a poke, draining, or the delay to pass. The
+    // real timeout only prompts a new look; options.now() decides.
     const size_t queued = queue_.size();
     const int64_t pokes = pokes_;
     auto changed = [this, queued, pokes]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return stopping_ || !jobs_.empty() || queue_.size() != queued || pokes_ != pokes;
+      return stopping_ || draining_ || !jobs_.empty() || queue_.size() != queued ||
+             pokes_ != pokes;
     };
     mu_.AwaitWithTimeout(absl::Condition(&changed), oldest + max_delay - now);
   }
 }
 
-void DynamicBatcher::TakeBatchLocked(
-    absl::Time now, std::vector<std::unique_ptr<FrameTask>>* batch,
-    std::vector<std::pair<std::unique_ptr<FrameTask>, absl::Status>>* dropped) {
-  while (!queue_.empty() && static_cast<int>(batch->size()) < options_.max_batch_size) {
-    std::unique_ptr<FrameTask> task = std::move(queue_.front());
+void DynamicBatcher::TakeFramesLocked(Batch* batch) {
+  while (!queue_.empty() && batch->size() < max_batch_size_) {
+    batch->push_back(std::move(queue_.front()));
     queue_.pop_front();
-    if (task->deadline < now) {
-      dropped->emplace_back(std::move(task),
-                            absl::DeadlineExceededError(
-                                "the frame's deadline passed while it was queued; not computed"));
-    } else if (task->is_cancelled && task->is_cancelled()) {
-      dropped->emplace_back(std::move(task),
-                            absl::CancelledError("the caller cancelled; not computed"));
-    } else {
-      batch->push_back(std::move(task));
+  }
+}
+
+void DynamicBatcher::DropDeadFrames(absl::Time start, Batch* batch, Dropped* dropped) {
+  size_t live = 0;
+  while (true) {
+    const size_t taken = batch->size();
+    for (size_t i = live; i < taken; ++i) {
+      std::unique_ptr<FrameTask>& task = (*batch)[i];
+      if (task->deadline < start) {
+        dropped->emplace_back(std::move(task),
+                              absl::DeadlineExceededError(
+                                  "the frame's deadline passed while it was queued; not computed"));
+      } else if (task->is_cancelled && task->is_cancelled()) {
+        dropped->emplace_back(std::move(task),
+                              absl::CancelledError("the caller cancelled; not computed"));
+      } else {
+        if (i != live) (*batch)[live] = std::move(task);
+        ++live;
+      }
     }
+    batch->resize(live);
+    // Refill the places of dropped frames from what is queued now.
+    if (live == taken || live == max_batch_size_) return;
+    absl::MutexLock lock(&mu_);
+    if (queue_.empty()) return;
+    TakeFramesLocked(batch);
   }
 }
 
 void DynamicBatcher::Loop() {
-  std::vector<std::unique_ptr<FrameTask>> batch;
-  std::vector<std::pair<std::unique_ptr<FrameTask>, absl::Status>> dropped;
+  Batch batch;
+  batch.reserve(max_batch_size_);
+  std::vector<FrameTask*> pointers;
+  pointers.reserve(max_batch_size_);
+  Dropped dropped;
+  std::function<void()> job;
   while (true) {
-    std::function<void()> job;
     absl::Time start;
     {
       absl::MutexLock lock(&mu_);
-      if (!WaitForWorkLocked()) return;
+      if (!WaitForWorkLocked()) break;
+      running_ = true;
       if (!jobs_.empty()) {
         job = std::move(jobs_.front());
         jobs_.pop_front();
       } else {
         start = options_.now();
-        TakeBatchLocked(start, &batch, &dropped);
-        if (!batch.empty()) last_batch_size_ = static_cast<int>(batch.size());
+        TakeFramesLocked(&batch);
       }
-      running_ = true;
     }
-    for (auto& [task, status] : dropped) task->done(status, *task);
-    dropped.clear();
     if (job) {
       job();
-    } else if (!batch.empty()) {
-      RunBatch(start, std::move(batch));
+      job = nullptr;
+    } else {
+      DropDeadFrames(start, &batch, &dropped);
+      for (auto& [task, status] : dropped) task->done(std::move(status), *task);
+      dropped.clear();
+      if (!batch.empty()) RunBatch(start, &batch, &pointers);
     }
+    const int batch_size = static_cast<int>(batch.size());
     batch.clear();
     absl::MutexLock lock(&mu_);
+    if (batch_size > 0) last_batch_size_ = batch_size;
     running_ = false;
+  }
+
+  // Stopping: answer what is still queued, here like every other done.
+  std::deque<std::unique_ptr<FrameTask>> left;
+  {
+    absl::MutexLock lock(&mu_);
+    left.swap(queue_);
+  }
+  for (auto& task : left) {
+    task->done(absl::UnavailableError("the batcher was shut down before this frame ran"), *task);
   }
 }
 
-void DynamicBatcher::RunBatch(absl::Time start, std::vector<std::unique_ptr<FrameTask>> tasks) {
-  std::vector<FrameTask*> pointers;
-  pointers.reserve(tasks.size());
-  for (auto& task : tasks) {
+void DynamicBatcher::RunBatch(absl::Time start, Batch* batch, std::vector<FrameTask*>* pointers) {
+  const int size = static_cast<int>(batch->size());
+  pointers->clear();
+  for (auto& task : *batch) {
     task->batch_start_time = start;
-    task->batch_size = static_cast<int>(tasks.size());
-    pointers.push_back(task.get());
+    task->batch_size = size;
+    pointers->push_back(task.get());
   }
-  const absl::Status status = run_batch_(pointers);
-  for (auto& task : tasks) task->done(status, *task);
+  const absl::Status status = run_batch_(*pointers);
+  for (auto& task : *batch) task->done(status, *task);
 }
 
 }  // namespace fsrst

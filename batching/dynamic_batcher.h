@@ -1,6 +1,7 @@
 #ifndef FSRST_BATCHING_DYNAMIC_BATCHER_H_
 #define FSRST_BATCHING_DYNAMIC_BATCHER_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -51,7 +52,10 @@ class DynamicBatcher {
 
   // Starts the batcher thread.
   DynamicBatcher(DynamicBatcherOptions options, BatchFunction run_batch);
-  // Stops accepting, finishes every queued task with UNAVAILABLE, joins.
+  // Stops accepting, lets the running batch or job finish, runs the jobs
+  // already accepted, finishes every queued frame with UNAVAILABLE (on the
+  // batcher thread, like every done), and joins.
+  // REQUIRES: not called on the batcher thread (from a done or a job).
   ~DynamicBatcher();
 
   DynamicBatcher(const DynamicBatcher&) = delete;
@@ -59,18 +63,20 @@ class DynamicBatcher {
 
   // Hands *task to the batcher. On success *task is null and task->done will
   // be called exactly once. On failure *task is untouched and still the
-  // caller's: RESOURCE_EXHAUSTED (queue full) or UNAVAILABLE (draining).
+  // caller's: RESOURCE_EXHAUSTED (queue full), UNAVAILABLE (draining), or
+  // INVALID_ARGUMENT (no task, or no task->done).
   absl::Status Enqueue(std::unique_ptr<FrameTask>* task);
 
   // Runs `job` on the batcher thread between batches, in FIFO order with
-  // other jobs. Fails with UNAVAILABLE once draining, and then `job` is not run.
+  // other jobs, ahead of queued frames. Fails with UNAVAILABLE once draining
+  // (INVALID_ARGUMENT if `job` is empty), and then `job` is not run.
   absl::Status RunExclusive(std::function<void()> job);
 
   // Refuses new frames and jobs from now on (UNAVAILABLE); queued ones still run.
   void StartDraining();
 
-  // Blocks until nothing is queued or running, or until `timeout` passes.
-  // Returns true if everything finished.
+  // Blocks until nothing is queued or running, or until `timeout` (real time)
+  // passes. Returns true if everything finished, every done included.
   bool WaitUntilIdle(absl::Duration timeout);
 
   // Frames queued and not yet taken into a batch.
@@ -78,7 +84,10 @@ class DynamicBatcher {
 
   // Re-evaluates a waiting partial batch against options.now(). The batcher
   // also re-evaluates on every Enqueue and when the real wait times out; tests
-  // that move a fake clock call this.
+  // that move a fake clock call this. Returns once the batcher thread has
+  // re-evaluated (if busy, after its current batch or job), so a test can
+  // assert what it decided: a batch it started is no longer in queue_size().
+  // REQUIRES: the running batch or job, if any, can finish without the caller.
   void Poke();
 
   // The batching rule, as a pure function: whether `queued` frames (the
@@ -88,18 +97,24 @@ class DynamicBatcher {
                          absl::Time oldest, absl::Time now, absl::Duration max_delay);
 
  private:
+  using Batch = std::vector<std::unique_ptr<FrameTask>>;
+  using Dropped = std::vector<std::pair<std::unique_ptr<FrameTask>, absl::Status>>;
+
   void Loop();
   // Waits (releasing mu_) until a batch or a job should run; false when stopping.
   bool WaitForWorkLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Moves up to max_batch_size live frames from the queue into `batch`, and the
-  // expired or cancelled ones met on the way into `dropped` with their status.
-  void TakeBatchLocked(absl::Time now, std::vector<std::unique_ptr<FrameTask>>* batch,
-                       std::vector<std::pair<std::unique_ptr<FrameTask>, absl::Status>>* dropped)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RunBatch(absl::Time start, std::vector<std::unique_ptr<FrameTask>> tasks);
+  // Moves queued frames into `batch` until it holds max_batch_size.
+  void TakeFramesLocked(Batch* batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves the expired (deadline < start) or cancelled frames of `batch` into
+  // `dropped`, refilling from the queue; polls is_cancelled without mu_ held.
+  void DropDeadFrames(absl::Time start, Batch* batch, Dropped* dropped) ABSL_LOCKS_EXCLUDED(mu_);
+  // Runs `batch` and finishes its tasks; `pointers` is scratch space.
+  void RunBatch(absl::Time start, Batch* batch, std::vector<FrameTask*>* pointers)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   const DynamicBatcherOptions options_;
   const BatchFunction run_batch_;
+  const size_t max_batch_size_;  // options.max_batch_size, at least 1
 
   mutable absl::Mutex mu_;
   std::deque<std::unique_ptr<FrameTask>> queue_ ABSL_GUARDED_BY(mu_);
@@ -108,7 +123,8 @@ class DynamicBatcher {
   bool running_ ABSL_GUARDED_BY(mu_) = false;  // a batch or job is executing
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  int64_t pokes_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t pokes_ ABSL_GUARDED_BY(mu_) = 0;            // Poke() calls so far
+  int64_t evaluated_pokes_ ABSL_GUARDED_BY(mu_) = 0;  // pokes_ at the thread's last look
 
   std::thread thread_;
 };

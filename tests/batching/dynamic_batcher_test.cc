@@ -1,10 +1,18 @@
 #include "batching/dynamic_batcher.h"
 
+#include <algorithm>
+#include <atomic>
 #include <memory>
+#include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -13,6 +21,10 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Pair;
+
+// Only bounds how long a broken batcher can hang a test; never decides a result.
+constexpr absl::Duration kLiveness = absl::Seconds(30);
 
 class FakeClock {
  public:
@@ -27,72 +39,127 @@ class FakeClock {
 
  private:
   absl::Mutex mu_;
-  absl::Time now_ = absl::FromUnixSeconds(1000);
+  absl::Time now_ ABSL_GUARDED_BY(mu_) = absl::FromUnixSeconds(1000);
 };
 
-// Records what the batcher did; the batch function can be held "busy".
+// How one task was finished, as its done callback saw it.
+struct Finished {
+  int id;
+  absl::Status status;
+  absl::Time enqueue_time;
+  absl::Time batch_start_time;
+  int batch_size;
+  std::thread::id thread;
+  bool during_batch;  // a batch function was running when done was called
+};
+
+// Plays the model and the callers: records batches, jobs and finished tasks.
+// The next batch can be held "busy" until a notification.
 class Recorder {
  public:
   DynamicBatcher::BatchFunction Function() {
     return [this](const std::vector<FrameTask*>& batch) {
+      absl::Notification* hold;
+      absl::Status status;
       {
         absl::MutexLock lock(&mu_);
         sizes_.push_back(static_cast<int>(batch.size()));
-        for (FrameTask* t : batch) ids_.push_back(t->frame_rgb.empty() ? -1 : t->frame_rgb[0]);
+        std::string event = "batch";
+        for (FrameTask* t : batch) {
+          ids_.push_back(t->frame_rgb[0]);
+          absl::StrAppend(&event, " ", t->frame_rgb[0]);
+        }
+        events_.push_back(event);
+        batch_thread_ = std::this_thread::get_id();
         ++running_;
-        max_running_ = std::max(max_running_, running_);
+        hold = std::exchange(hold_, nullptr);
+        status = status_;
       }
-      if (hold_ != nullptr) {
-        hold_->WaitForNotification();
-        hold_ = nullptr;  // only the first batch is held
-      }
+      if (hold != nullptr) hold->WaitForNotification();
       absl::MutexLock lock(&mu_);
+      events_.push_back("end");
       --running_;
-      return status_;
+      return status;
     };
   }
 
-  // The task's done callback: records the status.
   std::unique_ptr<FrameTask> Task(int id, absl::Time deadline = absl::InfiniteFuture()) {
     auto task = std::make_unique<FrameTask>();
     task->frame_rgb = {static_cast<uint8_t>(id)};
     task->deadline = deadline;
-    task->done = [this, id](absl::Status status, FrameTask&) {
+    task->done = [this, id](absl::Status status, FrameTask& t) {
       absl::MutexLock lock(&mu_);
-      done_.emplace_back(id, status.code());
+      finished_.push_back({id, std::move(status), t.enqueue_time, t.batch_start_time, t.batch_size,
+                           std::this_thread::get_id(), running_ > 0});
     };
     return task;
   }
 
-  void WaitForDone(size_t n) {
+  std::function<void()> Job(const std::string& name) {
+    return [this, name] {
+      absl::MutexLock lock(&mu_);
+      events_.push_back(absl::StrCat(name, running_ > 0 ? " during a batch" : ""));
+    };
+  }
+
+  // The next batch blocks until `release` is notified.
+  void HoldNextBatch(absl::Notification* release) {
     absl::MutexLock lock(&mu_);
-    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return done_.size() >= n; };
-    mu_.Await(absl::Condition(&enough));
+    hold_ = release;
+  }
+  void SetStatus(absl::Status status) {
+    absl::MutexLock lock(&mu_);
+    status_ = std::move(status);
+  }
+
+  bool WaitForBatches(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return sizes_.size() >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), kLiveness);
+  }
+  bool WaitForDone(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return finished_.size() >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), kLiveness);
   }
 
   std::vector<int> sizes() {
     absl::MutexLock lock(&mu_);
     return sizes_;
   }
-  std::vector<std::pair<int, absl::StatusCode>> done() {
+  std::vector<int> ids() {
     absl::MutexLock lock(&mu_);
-    return done_;
+    return ids_;
   }
-  int max_running() {
+  std::vector<std::string> events() {
     absl::MutexLock lock(&mu_);
-    return max_running_;
+    return events_;
   }
-
-  absl::Notification* hold_ = nullptr;
-  absl::Status status_;
+  std::vector<Finished> finished() {
+    absl::MutexLock lock(&mu_);
+    return finished_;
+  }
+  std::vector<std::pair<int, absl::StatusCode>> codes() {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::pair<int, absl::StatusCode>> codes;
+    for (const Finished& f : finished_) codes.emplace_back(f.id, f.status.code());
+    return codes;
+  }
+  std::thread::id batch_thread() {
+    absl::MutexLock lock(&mu_);
+    return batch_thread_;
+  }
 
  private:
   absl::Mutex mu_;
-  std::vector<int> sizes_;
-  std::vector<int> ids_;
-  std::vector<std::pair<int, absl::StatusCode>> done_;
-  int running_ = 0;
-  int max_running_ = 0;
+  absl::Notification* hold_ ABSL_GUARDED_BY(mu_) = nullptr;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+  std::vector<int> sizes_ ABSL_GUARDED_BY(mu_);
+  std::vector<int> ids_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> events_ ABSL_GUARDED_BY(mu_);
+  std::vector<Finished> finished_ ABSL_GUARDED_BY(mu_);
+  std::thread::id batch_thread_ ABSL_GUARDED_BY(mu_);
+  int running_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 DynamicBatcherOptions Options(FakeClock* clock, int max_batch = 8, int max_queue = 100) {
@@ -111,9 +178,20 @@ void EnqueueOk(DynamicBatcher& batcher, std::unique_ptr<FrameTask> task) {
 
 // Holds the model busy with frame 0 until `release`, so frames queue up.
 void OccupyModel(DynamicBatcher& batcher, Recorder& recorder, absl::Notification* release) {
-  recorder.hold_ = release;
+  recorder.HoldNextBatch(release);
   EnqueueOk(batcher, recorder.Task(0));
-  while (batcher.queue_size() != 0) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_TRUE(recorder.WaitForBatches(1));
+}
+
+// Runs frame 0 alone, then frames 1..n as one batch, so the last batch
+// carried n frames.
+void RunBatchesOf1AndN(DynamicBatcher& batcher, Recorder& recorder, int n) {
+  absl::Notification release;
+  OccupyModel(batcher, recorder, &release);
+  for (int i = 1; i <= n; ++i) EnqueueOk(batcher, recorder.Task(i));
+  release.Notify();
+  ASSERT_TRUE(recorder.WaitForDone(n + 1));
+  ASSERT_THAT(recorder.sizes(), ElementsAre(1, n));
 }
 
 TEST(DynamicBatcherRule, ShouldWaitOnlyWhileMoreFramesAreExpected) {
@@ -137,67 +215,71 @@ TEST(DynamicBatcher, GroupsQueuedFramesUpToTheMaxBatchSize) {
   FakeClock clock;
   Recorder recorder;
   absl::Notification release;
-  DynamicBatcher batcher(Options(&clock), recorder.Function());
+  DynamicBatcher batcher(Options(&clock, /*max_batch=*/8), recorder.Function());
   OccupyModel(batcher, recorder, &release);
   for (int i = 1; i <= 11; ++i) EnqueueOk(batcher, recorder.Task(i));
   EXPECT_EQ(batcher.queue_size(), 11);
   release.Notify();
   // 8 go at once; the 3 left are fewer than the last batch (8), so they wait
-  // for the delay: move the clock past it.
-  while (recorder.sizes().size() < 2) absl::SleepFor(absl::Milliseconds(1));
+  // for the delay.
+  ASSERT_TRUE(recorder.WaitForBatches(2));
+  batcher.Poke();
+  EXPECT_THAT(recorder.sizes(), ElementsAre(1, 8));
+  EXPECT_EQ(batcher.queue_size(), 3);
   clock.Advance(absl::Microseconds(2000));
   batcher.Poke();
-  recorder.WaitForDone(12);
+  ASSERT_TRUE(recorder.WaitForDone(12));
   EXPECT_THAT(recorder.sizes(), ElementsAre(1, 8, 3));
-  EXPECT_EQ(recorder.max_running(), 1);
+  EXPECT_THAT(recorder.ids(), ElementsAre(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11));
 }
 
 TEST(DynamicBatcher, ASingleCallerIsNeverDelayed) {
-  FakeClock clock;  // never advanced: any wait for the delay would hang the test
+  FakeClock clock;  // never advanced: a frame that waited for the delay would stay queued
   Recorder recorder;
   DynamicBatcher batcher(Options(&clock), recorder.Function());
   for (int i = 0; i < 5; ++i) {
     EnqueueOk(batcher, recorder.Task(i));
-    recorder.WaitForDone(i + 1);
+    batcher.Poke();
+    EXPECT_EQ(batcher.queue_size(), 0) << "frame " << i << " was held back";
+    ASSERT_TRUE(recorder.WaitForDone(i + 1));
   }
   EXPECT_THAT(recorder.sizes(), ElementsAre(1, 1, 1, 1, 1));
 }
 
-TEST(DynamicBatcher, PartialBatchWaitsForTheDelayThenRuns) {
+TEST(DynamicBatcher, PartialBatchWaitsForTheDelayFromItsOldestFrame) {
   FakeClock clock;
   Recorder recorder;
-  absl::Notification release;
   DynamicBatcher batcher(Options(&clock, 8), recorder.Function());
-  // Make the last batch carry 4 frames.
-  OccupyModel(batcher, recorder, &release);
-  for (int i = 1; i <= 4; ++i) EnqueueOk(batcher, recorder.Task(i));
-  release.Notify();
-  recorder.WaitForDone(5);
-  // Now 2 frames: fewer than 4, so they wait.
+  RunBatchesOf1AndN(batcher, recorder, 4);
+  // 2 frames: fewer than the last batch's 4, so they wait.
+  const absl::Time oldest = clock.Now();
   EnqueueOk(batcher, recorder.Task(5));
+  clock.Advance(absl::Microseconds(500));
   EnqueueOk(batcher, recorder.Task(6));
-  clock.Advance(absl::Microseconds(1999));
+  clock.Advance(absl::Microseconds(1499));  // delay - 1us after the oldest
   batcher.Poke();
-  absl::SleepFor(absl::Milliseconds(20));
-  EXPECT_THAT(recorder.sizes(), ElementsAre(1, 4));  // still waiting at delay - 1 us
+  EXPECT_THAT(recorder.sizes(), ElementsAre(1, 4));
   EXPECT_EQ(batcher.queue_size(), 2);
-  clock.Advance(absl::Microseconds(1));
+  clock.Advance(absl::Microseconds(1));  // the delay, to the microsecond
   batcher.Poke();
-  recorder.WaitForDone(7);
+  EXPECT_EQ(batcher.queue_size(), 0);
+  ASSERT_TRUE(recorder.WaitForDone(7));
   EXPECT_THAT(recorder.sizes(), ElementsAre(1, 4, 2));
+  const std::vector<Finished> finished = recorder.finished();
+  EXPECT_EQ(finished[5].batch_start_time, oldest + absl::Microseconds(2000));
 }
 
-TEST(DynamicBatcher, PartialBatchRunsEarlyWhenTheExpectedFramesArrive) {
-  FakeClock clock;  // never advanced
+TEST(DynamicBatcher, PartialBatchRunsEarlyWhenTheQueueReachesTheLastBatchSize) {
+  FakeClock clock;  // never advanced: only the third frame can start the batch
   Recorder recorder;
-  absl::Notification release;
   DynamicBatcher batcher(Options(&clock, 8), recorder.Function());
-  OccupyModel(batcher, recorder, &release);
-  for (int i = 1; i <= 3; ++i) EnqueueOk(batcher, recorder.Task(i));
-  release.Notify();
-  recorder.WaitForDone(4);
-  for (int i = 4; i <= 6; ++i) EnqueueOk(batcher, recorder.Task(i));
-  recorder.WaitForDone(7);
+  RunBatchesOf1AndN(batcher, recorder, 3);
+  EnqueueOk(batcher, recorder.Task(4));
+  EnqueueOk(batcher, recorder.Task(5));
+  batcher.Poke();
+  EXPECT_EQ(batcher.queue_size(), 2);
+  EnqueueOk(batcher, recorder.Task(6));
+  ASSERT_TRUE(recorder.WaitForDone(7));
   EXPECT_THAT(recorder.sizes(), ElementsAre(1, 3, 3));
 }
 
@@ -210,15 +292,31 @@ TEST(DynamicBatcher, FullQueueIsResourceExhaustedAndTheTaskStaysWithTheCaller) {
   EnqueueOk(batcher, recorder.Task(1));
   EnqueueOk(batcher, recorder.Task(2));
   auto task = recorder.Task(3);
-  absl::Status status = batcher.Enqueue(&task);
+  const absl::Status status = batcher.Enqueue(&task);
   EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(status.message(), HasSubstr("max_queue_size=2"));
   ASSERT_NE(task, nullptr);
   EXPECT_EQ(task->frame_rgb[0], 3);
+  EXPECT_EQ(task->enqueue_time, absl::Time());  // untouched
   release.Notify();
-  clock.Advance(absl::Seconds(1));
-  batcher.Poke();
-  recorder.WaitForDone(3);
+  ASSERT_TRUE(batcher.WaitUntilIdle(kLiveness));
+  EXPECT_THAT(recorder.sizes(), ElementsAre(1, 2));
+  EXPECT_THAT(recorder.codes(), ElementsAre(Pair(0, absl::StatusCode::kOk),
+                                            Pair(1, absl::StatusCode::kOk),
+                                            Pair(2, absl::StatusCode::kOk)));
+}
+
+TEST(DynamicBatcher, RejectsATaskWithoutDoneAndLeavesItWithTheCaller) {
+  FakeClock clock;
+  Recorder recorder;
+  DynamicBatcher batcher(Options(&clock), recorder.Function());
+  auto task = recorder.Task(1);
+  task->done = nullptr;
+  EXPECT_EQ(batcher.Enqueue(&task).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(task, nullptr);
+  std::unique_ptr<FrameTask> none;
+  EXPECT_EQ(batcher.Enqueue(&none).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(batcher.queue_size(), 0);
 }
 
 TEST(DynamicBatcher, ExpiredFramesAreDroppedBeforeInference) {
@@ -227,15 +325,19 @@ TEST(DynamicBatcher, ExpiredFramesAreDroppedBeforeInference) {
   absl::Notification release;
   DynamicBatcher batcher(Options(&clock), recorder.Function());
   OccupyModel(batcher, recorder, &release);
-  EnqueueOk(batcher, recorder.Task(1, clock.Now() + absl::Milliseconds(5)));
-  EnqueueOk(batcher, recorder.Task(2));
+  const absl::Time t0 = clock.Now();
+  EnqueueOk(batcher, recorder.Task(1, t0 + absl::Milliseconds(5)));
+  EnqueueOk(batcher, recorder.Task(2, t0 + absl::Milliseconds(10)));  // exactly at batch start
+  EnqueueOk(batcher, recorder.Task(3));
   clock.Advance(absl::Milliseconds(10));  // frame 1's deadline passes in the queue
   release.Notify();
-  recorder.WaitForDone(3);
-  EXPECT_THAT(recorder.sizes(), ElementsAre(1, 1));  // frame 2 ran alone
-  auto done = recorder.done();
-  EXPECT_EQ(done[1], std::make_pair(1, absl::StatusCode::kDeadlineExceeded));
-  EXPECT_EQ(done[2], std::make_pair(2, absl::StatusCode::kOk));
+  ASSERT_TRUE(recorder.WaitForDone(4));
+  EXPECT_THAT(recorder.sizes(), ElementsAre(1, 2));
+  EXPECT_THAT(recorder.ids(), ElementsAre(0, 2, 3));  // the model never saw frame 1
+  EXPECT_THAT(recorder.codes(), ElementsAre(Pair(0, absl::StatusCode::kOk),
+                                            Pair(1, absl::StatusCode::kDeadlineExceeded),
+                                            Pair(2, absl::StatusCode::kOk),
+                                            Pair(3, absl::StatusCode::kOk)));
 }
 
 TEST(DynamicBatcher, CancelledFramesAreDroppedBeforeInference) {
@@ -244,27 +346,103 @@ TEST(DynamicBatcher, CancelledFramesAreDroppedBeforeInference) {
   absl::Notification release;
   DynamicBatcher batcher(Options(&clock), recorder.Function());
   OccupyModel(batcher, recorder, &release);
+  std::atomic<bool> cancelled{false};
+  auto task = recorder.Task(1);
+  task->is_cancelled = [&cancelled] { return cancelled.load(); };
+  EnqueueOk(batcher, std::move(task));
+  EnqueueOk(batcher, recorder.Task(2));
+  cancelled = true;  // after Enqueue: polled when the batch starts
+  release.Notify();
+  ASSERT_TRUE(recorder.WaitForDone(3));
+  EXPECT_THAT(recorder.sizes(), ElementsAre(1, 1));
+  EXPECT_THAT(recorder.ids(), ElementsAre(0, 2));
+  EXPECT_THAT(recorder.codes(), ElementsAre(Pair(0, absl::StatusCode::kOk),
+                                            Pair(1, absl::StatusCode::kCancelled),
+                                            Pair(2, absl::StatusCode::kOk)));
+}
+
+TEST(DynamicBatcher, DroppedFramesLeaveRoomForQueuedOnes) {
+  FakeClock clock;
+  Recorder recorder;
+  absl::Notification release;
+  DynamicBatcher batcher(Options(&clock, /*max_batch=*/2), recorder.Function());
+  OccupyModel(batcher, recorder, &release);
   auto task = recorder.Task(1);
   task->is_cancelled = [] { return true; };
   EnqueueOk(batcher, std::move(task));
+  EnqueueOk(batcher, recorder.Task(2));
+  EnqueueOk(batcher, recorder.Task(3));
   release.Notify();
-  recorder.WaitForDone(2);
-  EXPECT_THAT(recorder.sizes(), ElementsAre(1));
-  EXPECT_EQ(recorder.done()[1], std::make_pair(1, absl::StatusCode::kCancelled));
+  ASSERT_TRUE(recorder.WaitForDone(4));
+  EXPECT_THAT(recorder.sizes(), ElementsAre(1, 2));
+  EXPECT_THAT(recorder.ids(), ElementsAre(0, 2, 3));
 }
 
 TEST(DynamicBatcher, BatchErrorReachesEveryTaskOfTheBatch) {
   FakeClock clock;
   Recorder recorder;
-  recorder.status_ = absl::InternalError("model exploded");
   absl::Notification release;
   DynamicBatcher batcher(Options(&clock), recorder.Function());
   OccupyModel(batcher, recorder, &release);
+  recorder.SetStatus(absl::InternalError("model exploded"));  // for the next batch
   EnqueueOk(batcher, recorder.Task(1));
   EnqueueOk(batcher, recorder.Task(2));
   release.Notify();
-  recorder.WaitForDone(3);
-  for (const auto& [id, code] : recorder.done()) EXPECT_EQ(code, absl::StatusCode::kInternal);
+  ASSERT_TRUE(recorder.WaitForDone(3));
+  EXPECT_THAT(recorder.sizes(), ElementsAre(1, 2));
+  EXPECT_THAT(recorder.codes(), ElementsAre(Pair(0, absl::StatusCode::kOk),
+                                            Pair(1, absl::StatusCode::kInternal),
+                                            Pair(2, absl::StatusCode::kInternal)));
+  for (const Finished& f : recorder.finished()) {
+    if (f.id != 0) {
+      EXPECT_EQ(f.status.message(), "model exploded");
+    }
+  }
+}
+
+TEST(DynamicBatcher, StampsEnqueueTimeBatchStartAndBatchSize) {
+  FakeClock clock;
+  Recorder recorder;
+  absl::Notification release;
+  DynamicBatcher batcher(Options(&clock), recorder.Function());
+  const absl::Time t0 = clock.Now();
+  OccupyModel(batcher, recorder, &release);
+  clock.Advance(absl::Milliseconds(1));
+  EnqueueOk(batcher, recorder.Task(1));
+  clock.Advance(absl::Milliseconds(1));
+  EnqueueOk(batcher, recorder.Task(2));
+  clock.Advance(absl::Milliseconds(3));
+  release.Notify();
+  ASSERT_TRUE(recorder.WaitForDone(3));
+  const std::vector<Finished> f = recorder.finished();
+  EXPECT_EQ(f[0].enqueue_time, t0);
+  EXPECT_EQ(f[0].batch_start_time, t0);
+  EXPECT_EQ(f[0].batch_size, 1);
+  EXPECT_EQ(f[1].enqueue_time, t0 + absl::Milliseconds(1));
+  EXPECT_EQ(f[2].enqueue_time, t0 + absl::Milliseconds(2));
+  EXPECT_EQ(f[1].batch_start_time, t0 + absl::Milliseconds(5));
+  EXPECT_EQ(f[2].batch_start_time, t0 + absl::Milliseconds(5));
+  EXPECT_EQ(f[1].batch_size, 2);
+  EXPECT_EQ(f[2].batch_size, 2);
+}
+
+TEST(DynamicBatcher, DoneRunsOnTheBatcherThreadAfterTheBatchFunctionReturns) {
+  FakeClock clock;
+  Recorder recorder;
+  absl::Notification release;
+  DynamicBatcher batcher(Options(&clock), recorder.Function());
+  OccupyModel(batcher, recorder, &release);
+  EnqueueOk(batcher, recorder.Task(1, clock.Now() - absl::Milliseconds(1)));  // dropped
+  EnqueueOk(batcher, recorder.Task(2));
+  EnqueueOk(batcher, recorder.Task(3));
+  release.Notify();
+  ASSERT_TRUE(recorder.WaitForDone(4));
+  const std::thread::id batcher_thread = recorder.batch_thread();
+  EXPECT_NE(batcher_thread, std::this_thread::get_id());
+  for (const Finished& f : recorder.finished()) {
+    EXPECT_EQ(f.thread, batcher_thread) << "task " << f.id;
+    EXPECT_FALSE(f.during_batch) << "task " << f.id;
+  }
 }
 
 TEST(DynamicBatcher, ExclusiveJobsRunBetweenBatchesNeverDuring) {
@@ -273,19 +451,41 @@ TEST(DynamicBatcher, ExclusiveJobsRunBetweenBatchesNeverDuring) {
   absl::Notification release;
   DynamicBatcher batcher(Options(&clock), recorder.Function());
   OccupyModel(batcher, recorder, &release);
+  EnqueueOk(batcher, recorder.Task(1));
+  EnqueueOk(batcher, recorder.Task(2));
+  ASSERT_TRUE(batcher.RunExclusive(recorder.Job("job A")).ok());
+  ASSERT_TRUE(batcher.RunExclusive(recorder.Job("job B")).ok());
+  release.Notify();
+  ASSERT_TRUE(batcher.WaitUntilIdle(kLiveness));
+  // Jobs wait for the running batch, then go ahead of the queued frames.
+  EXPECT_THAT(recorder.events(),
+              ElementsAre("batch 0", "end", "job A", "job B", "batch 1 2", "end"));
+}
+
+TEST(DynamicBatcher, JobsGoAheadOfAWaitingPartialBatch) {
+  FakeClock clock;
+  Recorder recorder;
+  DynamicBatcher batcher(Options(&clock, 8), recorder.Function());
+  RunBatchesOf1AndN(batcher, recorder, 4);
+  EnqueueOk(batcher, recorder.Task(5));
+  EnqueueOk(batcher, recorder.Task(6));
+  batcher.Poke();
+  ASSERT_EQ(batcher.queue_size(), 2);  // waiting for 2 more or the delay
   absl::Notification job_ran;
-  int running_during_job = -1;
+  int queued_during_job = -1;
   ASSERT_TRUE(batcher
                   .RunExclusive([&] {
-                    running_during_job = recorder.max_running() > 0 ? 0 : 1;
+                    queued_during_job = batcher.queue_size();
                     job_ran.Notify();
                   })
                   .ok());
-  EXPECT_FALSE(job_ran.HasBeenNotified());  // the batch is still running
-  release.Notify();
-  job_ran.WaitForNotification();
-  EXPECT_EQ(recorder.max_running(), 1);
-  EXPECT_EQ(running_during_job, 0);
+  ASSERT_TRUE(job_ran.WaitForNotificationWithTimeout(kLiveness));
+  EXPECT_EQ(queued_during_job, 2);
+  EXPECT_THAT(recorder.sizes(), ElementsAre(1, 4));
+  clock.Advance(absl::Microseconds(2000));
+  batcher.Poke();
+  ASSERT_TRUE(recorder.WaitForDone(7));
+  EXPECT_THAT(recorder.sizes(), ElementsAre(1, 4, 2));
 }
 
 TEST(DynamicBatcher, DrainingRefusesNewWorkButFinishesQueuedWork) {
@@ -295,37 +495,69 @@ TEST(DynamicBatcher, DrainingRefusesNewWorkButFinishesQueuedWork) {
   DynamicBatcher batcher(Options(&clock), recorder.Function());
   OccupyModel(batcher, recorder, &release);
   EnqueueOk(batcher, recorder.Task(1));
+  ASSERT_TRUE(batcher.RunExclusive(recorder.Job("job")).ok());
   batcher.StartDraining();
   auto task = recorder.Task(2);
-  EXPECT_EQ(batcher.Enqueue(&task).code(), absl::StatusCode::kUnavailable);
+  const absl::Status refused = batcher.Enqueue(&task);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(task, nullptr);
-  EXPECT_EQ(batcher.RunExclusive([] {}).code(), absl::StatusCode::kUnavailable);
-  EXPECT_FALSE(batcher.WaitUntilIdle(absl::Milliseconds(10)));
+  EXPECT_EQ(batcher.RunExclusive(recorder.Job("late job")).code(),
+            absl::StatusCode::kUnavailable);
   release.Notify();
-  EXPECT_TRUE(batcher.WaitUntilIdle(absl::Seconds(30)));
-  EXPECT_THAT(recorder.done(), ElementsAre(std::make_pair(0, absl::StatusCode::kOk),
-                                           std::make_pair(1, absl::StatusCode::kOk)));
+  ASSERT_TRUE(batcher.WaitUntilIdle(kLiveness));
+  EXPECT_THAT(recorder.codes(), ElementsAre(Pair(0, absl::StatusCode::kOk),
+                                            Pair(1, absl::StatusCode::kOk)));
+  EXPECT_THAT(recorder.events(), ElementsAre("batch 0", "end", "job", "batch 1", "end"));
 }
 
-TEST(DynamicBatcher, DestructorFinishesQueuedFramesWithUnavailable) {
+TEST(DynamicBatcher, DrainingRunsAWaitingPartialBatchAtOnce) {
+  FakeClock clock;  // never advanced: only draining can start the partial batch
+  Recorder recorder;
+  DynamicBatcher batcher(Options(&clock, 8), recorder.Function());
+  RunBatchesOf1AndN(batcher, recorder, 4);
+  EnqueueOk(batcher, recorder.Task(5));
+  EnqueueOk(batcher, recorder.Task(6));
+  batcher.Poke();
+  ASSERT_EQ(batcher.queue_size(), 2);
+  batcher.StartDraining();
+  ASSERT_TRUE(batcher.WaitUntilIdle(kLiveness));
+  EXPECT_THAT(recorder.sizes(), ElementsAre(1, 4, 2));
+}
+
+TEST(DynamicBatcher, WaitUntilIdleReportsWhetherEverythingFinished) {
   FakeClock clock;
   Recorder recorder;
   absl::Notification release;
-  auto batcher = std::make_unique<DynamicBatcher>(Options(&clock), recorder.Function());
-  OccupyModel(*batcher, recorder, &release);
-  EnqueueOk(*batcher, recorder.Task(1));
-  EnqueueOk(*batcher, recorder.Task(2));
-  std::thread releaser([&] {
-    absl::SleepFor(absl::Milliseconds(20));
-    release.Notify();
-  });
-  batcher.reset();  // stops after the running batch; the queue is answered
-  releaser.join();
-  auto done = recorder.done();
-  ASSERT_EQ(done.size(), 3u);
-  EXPECT_EQ(done[0].second, absl::StatusCode::kOk);
-  EXPECT_EQ(done[1].second, absl::StatusCode::kUnavailable);
-  EXPECT_EQ(done[2].second, absl::StatusCode::kUnavailable);
+  DynamicBatcher batcher(Options(&clock), recorder.Function());
+  EXPECT_TRUE(batcher.WaitUntilIdle(absl::ZeroDuration()));
+  OccupyModel(batcher, recorder, &release);
+  EnqueueOk(batcher, recorder.Task(1));
+  // The model is held, so this can only time out.
+  EXPECT_FALSE(batcher.WaitUntilIdle(absl::Milliseconds(10)));
+  release.Notify();
+  ASSERT_TRUE(batcher.WaitUntilIdle(kLiveness));
+  EXPECT_EQ(recorder.finished().size(), 2u);  // idle means every done was called
+  EXPECT_EQ(batcher.queue_size(), 0);
+}
+
+TEST(DynamicBatcher, DestructorFinishesQueuedFramesWithUnavailable) {
+  FakeClock clock;  // never advanced: frames 5 and 6 wait until the batcher goes
+  Recorder recorder;
+  auto batcher = std::make_unique<DynamicBatcher>(Options(&clock, 8), recorder.Function());
+  RunBatchesOf1AndN(*batcher, recorder, 4);
+  EnqueueOk(*batcher, recorder.Task(5));
+  EnqueueOk(*batcher, recorder.Task(6));
+  batcher->Poke();
+  ASSERT_EQ(batcher->queue_size(), 2);
+  batcher.reset();
+  EXPECT_THAT(recorder.sizes(), ElementsAre(1, 4));
+  const std::vector<Finished> finished = recorder.finished();
+  ASSERT_EQ(finished.size(), 7u);
+  EXPECT_EQ(finished[5].id, 5);
+  EXPECT_EQ(finished[5].status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(finished[6].id, 6);
+  EXPECT_EQ(finished[6].status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(finished[6].thread, recorder.batch_thread());  // answered on the batcher thread
 }
 
 }  // namespace
