@@ -1,0 +1,314 @@
+// fsrst_client: the command-line client of fsrst_server.
+//
+//   fsrst_client health [--service=NAME]
+//   fsrst_client info
+//   fsrst_client register --identity=ID --ref a.jpg --ref b.jpg
+//   fsrst_client enhance  --identity=ID --frame f.jpg --out out.jpg [--ref a.jpg ...]
+//   fsrst_client stream   --identity=ID [--ref a.jpg ...] --frames_dir DIR --out_dir DIR
+//
+// Images are JPEG (.jpg/.jpeg) or square raw RGB8 (.rgb); PNG is not
+// supported. --ref may be repeated (or given as a comma-separated list).
+// Exit status: 0 on success, 1 when a call or a file fails, 2 on bad usage.
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "clients/cpp/fsrst_client.h"
+#include "clients/cpp/image_files.h"
+
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "fsrst_server address, host:port");
+ABSL_FLAG(std::string, identity, "", "identity id: 1 to 128 characters of [A-Za-z0-9._:@-]");
+ABSL_FLAG(std::vector<std::string>, ref, {},
+          "reference image (.jpg/.rgb); repeat the flag, or give a comma-separated list");
+ABSL_FLAG(std::string, frame, "", "enhance: the low-resolution frame (.jpg/.rgb)");
+ABSL_FLAG(std::string, out, "", "enhance: where to write the answer (.jpg/.rgb)");
+ABSL_FLAG(std::string, frames_dir, "", "stream: folder whose .jpg/.jpeg frames are sent, sorted");
+ABSL_FLAG(std::string, out_dir, "", "stream: folder for the answers, named like the frames");
+ABSL_FLAG(int, window, 8, "stream: frames sent ahead of the answers received");
+ABSL_FLAG(int, jpeg_quality, 0, "quality 1..100 of JPEG answers; 0 = the server's default");
+ABSL_FLAG(int64_t, timeout_ms, 30000, "deadline of each unary call; 0 = none");
+ABSL_FLAG(int64_t, stream_timeout_ms, 600000, "stream: deadline of the whole stream; 0 = none");
+ABSL_FLAG(bool, wait_for_ready, false, "wait (within the deadline) for an unreachable server");
+ABSL_FLAG(std::string, service, "", "health: the service to check; empty = the whole server");
+
+namespace fsrst {
+namespace {
+
+constexpr int kFailed = 1;
+constexpr int kUsage = 2;
+
+int Fail(const absl::Status& status) {
+  std::cerr << "fsrst_client: " << status << "\n";
+  return kFailed;
+}
+
+int Usage(const std::string& message) {
+  std::cerr << "fsrst_client: " << message << "\n(see fsrst_client --help)\n";
+  return kUsage;
+}
+
+CallOptions OptionsFromFlags(int64_t timeout_ms) {
+  CallOptions options;
+  options.timeout = timeout_ms > 0 ? absl::Milliseconds(timeout_ms) : absl::InfiniteDuration();
+  options.jpeg_quality = static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_jpeg_quality)));
+  options.wait_for_ready = absl::GetFlag(FLAGS_wait_for_ready);
+  return options;
+}
+
+// absl flags keep only the last of a repeated flag; --ref may be repeated, so
+// it is taken out of argv here (all its forms), and the rest parsed by absl.
+std::vector<char*> ExtractRefs(int argc, char** argv, std::vector<std::string>* refs) {
+  std::vector<char*> rest;
+  bool after_dashes = false;
+  for (int i = 0; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (i == 0 || after_dashes) {
+      rest.push_back(argv[i]);
+      continue;
+    }
+    if (arg == "--") after_dashes = true;
+    std::string value;
+    if ((arg == "--ref" || arg == "-ref") && i + 1 < argc) {
+      value = argv[++i];
+    } else if (absl::StartsWith(arg, "--ref=")) {
+      value = arg.substr(6);
+    } else if (absl::StartsWith(arg, "-ref=")) {
+      value = arg.substr(5);
+    } else {
+      rest.push_back(argv[i]);
+      continue;
+    }
+    for (absl::string_view part : absl::StrSplit(value, ',', absl::SkipEmpty())) {
+      refs->emplace_back(part);
+    }
+  }
+  return rest;
+}
+
+absl::StatusOr<std::vector<v1::Image>> ReadReferences(const std::vector<std::string>& paths) {
+  std::vector<v1::Image> images;
+  for (const std::string& path : paths) {
+    absl::StatusOr<v1::Image> image = ReadImageFile(path);
+    if (!image.ok()) return image.status();
+    images.push_back(*std::move(image));
+  }
+  return images;
+}
+
+// Registers --ref images when given.
+absl::Status MaybeRegister(FsrstClient& client, const std::string& identity,
+                           const std::vector<std::string>& refs, const CallOptions& options) {
+  if (refs.empty()) return absl::OkStatus();
+  absl::StatusOr<std::vector<v1::Image>> images = ReadReferences(refs);
+  if (!images.ok()) return images.status();
+  absl::StatusOr<v1::RegisterReferencesResponse> registered =
+      client.RegisterReferences(identity, *std::move(images), options);
+  if (!registered.ok()) return registered.status();
+  std::cerr << "registered " << registered->reference_count() << " reference(s) of " << identity
+            << " (" << registered->feature_bytes() << " feature bytes)\n";
+  return absl::OkStatus();
+}
+
+int Health(FsrstClient& client) {
+  auto status = client.Health(absl::GetFlag(FLAGS_service),
+                              OptionsFromFlags(absl::GetFlag(FLAGS_timeout_ms)));
+  if (!status.ok()) return Fail(status.status());
+  std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(*status) << "\n";
+  return *status == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : kFailed;
+}
+
+int Info(FsrstClient& client) {
+  auto info = client.GetServerInfo(OptionsFromFlags(absl::GetFlag(FLAGS_timeout_ms)));
+  if (!info.ok()) return Fail(info.status());
+  std::cout << "model_name: " << info->model_name() << "\n"
+            << "model_version: " << info->model_version() << "\n"
+            << "model_trained: " << (info->model_trained() ? "true" : "false") << "\n"
+            << "device: " << info->device() << "\n"
+            << "lr_size: " << info->lr_size() << "\n"
+            << "scale: " << info->scale() << "\n"
+            << "reference_size: " << info->reference_size() << "\n"
+            << "max_references: " << info->max_references() << "\n"
+            << "max_batch_size: " << info->max_batch_size() << "\n"
+            << "max_queue_size: " << info->max_queue_size() << "\n"
+            << "max_queue_delay_us: " << info->max_queue_delay_us() << "\n"
+            << "max_message_bytes: " << info->max_message_bytes() << "\n"
+            << "max_stream_frames_in_flight: " << info->max_stream_frames_in_flight() << "\n";
+  return 0;
+}
+
+int Register(FsrstClient& client, const std::string& identity,
+             const std::vector<std::string>& refs) {
+  if (identity.empty()) return Usage("register needs --identity");
+  if (refs.empty()) return Usage("register needs at least one --ref");
+  const absl::Status status =
+      MaybeRegister(client, identity, refs, OptionsFromFlags(absl::GetFlag(FLAGS_timeout_ms)));
+  return status.ok() ? 0 : Fail(status);
+}
+
+int Enhance(FsrstClient& client, const std::string& identity,
+            const std::vector<std::string>& refs) {
+  const std::string frame_path = absl::GetFlag(FLAGS_frame);
+  const std::string out_path = absl::GetFlag(FLAGS_out);
+  if (frame_path.empty() || out_path.empty()) return Usage("enhance needs --frame and --out");
+  if (!refs.empty() && identity.empty()) return Usage("--ref needs --identity");
+  absl::StatusOr<v1::Encoding> out_encoding = EncodingForPath(out_path);
+  if (!out_encoding.ok()) return Fail(out_encoding.status());
+  absl::StatusOr<v1::Image> frame = ReadImageFile(frame_path);
+  if (!frame.ok()) return Fail(frame.status());
+  CallOptions options = OptionsFromFlags(absl::GetFlag(FLAGS_timeout_ms));
+  options.output_encoding = *out_encoding;
+  if (absl::Status status = MaybeRegister(client, identity, refs, options); !status.ok()) {
+    return Fail(status);
+  }
+  absl::StatusOr<v1::EnhanceResponse> answer = client.Enhance(identity, *std::move(frame), options);
+  if (!answer.ok()) return Fail(answer.status());
+  if (absl::Status status = WriteImageFile(answer->image(), out_path); !status.ok()) {
+    return Fail(status);
+  }
+  std::cerr << "wrote " << out_path << " (" << answer->image().width() << "x"
+            << answer->image().height() << ")\n";
+  return 0;
+}
+
+absl::StatusOr<std::vector<std::filesystem::path>> ListFrames(const std::string& dir) {
+  std::error_code error;
+  std::vector<std::filesystem::path> frames;
+  for (std::filesystem::directory_iterator it(dir, error), end; !error && it != end;
+       it.increment(error)) {
+    const std::string ext = absl::AsciiStrToLower(it->path().extension().string());
+    if (it->is_regular_file() && (ext == ".jpg" || ext == ".jpeg")) frames.push_back(it->path());
+  }
+  if (error) return absl::NotFoundError(absl::StrCat(dir, ": ", error.message()));
+  std::sort(frames.begin(), frames.end());
+  return frames;
+}
+
+int Stream(FsrstClient& client, const std::string& identity, const std::vector<std::string>& refs) {
+  const std::string frames_dir = absl::GetFlag(FLAGS_frames_dir);
+  const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
+  const int window = absl::GetFlag(FLAGS_window);
+  if (frames_dir.empty() || out_dir.empty())
+    return Usage("stream needs --frames_dir and --out_dir");
+  if (window < 1) return Usage("--window must be at least 1");
+  if (!refs.empty() && identity.empty()) return Usage("--ref needs --identity");
+  absl::StatusOr<std::vector<std::filesystem::path>> frames = ListFrames(frames_dir);
+  if (!frames.ok()) return Fail(frames.status());
+  if (frames->empty())
+    return Fail(absl::NotFoundError(absl::StrCat(frames_dir, ": no .jpg frames")));
+  std::error_code error;
+  std::filesystem::create_directories(out_dir, error);
+  if (error) return Fail(absl::InternalError(absl::StrCat(out_dir, ": ", error.message())));
+
+  if (absl::Status status =
+          MaybeRegister(client, identity, refs, OptionsFromFlags(absl::GetFlag(FLAGS_timeout_ms)));
+      !status.ok()) {
+    return Fail(status);
+  }
+  CallOptions options = OptionsFromFlags(absl::GetFlag(FLAGS_stream_timeout_ms));
+  options.output_encoding = v1::ENCODING_JPEG;
+  absl::StatusOr<std::unique_ptr<FrameStream>> stream = client.OpenStream(identity, options);
+  if (!stream.ok()) return Fail(stream.status());
+
+  const size_t total = frames->size();
+  size_t sent = 0, received = 0, failed = 0;
+  absl::Status broken;
+  while (received < total && broken.ok()) {
+    while (sent < total && sent - received < static_cast<size_t>(window)) {
+      absl::StatusOr<v1::Image> frame = ReadImageFile((*frames)[sent].string());
+      if (!frame.ok()) {
+        broken = frame.status();
+        break;
+      }
+      if (broken = (*stream)->Send(*std::move(frame), sent); !broken.ok()) break;
+      ++sent;
+    }
+    if (!broken.ok() || received == sent) break;
+    v1::EnhanceResponse response;
+    if (broken = (*stream)->Receive(&response); !broken.ok()) break;
+    const std::filesystem::path& source = (*frames)[response.sequence_number()];
+    if (response.has_error()) {
+      ++failed;
+      std::cerr << source.string() << ": "
+                << absl::Status(static_cast<absl::StatusCode>(response.error().code()),
+                                response.error().message())
+                << "\n";
+    } else {
+      const std::string out_path = (std::filesystem::path(out_dir) / source.filename()).string();
+      if (broken = WriteImageFile(response.image(), out_path); !broken.ok()) break;
+    }
+    ++received;
+  }
+  // Answers to frames already sent still come back: drain them before giving up.
+  while (received < sent) {
+    v1::EnhanceResponse response;
+    if (!(*stream)->Receive(&response).ok()) break;
+    ++received;
+  }
+  const absl::Status closed = (*stream)->Close();
+  std::cout << "enhanced " << (received - failed) << " of " << total << " frames into " << out_dir
+            << " (" << failed << " failed, " << (*stream)->frames_resent()
+            << " resent after NOT_FOUND)\n";
+  if (!broken.ok()) return Fail(broken);
+  if (!closed.ok()) return Fail(closed);
+  return failed == 0 && received == total ? 0 : kFailed;
+}
+
+int Main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "the fsrst_server client.\n"
+      "  fsrst_client health [--service=NAME]\n"
+      "  fsrst_client info\n"
+      "  fsrst_client register --identity=ID --ref a.jpg --ref b.jpg\n"
+      "  fsrst_client enhance --identity=ID --frame f.jpg --out out.jpg [--ref a.jpg ...]\n"
+      "  fsrst_client stream --identity=ID [--ref ...] --frames_dir DIR --out_dir DIR\n"
+      "Images: .jpg/.jpeg, or square raw RGB8 .rgb (no PNG). Common flag: --server=host:port");
+  std::vector<std::string> refs;
+  std::vector<char*> rest = ExtractRefs(argc, argv, &refs);
+  std::vector<char*> positional =
+      absl::ParseCommandLine(static_cast<int>(rest.size()), rest.data());
+  for (const std::string& ref : absl::GetFlag(FLAGS_ref)) refs.push_back(ref);
+  if (positional.size() != 2) {
+    return Usage(positional.size() < 2
+                     ? "expected a command: health, info, register, enhance or stream"
+                     : absl::StrCat("expected one command, got: ",
+                                    absl::StrJoin(positional.begin() + 1, positional.end(), " ")));
+  }
+  const std::string command = positional[1];
+  const std::string identity = absl::GetFlag(FLAGS_identity);
+
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  args.SetMaxSendMessageSize(64 << 20);
+  FsrstClient client(grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server),
+                                               grpc::InsecureChannelCredentials(), args));
+  if (command == "health") return Health(client);
+  if (command == "info") return Info(client);
+  if (command == "register") return Register(client, identity, refs);
+  if (command == "enhance") return Enhance(client, identity, refs);
+  if (command == "stream") return Stream(client, identity, refs);
+  return Usage(absl::StrCat("unknown command \"", command,
+                            "\": expected health, info, register, enhance or stream"));
+}
+
+}  // namespace
+}  // namespace fsrst
+
+int main(int argc, char** argv) { return fsrst::Main(argc, argv); }
