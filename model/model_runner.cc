@@ -2,6 +2,7 @@
 
 #include <torch/cuda.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
 
 #include <algorithm>
@@ -223,6 +224,10 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Load(const std::string
   at::set_num_threads(options.num_threads > 0
                              ? options.num_threads
                              : std::max(1u, std::thread::hardware_concurrency()));
+  // The profiling executor re-specialises the graph for every new input shape
+  // (batch size, reference count), with a slow first run each time and a
+  // fallback once its budget of shapes is spent; a server sees many shapes.
+  torch::jit::getProfilingMode().store(options.jit_profiling);
   try {
     torch::jit::ExtraFilesMap extra{{kMetadataFile, ""}};
     torch::jit::Module module = torch::jit::load(path, *device, extra);

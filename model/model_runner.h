@@ -18,6 +18,7 @@ struct ModelRunnerOptions {
   std::string device = "auto";  // "auto" (CUDA when LibTorch has it), "cpu", "cuda", "cuda:N"
   int num_threads = 0;          // intra-op CPU threads; 0 = every core
   bool freeze = true;           // torch.jit.freeze + optimize_for_inference: faster on CPU
+  bool jit_profiling = false;   // TorchScript's profiling executor (process-wide setting)
 };
 
 // One frame of a batch, as the model runner sees it.
