@@ -14,6 +14,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
+#include "tests/common/fake_clock.h"
 #include "gtest/gtest.h"
 
 namespace fsrst {
@@ -26,21 +27,7 @@ using ::testing::Pair;
 // Only bounds how long a broken batcher can hang a test; never decides a result.
 constexpr absl::Duration kLiveness = absl::Seconds(30);
 
-class FakeClock {
- public:
-  absl::Time Now() {
-    absl::MutexLock lock(&mu_);
-    return now_;
-  }
-  void Advance(absl::Duration d) {
-    absl::MutexLock lock(&mu_);
-    now_ += d;
-  }
-
- private:
-  absl::Mutex mu_;
-  absl::Time now_ ABSL_GUARDED_BY(mu_) = absl::FromUnixSeconds(1000);
-};
+using ::fsrst::testing::FakeClock;
 
 // How one task was finished, as its done callback saw it.
 struct Finished {

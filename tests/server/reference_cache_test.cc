@@ -8,6 +8,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
+#include "tests/common/fake_clock.h"
 #include "gtest/gtest.h"
 
 namespace fsrst {
@@ -33,21 +34,7 @@ std::shared_ptr<const ReferenceFeatures> Features(int64_t bytes,
   return std::make_shared<FakeFeatures>(bytes, destroyed);
 }
 
-class FakeClock {
- public:
-  absl::Time Now() {
-    absl::MutexLock lock(&mu_);
-    return now_;
-  }
-  void Advance(absl::Duration d) {
-    absl::MutexLock lock(&mu_);
-    now_ += d;
-  }
-
- private:
-  absl::Mutex mu_;
-  absl::Time now_ = absl::FromUnixSeconds(1000);
-};
+using ::fsrst::testing::FakeClock;
 
 ReferenceCacheOptions Options(int64_t capacity, FakeClock* clock = nullptr) {
   ReferenceCacheOptions options;
