@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 
 namespace fsrst::bench {
@@ -15,6 +16,9 @@ double Percentile(const std::vector<double>& sorted, double q) {
   const size_t index = static_cast<size_t>(std::ceil(q * sorted.size())) - (q > 0 ? 1 : 0);
   return sorted[std::min(index, sorted.size() - 1)];
 }
+
+// Doubles with 10 significant digits (StrCat keeps only 6).
+std::string Num(double v) { return absl::StrFormat("%.10g", v); }
 
 std::string Quote(const std::string& s) {
   std::string out = "\"";
@@ -96,13 +100,14 @@ std::string ToJson(const LoadSummary& s, const std::map<std::string, std::string
   for (const auto& [code, count] : s.errors) error_fields.push_back(Quote(code) + ": " + absl::StrCat(count));
   // A 101-point CDF (every percentile) keeps the file small and plottable.
   std::vector<std::string> cdf;
-  for (int q = 0; q <= 100; ++q) cdf.push_back(absl::StrCat(Percentile(sorted_latencies_ms, q / 100.0)));
+  for (int q = 0; q <= 100; ++q) cdf.push_back(Num(Percentile(sorted_latencies_ms, q / 100.0)));
   return absl::StrCat(
       "{\n  \"config\": {", absl::StrJoin(config_fields, ", "), "},\n",
-      "  \"duration_s\": ", s.duration_s, ",\n  \"frames_ok\": ", s.frames_ok,
-      ",\n  \"throughput_fps\": ", s.throughput_fps, ",\n  \"latency_ms\": {\"p50\": ", s.p50_ms,
-      ", \"p90\": ", s.p90_ms, ", \"p99\": ", s.p99_ms, ", \"max\": ", s.max_ms,
-      ", \"mean\": ", s.mean_ms, "},\n  \"errors\": {", absl::StrJoin(error_fields, ", "),
+      "  \"duration_s\": ", Num(s.duration_s), ",\n  \"frames_ok\": ", s.frames_ok,
+      ",\n  \"throughput_fps\": ", Num(s.throughput_fps),
+      ",\n  \"latency_ms\": {\"p50\": ", Num(s.p50_ms), ", \"p90\": ", Num(s.p90_ms),
+      ", \"p99\": ", Num(s.p99_ms), ", \"max\": ", Num(s.max_ms), ", \"mean\": ", Num(s.mean_ms),
+      "},\n  \"errors\": {", absl::StrJoin(error_fields, ", "),
       "},\n  \"latency_cdf_ms\": [", absl::StrJoin(cdf, ", "), "]\n}\n");
 }
 
