@@ -27,18 +27,8 @@ using ::fsrst::testing::Rgb8Image;
 using ::fsrst::testing::TestConfig;
 using ::testing::HasSubstr;
 
-class FaceSrServiceTest : public ::testing::Test {
+class FaceSrServiceTest : public ::fsrst::testing::SharedServerTest {
  protected:
-  static void SetUpTestSuite() {
-    auto server = FsrstServer::Start(TestConfig());
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = server->release();
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-
   void SetUp() override { stub_ = Connect(server_->port()); }
 
   grpc::Status Register(const std::string& id, int count, uint32_t seed,
@@ -76,11 +66,8 @@ class FaceSrServiceTest : public ::testing::Test {
     ExpectError(Enhance(request, &response), code, text);
   }
 
-  static FsrstServer* server_;
   std::unique_ptr<v1::FaceSuperResolution::Stub> stub_;
 };
-
-FsrstServer* FaceSrServiceTest::server_ = nullptr;
 
 TEST_F(FaceSrServiceTest, GetServerInfoReportsTheModel) {
   grpc::ClientContext context;

@@ -65,6 +65,23 @@ inline std::unique_ptr<v1::FaceSuperResolution::Stub> Connect(int port) {
       absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials(), args));
 }
 
+// Base of fixtures that share one in-process server (TestConfig()) per test
+// suite, started in SetUpTestSuite and destroyed in TearDownTestSuite.
+class SharedServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto server = FsrstServer::Start(TestConfig());
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = server->release();
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+
+  inline static FsrstServer* server_ = nullptr;
+};
+
 }  // namespace fsrst::testing
 
 #endif  // FSRST_TESTS_SERVER_SERVICE_TEST_UTIL_H_

@@ -64,18 +64,8 @@ int64_t RequestCount(FsrstServer& server, const std::string& rpc, const std::str
 
 // ------------------------------------------------ against a real FsrstServer
 
-class FsrstClientTest : public ::testing::Test {
+class FsrstClientTest : public ::fsrst::testing::SharedServerTest {
  protected:
-  static void SetUpTestSuite() {
-    auto server = FsrstServer::Start(TestConfig());
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = server->release();
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-
   void SetUp() override {
     client_ = std::make_unique<FsrstClient>(ChannelTo(server_->port()));
     stub_ = Connect(server_->port());
@@ -101,12 +91,9 @@ class FsrstClientTest : public ::testing::Test {
     return stub_->Enhance(&context, request, &response).error_code();
   }
 
-  static FsrstServer* server_;
   std::unique_ptr<FsrstClient> client_;
   std::unique_ptr<v1::FaceSuperResolution::Stub> stub_;
 };
-
-FsrstServer* FsrstClientTest::server_ = nullptr;
 
 TEST_F(FsrstClientTest, RegisterThenEnhanceReturnsTheOutputSize) {
   auto registered = client_->RegisterReferences("alice", References(3, 10));
