@@ -1,42 +1,55 @@
 #include "server/reference_cache.h"
 
+#include <cassert>
+#include <memory>
 #include <utility>
 
 namespace fsrst {
 
 struct ReferenceCache::Entry {
-  std::string key;
+  // Set before the entry is published, then constant.
+  std::string key;  // table_'s key views it
   std::shared_ptr<const ReferenceFeatures> features;
   int64_t charge = 0;
-  absl::Time last_use;
+  // Guarded by the cache's mu_.
+  absl::Time last_use;  // while unpinned: its Insert or its last Release
   int pins = 0;
-  bool in_table = false;     // reachable by key
-  LruList::iterator lru_it;  // valid iff in_table && pins == 0
+  bool in_table = true;
+  EntryList::iterator node;  // on lru_ iff in_table && pins == 0, else on in_use_
 };
 
 ReferenceCache::ReferenceCache(ReferenceCacheOptions options) : options_(std::move(options)) {}
 
 ReferenceCache::~ReferenceCache() {
   absl::MutexLock lock(&mu_);
-  // REQUIRES (header): no handle outlives the cache, so every entry is unpinned.
-  for (auto& [key, entry] : table_) delete entry;
+  assert(in_use_.empty() && "REQUIRES: the cache outlives every handle");
+  table_.clear();  // before the keys it views go
+  for (Entry* entry : lru_) delete entry;
 }
 
 void ReferenceCache::Insert(const std::string& key,
                             std::shared_ptr<const ReferenceFeatures> features) {
-  auto* entry = new Entry;
-  entry->key = key;
-  entry->charge = features->byte_size();
-  entry->features = std::move(features);
+  // Allocate and copy the key before taking the lock.
+  auto owned = std::make_unique<Entry>();
+  owned->key = key;
+  owned->charge = features->byte_size();
+  owned->features = std::move(features);
+  EntryList node{owned.get()};
+
   absl::MutexLock lock(&mu_);
-  entry->last_use = options_.now();
-  auto [it, inserted] = table_.try_emplace(key, entry);
+  owned->last_use = options_.now();
+  auto [it, inserted] = table_.try_emplace(owned->key, owned.get());
   if (!inserted) {
-    RemoveLocked(it->second);
-    table_[key] = entry;  // RemoveLocked erased the old slot
+    // The slot's key views the old entry's key, which may outlive the slot
+    // (pinned) or not: the slot is rebuilt around the new entry's key.
+    Entry* old = it->second;
+    table_.erase(it);
+    DetachLocked(old);
+    table_.emplace(owned->key, owned.get());
   }
-  entry->in_table = true;
-  entry->lru_it = lru_.insert(lru_.end(), entry);
+  Entry* entry = owned.release();
+  entry->node = node.begin();
+  lru_.splice(lru_.end(), node);
   stats_.entries += 1;
   stats_.bytes += entry->charge;
   EvictLocked(entry);
@@ -54,34 +67,31 @@ std::shared_ptr<const ReferenceFeatures> ReferenceCache::Lookup(const std::strin
     entry = it->second;
     const absl::Time now = options_.now();
     if (entry->pins == 0 && now - entry->last_use > options_.idle_ttl) {
-      RemoveLocked(entry);
+      table_.erase(it);
+      DetachLocked(entry);
       ++stats_.expirations;
       ++stats_.misses;
       return nullptr;
     }
     ++stats_.hits;
-    entry->last_use = now;
-    if (entry->pins++ == 0) lru_.erase(entry->lru_it);
+    if (entry->pins++ == 0) in_use_.splice(in_use_.end(), lru_, entry->node);
   }
-  // The aliasing handle: shares nothing with entry->features' count, and its
-  // deleter unpins the entry.
-  return std::shared_ptr<const ReferenceFeatures>(entry->features.get(),
-                                                  [this, entry](const ReferenceFeatures*) {
-                                                    Release(entry);
-                                                  });
+  // The pin keeps `entry`, and with it entry->features, alive until the
+  // deleter runs. Should the control block's allocation throw, shared_ptr
+  // calls the deleter itself, so the pin is not leaked.
+  return std::shared_ptr<const ReferenceFeatures>(
+      entry->features.get(), [this, entry](const ReferenceFeatures*) { Release(entry); });
 }
 
 void ReferenceCache::Release(Entry* entry) {
   absl::MutexLock lock(&mu_);
   if (--entry->pins > 0) return;
   if (entry->in_table) {
-    // Most recently used: it was in use until now. Keeps the list ordered by last_use.
     entry->last_use = options_.now();
-    entry->lru_it = lru_.insert(lru_.end(), entry);
-    EvictLocked(nullptr);
+    lru_.splice(lru_.end(), in_use_, entry->node);
+    EvictLocked(nullptr);  // the excess that pins held over budget
   } else {
-    stats_.bytes -= entry->charge;
-    delete entry;
+    FreeLocked(entry, in_use_);
   }
 }
 
@@ -89,7 +99,9 @@ bool ReferenceCache::Erase(const std::string& key) {
   absl::MutexLock lock(&mu_);
   auto it = table_.find(key);
   if (it == table_.end()) return false;
-  RemoveLocked(it->second);
+  Entry* entry = it->second;
+  table_.erase(it);
+  DetachLocked(entry);
   return true;
 }
 
@@ -97,7 +109,6 @@ int ReferenceCache::ExpireIdle() {
   absl::MutexLock lock(&mu_);
   const absl::Time now = options_.now();
   int expired = 0;
-  // The LRU list holds exactly the unpinned entries, oldest use first.
   while (!lru_.empty() && now - lru_.front()->last_use > options_.idle_ttl) {
     RemoveLocked(lru_.front());
     ++expired;
@@ -113,13 +124,19 @@ ReferenceCacheStats ReferenceCache::stats() const {
 
 void ReferenceCache::RemoveLocked(Entry* entry) {
   table_.erase(entry->key);
+  DetachLocked(entry);
+}
+
+void ReferenceCache::DetachLocked(Entry* entry) {
   entry->in_table = false;
   stats_.entries -= 1;
-  if (entry->pins == 0) {
-    lru_.erase(entry->lru_it);
-    stats_.bytes -= entry->charge;
-    delete entry;
-  }
+  if (entry->pins == 0) FreeLocked(entry, lru_);
+}
+
+void ReferenceCache::FreeLocked(Entry* entry, EntryList& list) {
+  list.erase(entry->node);
+  stats_.bytes -= entry->charge;
+  delete entry;
 }
 
 void ReferenceCache::EvictLocked(const Entry* keep) {

@@ -10,6 +10,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "model/reference_features.h"
@@ -26,7 +27,7 @@ struct ReferenceCacheOptions {
 // Counters and levels, for the metrics.
 struct ReferenceCacheStats {
   int64_t entries = 0;    // identities currently cached (pinned or not)
-  int64_t bytes = 0;      // bytes charged: cached entries plus replaced/evicted ones still pinned
+  int64_t bytes = 0;      // bytes charged: cached entries plus replaced/erased ones still pinned
   int64_t hits = 0;       // lookups that found the identity
   int64_t misses = 0;     // lookups that did not
   int64_t evictions = 0;  // entries removed for capacity
@@ -44,6 +45,8 @@ struct ReferenceCacheStats {
 // charge over capacity, least recently used unpinned entries are evicted,
 // never the one just inserted; if only pinned entries remain, the cache stays
 // over budget until they are released (then the excess is evicted).
+// Recency and idle time count from an entry's last Insert or Lookup, or from
+// the release of its last pin, since it was in use until then.
 //
 // Thread-safe. The cache must outlive every handle it returned.
 class ReferenceCache {
@@ -55,7 +58,7 @@ class ReferenceCache {
   ReferenceCache& operator=(const ReferenceCache&) = delete;
 
   // Caches `features` under `key`, replacing any earlier entry of that key.
-  // The charge is features->byte_size().
+  // The charge is features->byte_size(). REQUIRES: features != nullptr.
   void Insert(const std::string& key, std::shared_ptr<const ReferenceFeatures> features);
 
   // The features of `key`, pinned, and marks it most recently used; null if
@@ -74,21 +77,32 @@ class ReferenceCache {
 
  private:
   struct Entry;
-  using LruList = std::list<Entry*>;
+  // Lists of entries; an entry moves between them by splice, without allocating.
+  using EntryList = std::list<Entry*>;
 
-  // Unlinks `entry` from the table (and the LRU list if unpinned); its bytes
-  // stay charged until the last pin is released. Deletes it if unpinned.
+  // Takes `entry` out of the table and the entry count. Frees it now if
+  // unpinned; a pinned one stays on in_use_, charged, until its last Release.
   void RemoveLocked(Entry* entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // RemoveLocked for an entry whose table slot the caller has already erased.
+  void DetachLocked(Entry* entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Uncharges and deletes an unpinned entry, taking it off `list`.
+  void FreeLocked(Entry* entry, EntryList& list) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Evicts least recently used unpinned entries while over capacity, but not
   // `keep` (the entry just inserted: a registration is never undone by itself).
   void EvictLocked(const Entry* keep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops one pin; called by the handle's deleter.
-  void Release(Entry* entry);
+  void Release(Entry* entry) ABSL_LOCKS_EXCLUDED(mu_);
 
   const ReferenceCacheOptions options_;
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<std::string, Entry*> table_ ABSL_GUARDED_BY(mu_);
-  LruList lru_ ABSL_GUARDED_BY(mu_);  // unpinned cached entries, least recently used first
+  // The keys view Entry::key, so that each key is stored once.
+  absl::flat_hash_map<absl::string_view, Entry*> table_ ABSL_GUARDED_BY(mu_);
+  // Every live entry is on exactly one of these two lists.
+  // Cached and unpinned, least recently used first. With a clock that does not
+  // go back this is also oldest last_use first, which ExpireIdle relies on.
+  EntryList lru_ ABSL_GUARDED_BY(mu_);
+  // Pinned: cached, or replaced/erased and waiting for their last Release.
+  EntryList in_use_ ABSL_GUARDED_BY(mu_);
   ReferenceCacheStats stats_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -8,8 +8,8 @@
 
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
-#include "tests/common/fake_clock.h"
 #include "gtest/gtest.h"
+#include "tests/common/fake_clock.h"
 
 namespace fsrst {
 namespace {
@@ -40,7 +40,7 @@ ReferenceCacheOptions Options(int64_t capacity, FakeClock* clock = nullptr) {
   ReferenceCacheOptions options;
   options.capacity_bytes = capacity;
   options.idle_ttl = absl::Seconds(60);
-  if (clock != nullptr) options.now = [clock] { return clock->Now(); };
+  if (clock != nullptr) options.now = clock->AsFunction();
   return options;
 }
 
@@ -70,6 +70,54 @@ TEST(ReferenceCache, EvictsTheLeastRecentlyUsed) {
   EXPECT_EQ(cache.stats().evictions, 1);
   EXPECT_EQ(cache.stats().bytes, 300);
   EXPECT_EQ(cache.stats().entries, 3);
+}
+
+TEST(ReferenceCache, ReplacingMakesTheEntryMostRecentlyUsed) {
+  ReferenceCache cache(Options(300));
+  cache.Insert("a", Features(100));
+  cache.Insert("b", Features(100));
+  cache.Insert("c", Features(100));
+  cache.Insert("a", Features(100));  // a is now more recent than b
+  cache.Insert("d", Features(100));
+  EXPECT_EQ(cache.Lookup("b"), nullptr);
+  EXPECT_NE(cache.Lookup("a"), nullptr);
+  EXPECT_NE(cache.Lookup("c"), nullptr);
+  EXPECT_NE(cache.Lookup("d"), nullptr);
+  EXPECT_EQ(cache.stats().evictions, 1);
+  EXPECT_EQ(cache.stats().entries, 3);
+  EXPECT_EQ(cache.stats().bytes, 300);
+}
+
+TEST(ReferenceCache, EvictsAsManyAsTheNewEntryNeeds) {
+  ReferenceCache cache(Options(300));
+  cache.Insert("a", Features(50));
+  cache.Insert("b", Features(100));
+  cache.Insert("c", Features(150));
+  cache.Insert("d", Features(140));  // 440: a and b go (290), c stays
+  EXPECT_EQ(cache.stats().evictions, 2);
+  EXPECT_EQ(cache.stats().entries, 2);
+  EXPECT_EQ(cache.stats().bytes, 290);
+  EXPECT_EQ(cache.Lookup("a"), nullptr);
+  EXPECT_EQ(cache.Lookup("b"), nullptr);
+  EXPECT_NE(cache.Lookup("c"), nullptr);
+  EXPECT_NE(cache.Lookup("d"), nullptr);
+}
+
+TEST(ReferenceCache, AnEntryLargerThanTheCapacityLastsUntilItsFirstUseEnds) {
+  ReferenceCache cache(Options(100));
+  cache.Insert("a", Features(40));
+  cache.Insert("big", Features(250));  // a goes; big is never evicted by its own insert
+  EXPECT_EQ(cache.stats().entries, 1);
+  EXPECT_EQ(cache.stats().bytes, 250);
+  EXPECT_EQ(cache.stats().evictions, 1);
+  auto handle = cache.Lookup("big");
+  ASSERT_NE(handle, nullptr);
+  EXPECT_EQ(cache.stats().bytes, 250);
+  handle.reset();  // unpinned and over budget on its own: the excess goes
+  EXPECT_EQ(cache.stats().entries, 0);
+  EXPECT_EQ(cache.stats().bytes, 0);
+  EXPECT_EQ(cache.stats().evictions, 2);
+  EXPECT_EQ(cache.Lookup("big"), nullptr);
 }
 
 TEST(ReferenceCache, ReplaceAndEraseKeepBytesExact) {
@@ -136,6 +184,56 @@ TEST(ReferenceCache, EraseWhilePinnedReleasesBytesOnUnpin) {
   EXPECT_EQ(destroyed.load(), 1);
 }
 
+TEST(ReferenceCache, EachLookupIsAPinOfItsOwn) {
+  std::atomic<int> destroyed{0};
+  ReferenceCache cache(Options(1000));
+  cache.Insert("a", Features(100, &destroyed));
+  auto first = cache.Lookup("a");
+  auto second = cache.Lookup("a");
+  EXPECT_EQ(first.get(), second.get());
+  cache.Insert("a", Features(30));
+  first.reset();
+  EXPECT_EQ(cache.stats().bytes, 130);
+  EXPECT_EQ(destroyed.load(), 0);
+  second.reset();
+  EXPECT_EQ(cache.stats().bytes, 30);
+  EXPECT_EQ(destroyed.load(), 1);
+}
+
+TEST(ReferenceCache, ReinsertAfterEraseWhilePinnedChargesBothUntilRelease) {
+  std::atomic<int> destroyed{0};
+  ReferenceCache cache(Options(1000));
+  cache.Insert("a", Features(100, &destroyed));
+  auto old_handle = cache.Lookup("a");
+  EXPECT_TRUE(cache.Erase("a"));
+  cache.Insert("a", Features(20));
+  EXPECT_EQ(cache.stats().entries, 1);
+  EXPECT_EQ(cache.stats().bytes, 120);
+  old_handle.reset();
+  EXPECT_EQ(destroyed.load(), 1);
+  EXPECT_EQ(cache.stats().entries, 1);
+  EXPECT_EQ(cache.stats().bytes, 20);
+  auto handle = cache.Lookup("a");
+  ASSERT_NE(handle, nullptr);
+  EXPECT_EQ(handle->byte_size(), 20);
+}
+
+TEST(ReferenceCache, ReplacedPinnedBytesCountAgainstTheCapacity) {
+  ReferenceCache cache(Options(200));
+  cache.Insert("a", Features(100));
+  auto pinned = cache.Lookup("a");
+  cache.Insert("a", Features(100));  // 200: the old a is still charged
+  cache.Insert("b", Features(50));   // 250: the new a (LRU, unpinned) goes
+  EXPECT_EQ(cache.stats().evictions, 1);
+  EXPECT_EQ(cache.stats().entries, 1);
+  EXPECT_EQ(cache.stats().bytes, 150);
+  pinned.reset();
+  EXPECT_EQ(cache.stats().bytes, 50);
+  EXPECT_EQ(cache.stats().evictions, 1);
+  EXPECT_EQ(cache.Lookup("a"), nullptr);
+  EXPECT_NE(cache.Lookup("b"), nullptr);
+}
+
 TEST(ReferenceCache, IdleEntriesExpireAfterTheTtl) {
   FakeClock clock;
   ReferenceCache cache(Options(1000, &clock));
@@ -152,9 +250,44 @@ TEST(ReferenceCache, IdleEntriesExpireAfterTheTtl) {
   clock.Advance(absl::Seconds(30));  // c idle 61 s: a Lookup expires it and misses
   EXPECT_EQ(cache.Lookup("c"), nullptr);
   EXPECT_EQ(cache.stats().expirations, 2);
+  EXPECT_EQ(cache.stats().misses, 1);
+  EXPECT_EQ(cache.stats().entries, 1);
   pinned.reset();  // b was in use until now: not idle
   EXPECT_EQ(cache.ExpireIdle(), 0);
   EXPECT_EQ(cache.stats().bytes, 10);
+  clock.Advance(absl::Seconds(61));
+  EXPECT_EQ(cache.ExpireIdle(), 1);
+  EXPECT_EQ(cache.stats().expirations, 3);
+  EXPECT_EQ(cache.stats().entries, 0);
+  EXPECT_EQ(cache.stats().bytes, 0);
+}
+
+TEST(ReferenceCache, ExpiresOnlyWhenIdleLongerThanTheTtl) {
+  FakeClock clock;
+  ReferenceCache cache(Options(1000, &clock));
+  cache.Insert("a", Features(10));
+  cache.Insert("b", Features(10));
+  clock.Advance(absl::Seconds(60));
+  EXPECT_EQ(cache.ExpireIdle(), 0);
+  EXPECT_NE(cache.Lookup("b"), nullptr);  // exactly the TTL: still a hit, and b is fresh again
+  clock.Advance(absl::Nanoseconds(1));
+  EXPECT_EQ(cache.ExpireIdle(), 1);
+  EXPECT_EQ(cache.Lookup("a"), nullptr);
+  EXPECT_NE(cache.Lookup("b"), nullptr);
+  EXPECT_EQ(cache.stats().expirations, 1);
+}
+
+TEST(ReferenceCache, PinnedStaleEntryIsStillFound) {
+  FakeClock clock;
+  ReferenceCache cache(Options(1000, &clock));
+  cache.Insert("a", Features(10));
+  auto pinned = cache.Lookup("a");
+  clock.Advance(absl::Minutes(5));
+  EXPECT_EQ(cache.ExpireIdle(), 0);
+  auto again = cache.Lookup("a");
+  EXPECT_EQ(again.get(), pinned.get());
+  EXPECT_EQ(cache.stats().hits, 2);
+  EXPECT_EQ(cache.stats().expirations, 0);
 }
 
 TEST(ReferenceCache, FeaturesAreFreedWhenLastHolderGoes) {
@@ -168,30 +301,69 @@ TEST(ReferenceCache, FeaturesAreFreedWhenLastHolderGoes) {
   EXPECT_EQ(destroyed.load(), 1);
 }
 
+TEST(ReferenceCache, FeaturesHeldByTheCallerOutliveTheEntry) {
+  std::atomic<int> destroyed{0};
+  ReferenceCache cache(Options(1000));
+  auto features = Features(10, &destroyed);
+  cache.Insert("a", features);
+  EXPECT_TRUE(cache.Erase("a"));
+  EXPECT_EQ(destroyed.load(), 0);
+  EXPECT_EQ(features->byte_size(), 10);
+  features.reset();
+  EXPECT_EQ(destroyed.load(), 1);
+}
+
 TEST(ReferenceCache, ConcurrentUseKeepsAccountingConsistent) {
-  ReferenceCache cache(Options(50 * 10));
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t) {
-    threads.emplace_back([&cache, t] {
-      for (int i = 0; i < 2000; ++i) {
-        const std::string key = "id" + std::to_string((i * 7 + t) % 80);
-        if (i % 5 == 0) {
-          cache.Erase(key);
-        } else if (i % 3 == 0) {
-          cache.Insert(key, Features(10));
-        } else {
-          auto handle = cache.Lookup(key);
-          if (handle) {
-            EXPECT_EQ(handle->byte_size(), 10);
+  constexpr int kKeys = 80;
+  constexpr int64_t kCapacity = 500;
+  std::atomic<int> destroyed{0};
+  std::atomic<int> created{0};
+  std::atomic<int64_t> lookups{0};
+  {
+    ReferenceCache cache(Options(kCapacity));
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        std::vector<std::shared_ptr<const ReferenceFeatures>> held;  // pins across calls
+        for (int i = 0; i < 2000; ++i) {
+          const std::string key = "id" + std::to_string((i * 7 + t) % kKeys);
+          if (i % 5 == 0) {
+            cache.Erase(key);
+          } else if (i % 3 == 0) {
+            ++created;
+            cache.Insert(key, Features(1 + (i * 13 + t) % 40, &destroyed));
+          } else {
+            ++lookups;
+            auto handle = cache.Lookup(key);
+            if (handle) {
+              EXPECT_GE(handle->byte_size(), 1);
+              EXPECT_LE(handle->byte_size(), 40);
+              if (i % 4 == 1) held.push_back(std::move(handle));
+            }
+            if (held.size() > 3) held.erase(held.begin());
           }
         }
+      });
+    }
+    for (auto& t : threads) t.join();
+    const ReferenceCacheStats s = cache.stats();
+    EXPECT_EQ(s.hits + s.misses, lookups.load());
+    EXPECT_LE(s.bytes, kCapacity);  // no pins left, so no excess
+    // The charge is exactly the sum of what is cached.
+    int64_t cached_bytes = 0;
+    int64_t cached_entries = 0;
+    for (int k = 0; k < kKeys; ++k) {
+      if (auto handle = cache.Lookup("id" + std::to_string(k))) {
+        cached_bytes += handle->byte_size();
+        ++cached_entries;
       }
-    });
+    }
+    EXPECT_EQ(s.bytes, cached_bytes);
+    EXPECT_EQ(s.entries, cached_entries);
+    EXPECT_EQ(cache.stats().bytes, cached_bytes);
+    EXPECT_EQ(created.load() - destroyed.load(), cached_entries);
   }
-  for (auto& t : threads) t.join();
-  const ReferenceCacheStats s = cache.stats();
-  EXPECT_EQ(s.bytes, s.entries * 10);
-  EXPECT_LE(s.bytes, 500);
+  EXPECT_EQ(destroyed.load(), created.load());
 }
 
 }  // namespace
