@@ -2,16 +2,23 @@
 
 The client keeps every identity's references. When the server answers
 NOT_FOUND for an identity this client registered (restart, eviction, expiry,
-another replica), it registers them again and retries the frame once, so the
+another replica), it registers them again and sends the frame once more, so the
 server's reference cache is invisible to callers. Every identity-bound call
 carries the metadata x-fsrst-identity for identity-affine load balancing.
 
-Thread-safe: one client may be shared by threads.
+Thread-safe: one client may be shared by threads. Registrations,
+re-registrations and the deletion of one identity are serialised, and a burst
+of NOT_FOUND answers (many threads or stream frames at once after a restart)
+re-registers once, not once per frame.
 """
 
+import collections
 import io
+import json
+import os
 import threading
-from typing import Iterable, Iterator, List, Optional, Union
+import time
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import grpc
 import numpy as np
@@ -20,66 +27,131 @@ from PIL import Image
 from fsrst_client._stubs import fsrst_pb2, fsrst_pb2_grpc, health_pb2, health_pb2_grpc
 
 IDENTITY_METADATA_KEY = "x-fsrst-identity"
-ImageLike = Union[np.ndarray, Image.Image, str]
+ImageLike = Union[np.ndarray, Image.Image, str, os.PathLike]
+_ENCODINGS = {"rgb8": fsrst_pb2.ENCODING_RGB8, "jpeg": fsrst_pb2.ENCODING_JPEG}
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+# Every RPC of both services is idempotent, so a call that found no server (a
+# connection that died with its server, before the first answer) is tried again:
+# after a crash and restart the first call would otherwise fail UNAVAILABLE.
+_SERVICE_CONFIG = json.dumps({"methodConfig": [{
+    "name": [{"service": "fsrst.v1.FaceSuperResolution"}, {"service": "grpc.health.v1.Health"}],
+    "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.1s", "maxBackoff": "1s",
+                    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})
 
 
 class FsrstError(Exception):
-    """A call failed; `code` is the grpc.StatusCode, the message the server's."""
+    """A call, or one frame of a stream, failed.
 
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(f"{code.name}: {message}")
+    Attributes:
+        code: the grpc.StatusCode (e.g. grpc.StatusCode.NOT_FOUND).
+        message: the server's message (it names the field and the expected value).
+        sequence_number: on a stream, the index of the failed frame; else None.
+    """
+
+    def __init__(self, code: grpc.StatusCode, message: str,
+                 sequence_number: Optional[int] = None):
+        where = "" if sequence_number is None else f" (frame {sequence_number})"
+        super().__init__(f"{code.name}{where}: {message}")
         self.code = code
         self.message = message
+        self.sequence_number = sequence_number
 
 
 def to_array(image: ImageLike) -> np.ndarray:
-    """An HxWx3 uint8 RGB array from an array, a PIL image or a file path."""
-    if isinstance(image, str):
-        image = Image.open(image)
+    """An HxWx3 uint8 RGB array from an HxWx3 (or HxW grey) uint8 array, a PIL
+    image or an image file path."""
+    if isinstance(image, (str, os.PathLike)):
+        with Image.open(image) as opened:
+            image = opened.convert("RGB")
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))
-    array = np.ascontiguousarray(image, dtype=np.uint8)
-    if array.ndim != 3 or array.shape[2] != 3:
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got dtype {array.dtype} "
+                         "(scale floats in [0, 1] by 255 and round first)")
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3 or array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"expected an HxWx3 RGB image, got shape {array.shape}")
-    return array
+    return np.ascontiguousarray(array)
 
 
-def to_proto(image: ImageLike, encoding: str = "rgb8") -> "fsrst_pb2.Image":
+def _is_jpeg_file(image) -> bool:
+    if not isinstance(image, (str, os.PathLike)):
+        return False
+    with open(image, "rb") as f:
+        return f.read(3) == b"\xff\xd8\xff"
+
+
+def to_proto(image: ImageLike, encoding: str = "rgb8", jpeg_quality: int = 95) -> "fsrst_pb2.Image":
+    """An Image message: raw RGB8, or JPEG ("jpeg": a JPEG file's own bytes are
+    sent as they are, anything else is encoded at jpeg_quality)."""
+    if encoding not in _ENCODINGS:
+        raise ValueError(f"encoding must be 'rgb8' or 'jpeg', not {encoding!r}")
+    if encoding == "jpeg" and _is_jpeg_file(image):
+        with open(image, "rb") as f:
+            return fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_JPEG, data=f.read())
     array = to_array(image)
-    h, w, _ = array.shape
+    height, width, _ = array.shape
     if encoding == "jpeg":
         buffer = io.BytesIO()
-        Image.fromarray(array).save(buffer, "JPEG", quality=95)
+        Image.fromarray(array).save(buffer, "JPEG", quality=jpeg_quality, subsampling=0)
         return fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_JPEG, data=buffer.getvalue())
-    return fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=array.tobytes(), width=w,
-                           height=h)
+    return fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=array.tobytes(), width=width,
+                           height=height)
 
 
 def from_proto(image: "fsrst_pb2.Image") -> np.ndarray:
+    """The HxWx3 uint8 array an Image message holds."""
     if image.encoding == fsrst_pb2.ENCODING_JPEG:
-        return np.asarray(Image.open(io.BytesIO(image.data)).convert("RGB"))
+        with Image.open(io.BytesIO(image.data)) as decoded:
+            return np.asarray(decoded.convert("RGB"))
+    if len(image.data) != image.width * image.height * 3:
+        raise ValueError(f"RGB8 image of {image.width}x{image.height} has {len(image.data)} "
+                         f"bytes, expected {image.width * image.height * 3}")
     return np.frombuffer(image.data, np.uint8).reshape(image.height, image.width, 3).copy()
 
 
+class _Identity:
+    """What the client keeps of one identity. `lock` serialises its registrations."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.references = None  # [fsrst_pb2.Image] once the server accepted them
+        self.epoch = 0  # bumped by every (re-)registration
+
+
 class FsrstClient:
-    """A client of one fsrst_server (or a load-balanced set of replicas).
+    """A client of one fsrst_server (or of a load-balanced set of replicas).
 
     Args:
         target: "host:port".
-        timeout_s: deadline of each call (a stream: of the whole stream).
-        channel: an existing channel instead of `target`.
+        timeout_s: deadline of each unary call; for enhance() it covers the
+            re-registration and the retry too. None: no deadline.
+        encoding: how images are sent, "rgb8" (lossless) or "jpeg".
+        channel: an existing grpc.Channel to use instead of `target` (the client
+            closes it on close()). The client's own channel retries calls that
+            fail UNAVAILABLE before any answer (up to 4 tries, 0.1 s to 1 s apart).
+        wait_for_ready: wait (within the deadline) for an unreachable server
+            instead of failing with UNAVAILABLE at once.
     """
 
-    def __init__(self, target: str = "localhost:50051", timeout_s: float = 30.0,
-                 channel: Optional[grpc.Channel] = None):
+    def __init__(self, target: str = "localhost:50051", timeout_s: Optional[float] = 30.0,
+                 encoding: str = "rgb8", channel: Optional[grpc.Channel] = None,
+                 wait_for_ready: bool = False):
+        if encoding not in _ENCODINGS:
+            raise ValueError(f"encoding must be 'rgb8' or 'jpeg', not {encoding!r}")
         self._channel = channel or grpc.insecure_channel(
             target, options=[("grpc.max_send_message_length", 64 << 20),
-                             ("grpc.max_receive_message_length", 64 << 20)])
+                             ("grpc.max_receive_message_length", 64 << 20),
+                             ("grpc.service_config", _SERVICE_CONFIG)])
         self._stub = fsrst_pb2_grpc.FaceSuperResolutionStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._timeout_s = timeout_s
+        self._encoding = encoding
+        self._wait_for_ready = wait_for_ready
         self._lock = threading.Lock()
-        self._references = {}  # identity -> [fsrst_pb2.Image]
+        self._identities = {}  # identity_id -> _Identity, guarded by _lock
 
     def close(self) -> None:
         self._channel.close()
@@ -90,105 +162,276 @@ class FsrstClient:
     def __exit__(self, *exc):
         self.close()
 
-    @staticmethod
-    def _metadata(identity_id: str):
-        return [(IDENTITY_METADATA_KEY, identity_id)] if identity_id else None
+    # Public API ---------------------------------------------------------------------------
 
-    def _call(self, method, request, identity_id: str = ""):
-        try:
-            return method(request, timeout=self._timeout_s,
-                          metadata=self._metadata(identity_id))
-        except grpc.RpcError as error:
-            raise FsrstError(error.code(), error.details()) from None
-
-    def register_references(self, identity_id: str, images: List[ImageLike],
-                            encoding: str = "rgb8"):
-        """Registers (and keeps) the identity's references; returns the server's answer."""
-        references = [to_proto(image, encoding) for image in images]
-        response = self._register(identity_id, references)
-        with self._lock:
-            self._references[identity_id] = references
+    def register_references(self, identity_id: str, images: Sequence[ImageLike],
+                            encoding: Optional[str] = None
+                            ) -> "fsrst_pb2.RegisterReferencesResponse":
+        """Registers the identity's reference photos (any size; the server
+        centre-crops and resizes them), replacing earlier ones, and keeps them
+        for re-registration. Returns the server's answer (reference_count,
+        feature_bytes)."""
+        references = [to_proto(image, encoding or self._encoding) for image in images]
+        identity = self._identity(identity_id)
+        with identity.lock:
+            response = self._register(identity_id, references, self._deadline())
+            identity.references = references
+            identity.epoch += 1
         return response
 
-    def _register(self, identity_id, references):
-        request = fsrst_pb2.RegisterReferencesRequest(identity_id=identity_id,
-                                                      references=references)
-        return self._call(self._stub.RegisterReferences, request, identity_id)
+    def enhance(self, identity_id: str, frame: ImageLike, output: str = "rgb8", *,
+                references: Optional[Sequence[ImageLike]] = None, encoding: Optional[str] = None,
+                jpeg_quality: int = 0, frame_timeout_ms: int = 0) -> np.ndarray:
+        """Enhances one lr_size x lr_size frame; returns the HxWx3 uint8 face.
 
-    def _reregister(self, identity_id: str) -> bool:
-        with self._lock:
-            references = self._references.get(identity_id)
-        if not references:
-            return False
-        self._register(identity_id, references)
-        return True
-
-    def _request(self, identity_id, frame, output, sequence=0):
-        encoding = {"rgb8": fsrst_pb2.ENCODING_RGB8, "jpeg": fsrst_pb2.ENCODING_JPEG}[output]
-        return fsrst_pb2.EnhanceRequest(identity_id=identity_id, frame=to_proto(frame),
-                                        output_encoding=encoding, sequence_number=sequence)
-
-    def enhance(self, identity_id: str, frame: ImageLike, output: str = "rgb8") -> np.ndarray:
-        """Enhances one frame (identity "" = no references); HxWx3 uint8."""
-        request = self._request(identity_id, frame, output)
+        identity_id: a registered identity, or "" for the stateless path with the
+        inline `references` (encoded by the server for this request only) or none.
+        output: the encoding the server answers in, "rgb8" or "jpeg" (decoded here).
+        A NOT_FOUND answer for an identity this client registered re-registers it
+        and sends the frame once more."""
+        if references is not None and identity_id:
+            raise ValueError("inline references are only for identity_id ''")
+        request = self._enhance_request(identity_id, frame, output, encoding, jpeg_quality,
+                                        frame_timeout_ms)
+        if references is not None:
+            request.references.extend(to_proto(r, encoding or self._encoding) for r in references)
+        deadline = self._deadline()
+        epoch = self._epoch(identity_id)
         try:
-            return from_proto(self._call(self._stub.Enhance, request, identity_id).image)
+            response = self._call(self._stub.Enhance, request, identity_id, deadline)
         except FsrstError as error:
-            if error.code != grpc.StatusCode.NOT_FOUND or not self._reregister(identity_id):
+            if (error.code != grpc.StatusCode.NOT_FOUND or not identity_id
+                    or not self._reregister(identity_id, epoch, deadline)):
                 raise
-        return from_proto(self._call(self._stub.Enhance, request, identity_id).image)
+            response = self._call(self._stub.Enhance, request, identity_id, deadline)
+        return from_proto(response.image)
 
-    def enhance_stream(self, identity_id: str, frames: Iterable[ImageLike],
-                       output: str = "rgb8") -> Iterator[np.ndarray]:
-        """Streams frames of one identity on one EnhanceStream call; yields the answers
-        in frame order once the call ends. Frames answered NOT_FOUND are re-sent once,
-        after re-registration, on a second call; other frame errors raise."""
-        requests = [self._request(identity_id, f, output, i) for i, f in enumerate(frames)]
-        answers = {}
-        pending = list(range(len(requests)))
-        for attempt in range(2):
-            retry = []
-            try:
-                responses = self._stub.EnhanceStream(
-                    iter([requests[i] for i in pending]), timeout=self._timeout_s,
-                    metadata=self._metadata(identity_id))
-                for response in responses:
-                    seq = response.sequence_number
-                    if response.HasField("error"):
-                        code = grpc.StatusCode.NOT_FOUND if response.error.code == 5 else None
-                        if code and attempt == 0:
-                            retry.append(seq)
-                            continue
-                        raise FsrstError(next((c for c in grpc.StatusCode
-                                               if c.value[0] == response.error.code),
-                                              grpc.StatusCode.UNKNOWN), response.error.message)
-                    answers[seq] = from_proto(response.image)
-            except grpc.RpcError as error:
-                raise FsrstError(error.code(), error.details()) from None
-            if not retry or not self._reregister(identity_id):
-                break
-            pending = retry
-        for i in range(len(requests)):
-            if i not in answers:
-                raise FsrstError(grpc.StatusCode.NOT_FOUND,
-                                 f"frame {i}: identity {identity_id!r} is not registered")
-            yield answers[i]
+    def enhance_stream(self, identity_id: str, frames: Iterable[ImageLike], output: str = "rgb8",
+                       *, encoding: Optional[str] = None, jpeg_quality: int = 0,
+                       frame_timeout_ms: int = 0, timeout_s: Optional[float] = None,
+                       max_in_flight: int = 16, return_errors: bool = False
+                       ) -> Iterator[Union[np.ndarray, FsrstError]]:
+        """Enhances the frames of one identity on one EnhanceStream call and
+        yields the faces in frame order, as they come back.
+
+        `frames` is consumed lazily, at most max_in_flight frames ahead of what
+        has been yielded. A frame answered NOT_FOUND re-registers the identity
+        (once for all frames that were already on their way) and is sent again,
+        once; later frames that came back meanwhile wait for it, so the order
+        holds. Any other failed frame raises FsrstError (its sequence_number is
+        the frame's index) when its turn comes and ends the stream, or with
+        return_errors=True is yielded in its place and the stream goes on.
+        timeout_s: deadline of the whole stream; None: none (video runs long).
+        Leaving the loop early cancels the call."""
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
+        stream = _FrameStream(self, identity_id, iter(frames), output, encoding, jpeg_quality,
+                              frame_timeout_ms, max_in_flight)
+        return stream.run(timeout_s, return_errors)
 
     def delete_references(self, identity_id: str) -> None:
-        """Forgets the identity here and on the server."""
+        """Forgets the identity here and drops it on the server. NOT_FOUND only if
+        neither this client nor the server knew it."""
         with self._lock:
-            had = self._references.pop(identity_id, None) is not None
-        try:
-            self._call(self._stub.DeleteReferences,
-                       fsrst_pb2.DeleteReferencesRequest(identity_id=identity_id), identity_id)
-        except FsrstError as error:
-            if not (had and error.code == grpc.StatusCode.NOT_FOUND):
-                raise
+            identity = self._identities.pop(identity_id, None)
+        if identity is None:
+            self._delete(identity_id)
+            return
+        with identity.lock:
+            known = identity.references is not None
+            identity.references = None
+            try:
+                self._delete(identity_id)
+            except FsrstError as error:
+                # The server had already lost it (restart, eviction): gone either way.
+                if not (known and error.code == grpc.StatusCode.NOT_FOUND):
+                    raise
 
-    def server_info(self):
-        return self._call(self._stub.GetServerInfo, fsrst_pb2.GetServerInfoRequest())
+    def server_info(self) -> "fsrst_pb2.GetServerInfoResponse":
+        """The model (name, version, trained, device), sizes and limits the server runs with."""
+        return self._call(self._stub.GetServerInfo, fsrst_pb2.GetServerInfoRequest(), "",
+                          self._deadline())
 
     def health(self, service: str = "") -> str:
-        """"SERVING", "NOT_SERVING", ..."""
-        response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service))
+        """The grpc.health.v1 status: "SERVING", "NOT_SERVING", ..."""
+        response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service),
+                              "", self._deadline())
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    # Details ------------------------------------------------------------------------------
+
+    def _deadline(self) -> Optional[float]:
+        return None if self._timeout_s is None else time.monotonic() + self._timeout_s
+
+    @staticmethod
+    def _metadata(identity_id: str):
+        return ((IDENTITY_METADATA_KEY, identity_id),) if identity_id else None
+
+    def _call(self, method, request, identity_id: str, deadline: Optional[float]):
+        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        try:
+            return method(request, timeout=timeout, metadata=self._metadata(identity_id),
+                          wait_for_ready=self._wait_for_ready)
+        except grpc.RpcError as error:
+            raise FsrstError(error.code(), error.details() or "") from None
+
+    def _identity(self, identity_id: str) -> _Identity:
+        with self._lock:
+            return self._identities.setdefault(identity_id, _Identity())
+
+    def _epoch(self, identity_id: str) -> Optional[int]:
+        with self._lock:
+            identity = self._identities.get(identity_id)
+            return None if identity is None else identity.epoch
+
+    def _register(self, identity_id, references, deadline):
+        request = fsrst_pb2.RegisterReferencesRequest(identity_id=identity_id,
+                                                      references=references)
+        return self._call(self._stub.RegisterReferences, request, identity_id, deadline)
+
+    def _delete(self, identity_id):
+        self._call(self._stub.DeleteReferences,
+                   fsrst_pb2.DeleteReferencesRequest(identity_id=identity_id), identity_id,
+                   self._deadline())
+
+    def _reregister(self, identity_id: str, seen_epoch: Optional[int],
+                    deadline: Optional[float]) -> bool:
+        """After a NOT_FOUND for a call made at seen_epoch: registers the kept
+        references again unless someone did since. False if there are none."""
+        with self._lock:
+            identity = self._identities.get(identity_id)
+        if identity is None:
+            return False
+        with identity.lock:
+            if identity.references is None:
+                return False
+            if identity.epoch == seen_epoch:
+                self._register(identity_id, identity.references, deadline)
+                identity.epoch += 1
+        return True
+
+    def _enhance_request(self, identity_id, frame, output, encoding, jpeg_quality,
+                         frame_timeout_ms, sequence_number=0):
+        if output not in _ENCODINGS:
+            raise ValueError(f"output must be 'rgb8' or 'jpeg', not {output!r}")
+        return fsrst_pb2.EnhanceRequest(
+            identity_id=identity_id, frame=to_proto(frame, encoding or self._encoding),
+            output_encoding=_ENCODINGS[output], sequence_number=sequence_number,
+            jpeg_quality=jpeg_quality, timeout_ms=frame_timeout_ms)
+
+
+class _FrameStream:
+    """One enhance_stream() call. gRPC's request thread runs requests(); the
+    caller's thread runs run(). Shared state is guarded by `cond`."""
+
+    def __init__(self, client: FsrstClient, identity_id, frames, output, encoding, jpeg_quality,
+                 frame_timeout_ms, max_in_flight):
+        self.client = client
+        self.identity_id = identity_id
+        self.frames = frames
+        self.make_request = lambda frame, seq: client._enhance_request(
+            identity_id, frame, output, encoding, jpeg_quality, frame_timeout_ms, seq)
+        self.max_in_flight = max_in_flight
+        self.cond = threading.Condition()
+        self.pulled = 0  # frames taken from `frames`
+        self.delivered = 0  # results handed to the caller
+        self.unanswered = {}  # seq -> request sent and not finally answered
+        self.sent_epoch = {}  # seq -> identity epoch when (last) sent
+        self.resend = collections.deque()  # seqs to send again
+        self.resent = set()
+        self.source_done = False
+        self.source_error = None
+        self.closed = False
+
+    def requests(self):
+        while True:
+            with self.cond:
+                while True:
+                    if self.closed:
+                        return
+                    if self.resend:
+                        seq = self.resend.popleft()
+                        request = self.unanswered[seq]
+                        break
+                    if not self.source_done and self.pulled - self.delivered < self.max_in_flight:
+                        request = None
+                        seq = self.pulled
+                        break
+                    if self.source_done and not self.unanswered:
+                        return  # half-close: every frame has its final answer
+                    self.cond.wait()
+            if request is None:
+                try:
+                    request = self.make_request(next(self.frames), seq)
+                except StopIteration:
+                    with self.cond:
+                        self.source_done = True
+                        self.cond.notify_all()
+                    continue
+                except Exception as error:  # surfaces in the caller's thread
+                    with self.cond:
+                        self.source_error = error
+                        self.source_done = True
+                        self.closed = True
+                        self.cond.notify_all()
+                    return
+            with self.cond:
+                self.pulled = max(self.pulled, seq + 1)
+                self.unanswered[seq] = request
+                self.sent_epoch[seq] = self.client._epoch(self.identity_id)
+            yield request
+
+    def run(self, timeout_s, return_errors):
+        call = self.client._stub.EnhanceStream(
+            self.requests(), timeout=timeout_s, metadata=self.client._metadata(self.identity_id),
+            wait_for_ready=self.client._wait_for_ready)
+        ready = {}
+        try:
+            for response in call:
+                seq = response.sequence_number
+                with self.cond:
+                    known = seq in self.unanswered
+                    epoch = self.sent_epoch.get(seq)
+                if not known:
+                    raise FsrstError(grpc.StatusCode.INTERNAL,
+                                     "the server answered an unknown sequence number", seq)
+                if response.HasField("error"):
+                    code = _CODES.get(response.error.code, grpc.StatusCode.UNKNOWN)
+                    if (code == grpc.StatusCode.NOT_FOUND and self.identity_id
+                            and seq not in self.resent
+                            and self.client._reregister(self.identity_id, epoch,
+                                                        self.client._deadline())):
+                        with self.cond:
+                            self.resent.add(seq)
+                            self.resend.append(seq)
+                            self.cond.notify_all()
+                        continue
+                    result = FsrstError(code, response.error.message, seq)
+                else:
+                    result = from_proto(response.image)
+                with self.cond:
+                    del self.unanswered[seq]
+                    self.cond.notify_all()
+                ready[seq] = result
+                while self.delivered in ready:
+                    result = ready.pop(self.delivered)
+                    with self.cond:
+                        self.delivered += 1
+                        self.cond.notify_all()
+                    if isinstance(result, FsrstError) and not return_errors:
+                        raise result
+                    yield result
+        except grpc.RpcError as error:
+            if self.source_error is not None:
+                raise self.source_error
+            raise FsrstError(error.code(), error.details() or "") from None
+        finally:
+            with self.cond:
+                self.closed = True
+                self.cond.notify_all()
+            call.cancel()
+        if self.source_error is not None:
+            raise self.source_error
+        if ready or self.unanswered:
+            raise FsrstError(grpc.StatusCode.INTERNAL, "the stream ended before every frame "
+                             "was answered", self.delivered)

@@ -1,0 +1,60 @@
+"""Fixtures of the client tests: real fsrst_server processes on free ports, and
+the Python client (clients/python) importable as fsrst_client."""
+
+import os
+import re
+import sys
+import urllib.request
+
+import pytest
+
+from server_process import ROOT, SERVER_BIN, ServerProcess, small_model
+
+sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
+
+
+def start_small_server(*flags: str) -> ServerProcess:
+    """fsrst_server with fsrst_x4_small on one model thread, on free ports."""
+    if not os.path.exists(SERVER_BIN):
+        pytest.fail(f"{SERVER_BIN} is not built; run the test command from README.md")
+    return ServerProcess(small_model(), "--model_threads=1", *flags)
+
+
+@pytest.fixture
+def start_server():
+    """start_server(*flags) -> a started ServerProcess, stopped after the test."""
+    started = []
+
+    def start(*flags):
+        started.append(start_small_server(*flags))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def fsrst_server():
+    """One fsrst_server shared by a module's tests (count metrics as differences)."""
+    server = start_small_server()
+    yield server
+    server.stop()
+
+
+def read_metric(server: ServerProcess, name: str, **labels) -> float:
+    """The value of one sample on the server's /metrics page (0 if absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
+                                timeout=10) as page:
+        text = page.read().decode()
+    for line in text.splitlines():
+        match = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
+        if match and dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or "")) == labels:
+            return float(match.group(2))
+    return 0.0
+
+
+@pytest.fixture
+def metric():
+    """metric(server, name, **labels) -> the sample's value on the server's /metrics page."""
+    return read_metric
