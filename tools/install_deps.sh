@@ -14,6 +14,8 @@ packages=(
   python3-pytest python3-yaml python3-matplotlib
   # promtool, to check the metrics text
   prometheus
+  # the TLS tests make a throwaway CA and certificates
+  openssl
 )
 
 missing=()
