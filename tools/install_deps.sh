@@ -14,6 +14,8 @@ packages=(
   python3-pytest python3-yaml python3-matplotlib
   # promtool, to check the metrics text
   prometheus
+  # libFuzzer targets (tools/fuzz.sh): clang and its fuzzer/sanitizer runtimes
+  clang-14 libclang-rt-14-dev
   # the TLS tests make a throwaway CA and certificates
   openssl
 )
