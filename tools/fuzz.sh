@@ -25,10 +25,12 @@ for t in "${targets[@]}"; do
   rm -rf "$build/corpus/$name" "$build/artifacts/$name"
   mkdir -p "$build/corpus/$name" "$build/artifacts/$name"
   cp tests/fuzz/corpus/"$name"/* "$build/corpus/$name/"
+  dict=()
+  if [[ $name == image_codec ]]; then dict=(-dict=tests/fuzz/jpeg.dict); fi
   # UBSan reports abort (halt_on_error), so they count as crashes too.
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     "$build/tests/fuzz/$t" -max_total_time="$seconds" -print_final_stats=1 -timeout=30 \
-      -rss_limit_mb=2048 -artifact_prefix="$build/artifacts/$name/" "$build/corpus/$name" \
+      -rss_limit_mb=2048 -artifact_prefix="$build/artifacts/$name/" "${dict[@]}" "$build/corpus/$name" \
       >"$build/$name.log" 2>&1 &
   pids+=($!)
 done
