@@ -77,10 +77,10 @@ void DynamicBatcher::Poke() {
   mu_.Await(absl::Condition(&evaluated));
 }
 
-bool DynamicBatcher::ShouldWait(int queued, int last_batch_size, int max_batch_size,
+bool DynamicBatcher::ShouldWait(int queued, int expected_frames, int max_batch_size,
                                 absl::Time oldest, absl::Time now, absl::Duration max_delay) {
   if (queued >= max_batch_size) return false;   // a full batch never waits
-  if (queued >= last_batch_size) return false;  // no more frames are expected
+  if (queued >= expected_frames) return false;  // no more frames are expected
   return now < oldest + max_delay;
 }
 
@@ -103,7 +103,7 @@ bool DynamicBatcher::WaitForWorkLocked() {
     if (draining_) return true;  // no more frames can come, so waiting cannot help
     const absl::Time now = options_.now();
     const absl::Time oldest = queue_.front()->enqueue_time;
-    if (!ShouldWait(static_cast<int>(queue_.size()), last_batch_size_,
+    if (!ShouldWait(static_cast<int>(queue_.size()), expected_frames_,
                     static_cast<int>(max_batch_size_),
                     oldest, now, max_delay)) {
       return true;
@@ -184,10 +184,8 @@ void DynamicBatcher::Loop() {
       dropped.clear();
       if (!batch.empty()) RunBatch(start, &batch, &pointers);
     }
-    const int batch_size = static_cast<int>(batch.size());
     batch.clear();
     absl::MutexLock lock(&mu_);
-    if (batch_size > 0) last_batch_size_ = batch_size;
     running_ = false;
   }
 
@@ -211,6 +209,13 @@ void DynamicBatcher::RunBatch(absl::Time start, Batch* batch, std::vector<FrameT
     pointers->push_back(task.get());
   }
   const absl::Status status = run_batch_(*pointers);
+  {
+    // Counted before any done runs: a frame queued now came from a caller
+    // other than this batch's, whose callers are likely to send again.
+    absl::MutexLock lock(&mu_);
+    expected_frames_ = static_cast<int>(
+        std::min(max_batch_size_, batch->size() + queue_.size()));
+  }
   for (auto& task : *batch) task->done(status, *task);
 }
 

@@ -31,10 +31,15 @@ struct DynamicBatcherOptions {
 //
 // Batching rule: when the model is free, the batcher takes up to
 // max_batch_size queued frames at once. A partial batch waits for more frames
-// only while waiting can help: while fewer frames are queued than the last
-// batch carried (its callers are likely to send again), and never longer than
-// max_queue_delay_us after its oldest frame arrived. So one caller is never
-// delayed, and N closed-loop callers are gathered into batches of N.
+// only while waiting can help: while fewer frames are queued than are
+// expected, and never longer than max_queue_delay_us after its oldest frame
+// arrived. Expected = the frames of the last batch plus those queued when its
+// model call returned, before any of its callers was answered (capped at
+// max_batch_size): the callers answered by the last batch are likely to send
+// again, and the ones that sent while it ran are already waiting. So one caller is never delayed, and N closed-loop
+// callers are gathered into batches of N instead of settling into alternating
+// partial batches (a frame that arrives while a batch runs would otherwise
+// start the next batch alone).
 //
 // Frames whose deadline has passed or whose caller cancelled are dropped just
 // before their batch runs, and finished with DEADLINE_EXCEEDED / CANCELLED.
@@ -91,9 +96,9 @@ class DynamicBatcher {
   void Poke();
 
   // The batching rule, as a pure function: whether `queued` frames (the
-  // oldest enqueued at `oldest`) should wait for more at `now`, given the size
-  // of the last batch run.
-  static bool ShouldWait(int queued, int last_batch_size, int max_batch_size,
+  // oldest enqueued at `oldest`) should wait for more at `now`, given how many
+  // frames are expected (see the class comment).
+  static bool ShouldWait(int queued, int expected_frames, int max_batch_size,
                          absl::Time oldest, absl::Time now, absl::Duration max_delay);
 
  private:
@@ -108,7 +113,8 @@ class DynamicBatcher {
   // Moves the expired (deadline < start) or cancelled frames of `batch` into
   // `dropped`, refilling from the queue; polls is_cancelled without mu_ held.
   void DropDeadFrames(absl::Time start, Batch* batch, Dropped* dropped) ABSL_LOCKS_EXCLUDED(mu_);
-  // Runs `batch` and finishes its tasks; `pointers` is scratch space.
+  // Runs `batch`, updates expected_frames_, and finishes its tasks;
+  // `pointers` is scratch space.
   void RunBatch(absl::Time start, Batch* batch, std::vector<FrameTask*>* pointers)
       ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -119,7 +125,9 @@ class DynamicBatcher {
   mutable absl::Mutex mu_;
   std::deque<std::unique_ptr<FrameTask>> queue_ ABSL_GUARDED_BY(mu_);
   std::deque<std::function<void()>> jobs_ ABSL_GUARDED_BY(mu_);
-  int last_batch_size_ ABSL_GUARDED_BY(mu_) = 0;
+  // Frames a partial batch waits for: the last batch's size plus the frames
+  // queued when it finished, at most max_batch_size; 0 before the first batch.
+  int expected_frames_ ABSL_GUARDED_BY(mu_) = 0;
   bool running_ ABSL_GUARDED_BY(mu_) = false;  // a batch or job is executing
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -149,10 +149,13 @@ class Recorder {
   int running_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-DynamicBatcherOptions Options(FakeClock* clock, int max_batch = 8, int max_queue = 100) {
+constexpr int64_t kDelayUs = 2000;
+
+DynamicBatcherOptions Options(FakeClock* clock, int max_batch = 8, int max_queue = 100,
+                              int64_t max_queue_delay_us = kDelayUs) {
   DynamicBatcherOptions options;
   options.max_batch_size = max_batch;
-  options.max_queue_delay_us = 2000;
+  options.max_queue_delay_us = max_queue_delay_us;
   options.max_queue_size = max_queue;
   options.now = [clock] { return clock->Now(); };
   return options;
@@ -170,13 +173,23 @@ void OccupyModel(DynamicBatcher& batcher, Recorder& recorder, absl::Notification
   ASSERT_TRUE(recorder.WaitForBatches(1));
 }
 
+// For tests of something other than the waiting rule: a partial batch never
+// waits, so frames queued behind a held batch run as soon as it is released.
+DynamicBatcherOptions NoWaitOptions(FakeClock* clock, int max_batch = 8, int max_queue = 100) {
+  return Options(clock, max_batch, max_queue, /*max_queue_delay_us=*/0);
+}
+
 // Runs frame 0 alone, then frames 1..n as one batch, so the last batch
-// carried n frames.
-void RunBatchesOf1AndN(DynamicBatcher& batcher, Recorder& recorder, int n) {
+// carried n frames and nothing was queued when it finished: n frames are
+// expected next. (Frames 1..n wait the delay for frame 0's caller, who does
+// not send again.)
+void RunBatchesOf1AndN(DynamicBatcher& batcher, Recorder& recorder, FakeClock& clock, int n) {
   absl::Notification release;
   OccupyModel(batcher, recorder, &release);
   for (int i = 1; i <= n; ++i) EnqueueOk(batcher, recorder.Task(i));
   release.Notify();
+  clock.Advance(absl::Microseconds(kDelayUs));
+  batcher.Poke();
   ASSERT_TRUE(recorder.WaitForDone(n + 1));
   ASSERT_THAT(recorder.sizes(), ElementsAre(1, n));
 }
@@ -184,14 +197,14 @@ void RunBatchesOf1AndN(DynamicBatcher& batcher, Recorder& recorder, int n) {
 TEST(DynamicBatcherRule, ShouldWaitOnlyWhileMoreFramesAreExpected) {
   const absl::Time t0 = absl::FromUnixSeconds(1000);
   const absl::Duration delay = absl::Microseconds(2000);
-  // Fewer queued than the last batch carried, within the delay: wait.
+  // Fewer queued than expected, within the delay: wait.
   EXPECT_TRUE(DynamicBatcher::ShouldWait(1, 4, 8, t0, t0, delay));
   EXPECT_TRUE(DynamicBatcher::ShouldWait(3, 4, 8, t0, t0 + delay - absl::Microseconds(1), delay));
   // The delay has passed since the oldest frame.
   EXPECT_FALSE(DynamicBatcher::ShouldWait(3, 4, 8, t0, t0 + delay, delay));
-  // As many as the last batch: nothing more expected.
+  // As many as expected: nothing more to wait for.
   EXPECT_FALSE(DynamicBatcher::ShouldWait(4, 4, 8, t0, t0, delay));
-  // One caller (last batch 1) or an idle start (0): never waits.
+  // One caller (1 expected) or an idle start (0): never waits.
   EXPECT_FALSE(DynamicBatcher::ShouldWait(1, 1, 8, t0, t0, delay));
   EXPECT_FALSE(DynamicBatcher::ShouldWait(1, 0, 8, t0, t0, delay));
   // A full batch never waits.
@@ -207,8 +220,8 @@ TEST(DynamicBatcher, GroupsQueuedFramesUpToTheMaxBatchSize) {
   for (int i = 1; i <= 11; ++i) EnqueueOk(batcher, recorder.Task(i));
   EXPECT_EQ(batcher.queue_size(), 11);
   release.Notify();
-  // 8 go at once; the 3 left are fewer than the last batch (8), so they wait
-  // for the delay.
+  // 8 go at once; the 3 left are fewer than expected (8 + 3, capped at 8), so
+  // they wait for the delay.
   ASSERT_TRUE(recorder.WaitForBatches(2));
   batcher.Poke();
   EXPECT_THAT(recorder.sizes(), ElementsAre(1, 8));
@@ -237,8 +250,8 @@ TEST(DynamicBatcher, PartialBatchWaitsForTheDelayFromItsOldestFrame) {
   FakeClock clock;
   Recorder recorder;
   DynamicBatcher batcher(Options(&clock, 8), recorder.Function());
-  RunBatchesOf1AndN(batcher, recorder, 4);
-  // 2 frames: fewer than the last batch's 4, so they wait.
+  RunBatchesOf1AndN(batcher, recorder, clock, 4);
+  // 2 frames: fewer than the 4 expected, so they wait.
   const absl::Time oldest = clock.Now();
   EnqueueOk(batcher, recorder.Task(5));
   clock.Advance(absl::Microseconds(500));
@@ -260,7 +273,7 @@ TEST(DynamicBatcher, PartialBatchRunsEarlyWhenTheQueueReachesTheLastBatchSize) {
   FakeClock clock;  // never advanced: only the third frame can start the batch
   Recorder recorder;
   DynamicBatcher batcher(Options(&clock, 8), recorder.Function());
-  RunBatchesOf1AndN(batcher, recorder, 3);
+  RunBatchesOf1AndN(batcher, recorder, clock, 3);
   EnqueueOk(batcher, recorder.Task(4));
   EnqueueOk(batcher, recorder.Task(5));
   batcher.Poke();
@@ -270,11 +283,33 @@ TEST(DynamicBatcher, PartialBatchRunsEarlyWhenTheQueueReachesTheLastBatchSize) {
   EXPECT_THAT(recorder.sizes(), ElementsAre(1, 3, 3));
 }
 
+// 8 closed-loop callers split 4 + 4: while one half's batch runs, the other
+// half sends again. The frames queued meanwhile must wait for the callers just
+// answered, so the split heals into one batch of 8 instead of alternating.
+TEST(DynamicBatcher, ClosedLoopCallersSplitInTwoAreRegroupedIntoOneBatch) {
+  FakeClock clock;  // not advanced after the set-up: only arriving frames start batches
+  Recorder recorder;
+  DynamicBatcher batcher(Options(&clock, 8), recorder.Function());
+  RunBatchesOf1AndN(batcher, recorder, clock, 4);  // 4 expected from now on
+  absl::Notification release;
+  recorder.HoldNextBatch(&release);
+  for (int i = 5; i <= 8; ++i) EnqueueOk(batcher, recorder.Task(i));  // callers A..D
+  ASSERT_TRUE(recorder.WaitForBatches(3));
+  for (int i = 9; i <= 12; ++i) EnqueueOk(batcher, recorder.Task(i));  // E..H, during A..D's batch
+  release.Notify();
+  batcher.Poke();
+  EXPECT_THAT(recorder.sizes(), ElementsAre(1, 4, 4));
+  EXPECT_EQ(batcher.queue_size(), 4);  // E..H wait for A..D, who were just answered
+  for (int i = 13; i <= 16; ++i) EnqueueOk(batcher, recorder.Task(i));  // A..D again
+  ASSERT_TRUE(recorder.WaitForDone(17));
+  EXPECT_THAT(recorder.sizes(), ElementsAre(1, 4, 4, 8));
+}
+
 TEST(DynamicBatcher, FullQueueIsResourceExhaustedAndTheTaskStaysWithTheCaller) {
   FakeClock clock;
   Recorder recorder;
   absl::Notification release;
-  DynamicBatcher batcher(Options(&clock, 8, /*max_queue=*/2), recorder.Function());
+  DynamicBatcher batcher(NoWaitOptions(&clock, 8, /*max_queue=*/2), recorder.Function());
   OccupyModel(batcher, recorder, &release);
   EnqueueOk(batcher, recorder.Task(1));
   EnqueueOk(batcher, recorder.Task(2));
@@ -331,7 +366,7 @@ TEST(DynamicBatcher, CancelledFramesAreDroppedBeforeInference) {
   FakeClock clock;
   Recorder recorder;
   absl::Notification release;
-  DynamicBatcher batcher(Options(&clock), recorder.Function());
+  DynamicBatcher batcher(NoWaitOptions(&clock), recorder.Function());
   OccupyModel(batcher, recorder, &release);
   std::atomic<bool> cancelled{false};
   auto task = recorder.Task(1);
@@ -369,7 +404,7 @@ TEST(DynamicBatcher, BatchErrorReachesEveryTaskOfTheBatch) {
   FakeClock clock;
   Recorder recorder;
   absl::Notification release;
-  DynamicBatcher batcher(Options(&clock), recorder.Function());
+  DynamicBatcher batcher(NoWaitOptions(&clock), recorder.Function());
   OccupyModel(batcher, recorder, &release);
   recorder.SetStatus(absl::InternalError("model exploded"));  // for the next batch
   EnqueueOk(batcher, recorder.Task(1));
@@ -417,7 +452,7 @@ TEST(DynamicBatcher, DoneRunsOnTheBatcherThreadAfterTheBatchFunctionReturns) {
   FakeClock clock;
   Recorder recorder;
   absl::Notification release;
-  DynamicBatcher batcher(Options(&clock), recorder.Function());
+  DynamicBatcher batcher(NoWaitOptions(&clock), recorder.Function());
   OccupyModel(batcher, recorder, &release);
   EnqueueOk(batcher, recorder.Task(1, clock.Now() - absl::Milliseconds(1)));  // dropped
   EnqueueOk(batcher, recorder.Task(2));
@@ -436,7 +471,7 @@ TEST(DynamicBatcher, ExclusiveJobsRunBetweenBatchesNeverDuring) {
   FakeClock clock;
   Recorder recorder;
   absl::Notification release;
-  DynamicBatcher batcher(Options(&clock), recorder.Function());
+  DynamicBatcher batcher(NoWaitOptions(&clock), recorder.Function());
   OccupyModel(batcher, recorder, &release);
   EnqueueOk(batcher, recorder.Task(1));
   EnqueueOk(batcher, recorder.Task(2));
@@ -453,7 +488,7 @@ TEST(DynamicBatcher, JobsGoAheadOfAWaitingPartialBatch) {
   FakeClock clock;
   Recorder recorder;
   DynamicBatcher batcher(Options(&clock, 8), recorder.Function());
-  RunBatchesOf1AndN(batcher, recorder, 4);
+  RunBatchesOf1AndN(batcher, recorder, clock, 4);
   EnqueueOk(batcher, recorder.Task(5));
   EnqueueOk(batcher, recorder.Task(6));
   batcher.Poke();
@@ -501,7 +536,7 @@ TEST(DynamicBatcher, DrainingRunsAWaitingPartialBatchAtOnce) {
   FakeClock clock;  // never advanced: only draining can start the partial batch
   Recorder recorder;
   DynamicBatcher batcher(Options(&clock, 8), recorder.Function());
-  RunBatchesOf1AndN(batcher, recorder, 4);
+  RunBatchesOf1AndN(batcher, recorder, clock, 4);
   EnqueueOk(batcher, recorder.Task(5));
   EnqueueOk(batcher, recorder.Task(6));
   batcher.Poke();
@@ -515,7 +550,7 @@ TEST(DynamicBatcher, WaitUntilIdleReportsWhetherEverythingFinished) {
   FakeClock clock;
   Recorder recorder;
   absl::Notification release;
-  DynamicBatcher batcher(Options(&clock), recorder.Function());
+  DynamicBatcher batcher(NoWaitOptions(&clock), recorder.Function());
   EXPECT_TRUE(batcher.WaitUntilIdle(absl::ZeroDuration()));
   OccupyModel(batcher, recorder, &release);
   EnqueueOk(batcher, recorder.Task(1));
@@ -531,7 +566,7 @@ TEST(DynamicBatcher, DestructorFinishesQueuedFramesWithUnavailable) {
   FakeClock clock;  // never advanced: frames 5 and 6 wait until the batcher goes
   Recorder recorder;
   auto batcher = std::make_unique<DynamicBatcher>(Options(&clock, 8), recorder.Function());
-  RunBatchesOf1AndN(*batcher, recorder, 4);
+  RunBatchesOf1AndN(*batcher, recorder, clock, 4);
   EnqueueOk(*batcher, recorder.Task(5));
   EnqueueOk(*batcher, recorder.Task(6));
   batcher->Poke();
