@@ -18,6 +18,8 @@ packages=(
   clang-14 libclang-rt-14-dev
   # the TLS tests make a throwaway CA and certificates
   openssl
+  # deploy tests: nginx as the identity-hashing gRPC proxy, yamllint for deploy/
+  nginx yamllint
 )
 
 missing=()
