@@ -16,6 +16,11 @@ absl::Status IdentityNotFound(const std::string& identity_id) {
       "call RegisterReferences again"));
 }
 
+std::string ReferenceCacheKey(absl::string_view tenant, absl::string_view identity_id) {
+  if (tenant.empty()) return std::string(identity_id);
+  return absl::StrCat(tenant, "/", identity_id);
+}
+
 EnhanceRequestHandler::EnhanceRequestHandler(const ModelMetadata& model, ImageLimits limits,
                                              int default_jpeg_quality, DynamicBatcher* batcher,
                                              ReferenceCache* cache)
@@ -26,7 +31,8 @@ EnhanceRequestHandler::EnhanceRequestHandler(const ModelMetadata& model, ImageLi
       cache_(cache) {}
 
 absl::StatusOr<std::unique_ptr<FrameTask>> EnhanceRequestHandler::Prepare(
-    const v1::EnhanceRequest& request, absl::Time deadline, ResponseFormat* format) const {
+    const v1::EnhanceRequest& request, absl::string_view tenant, absl::Time deadline,
+    ResponseFormat* format) const {
   auto task = std::make_unique<FrameTask>();
   FSRST_ASSIGN_OR_RETURN(task->frame_rgb, DecodeFrame(request.frame(), model_, limits_));
 
@@ -51,7 +57,7 @@ absl::StatusOr<std::unique_ptr<FrameTask>> EnhanceRequestHandler::Prepare(
           "used); send one or the other");
     }
     FSRST_RETURN_IF_ERROR(ValidateIdentityId(request.identity_id(), "identity_id"));
-    task->references = cache_->Lookup(request.identity_id());
+    task->references = cache_->Lookup(ReferenceCacheKey(tenant, request.identity_id()));
     if (task->references == nullptr) return IdentityNotFound(request.identity_id());
   } else if (request.references_size() > 0) {
     FSRST_ASSIGN_OR_RETURN(task->reference_luma,

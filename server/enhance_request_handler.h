@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "batching/dynamic_batcher.h"
 #include "batching/frame_task.h"
@@ -33,9 +34,12 @@ class EnhanceRequestHandler {
                         DynamicBatcher* batcher, ReferenceCache* cache);
 
   // A task for `request` (its `done` left empty), and the format its answer
-  // takes. `deadline` is the call's; the request's timeout_ms may shorten it.
-  // INVALID_ARGUMENT for bad input, NOT_FOUND for an identity not cached.
+  // takes. The identity is looked up in `tenant`'s namespace ("" when the
+  // server runs without API keys). `deadline` is the call's; the request's
+  // timeout_ms may shorten it. INVALID_ARGUMENT for bad input, NOT_FOUND for
+  // an identity not cached for this tenant.
   absl::StatusOr<std::unique_ptr<FrameTask>> Prepare(const v1::EnhanceRequest& request,
+                                                     absl::string_view tenant,
                                                      absl::Time deadline,
                                                      ResponseFormat* format) const;
 
@@ -56,8 +60,15 @@ class EnhanceRequestHandler {
   ReferenceCache* const cache_;
 };
 
-// The NOT_FOUND an unknown, evicted or expired identity gets.
+// The NOT_FOUND an unknown, evicted or expired identity gets. It names only
+// the identity as the caller sent it, so another tenant's identity of the
+// same name gets exactly the answer of one that never existed.
 absl::Status IdentityNotFound(const std::string& identity_id);
+
+// The reference cache's key of `tenant`'s `identity_id`: the one place where
+// identities are namespaced by tenant. "" (no API keys) keeps the bare id.
+// Unambiguous because tenants never contain '/' (see ValidateTenant).
+std::string ReferenceCacheKey(absl::string_view tenant, absl::string_view identity_id);
 
 }  // namespace fsrst
 

@@ -10,12 +10,14 @@ namespace fsrst {
 EnhanceStreamReactor::EnhanceStreamReactor(grpc::CallbackServerContext* context,
                                            const EnhanceRequestHandler* handler,
                                            ServerMetrics* metrics, int max_in_flight,
-                                           std::function<absl::Status()> accepting)
+                                           std::function<absl::Status()> accepting,
+                                           std::string tenant)
     : context_(context),
       handler_(handler),
       metrics_(metrics),
       max_in_flight_(max_in_flight),
       accepting_(std::move(accepting)),
+      tenant_(std::move(tenant)),
       start_(absl::Now()) {
   metrics_->StreamOpened();
   Advance();
@@ -43,7 +45,7 @@ void EnhanceStreamReactor::Submit(Slot* slot) {
   if (!status.ok()) return Complete(slot, status);
   ResponseFormat format;
   absl::StatusOr<std::unique_ptr<FrameTask>> task =
-      handler_->Prepare(request_, ToAbslTime(context_->deadline()), &format);
+      handler_->Prepare(request_, tenant_, ToAbslTime(context_->deadline()), &format);
   if (!task.ok()) return Complete(slot, task.status());
   (*task)->is_cancelled = [this] { return cancelled_.load(std::memory_order_relaxed); };
   (*task)->done = [this, slot, format](absl::Status status, FrameTask& finished) {

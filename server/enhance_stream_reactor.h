@@ -4,6 +4,7 @@
 #include <atomic>
 #include <deque>
 #include <functional>
+#include <string>
 
 #include <grpcpp/grpcpp.h>
 
@@ -30,10 +31,11 @@ namespace fsrst {
 class EnhanceStreamReactor final
     : public grpc::ServerBidiReactor<v1::EnhanceRequest, v1::EnhanceResponse> {
  public:
-  // `accepting` tells whether the service takes new frames (false while draining).
+  // `accepting` tells whether the service takes new frames (false while
+  // draining). Identities are looked up in `tenant`'s namespace.
   EnhanceStreamReactor(grpc::CallbackServerContext* context, const EnhanceRequestHandler* handler,
                        ServerMetrics* metrics, int max_in_flight,
-                       std::function<absl::Status()> accepting);
+                       std::function<absl::Status()> accepting, std::string tenant);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -58,6 +60,7 @@ class EnhanceStreamReactor final
   ServerMetrics* const metrics_;
   const int max_in_flight_;
   const std::function<absl::Status()> accepting_;
+  const std::string tenant_;
   const absl::Time start_;
 
   v1::EnhanceRequest request_;  // the read buffer; only touched between StartRead and OnReadDone

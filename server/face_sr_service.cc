@@ -11,6 +11,18 @@
 #include "server/status_util.h"
 
 namespace fsrst {
+namespace {
+
+// The reactor of an EnhanceStream refused before its first read: finishes
+// with `status` at once and deletes itself when gRPC is done with it.
+class RefusedStreamReactor final
+    : public grpc::ServerBidiReactor<v1::EnhanceRequest, v1::EnhanceResponse> {
+ public:
+  explicit RefusedStreamReactor(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
 
 FaceSrService::FaceSrService(ModelRunner* runner, DynamicBatcher* batcher, ReferenceCache* cache,
                              ServerMetrics* metrics, ServiceOptions options)
@@ -37,6 +49,16 @@ absl::Status FaceSrService::Accepting() const {
   return absl::UnavailableError("the server is shutting down; retry on another replica");
 }
 
+absl::StatusOr<std::string> FaceSrService::Authenticate(
+    const grpc::CallbackServerContext& context) const {
+  if (options_.api_keys == nullptr) return std::string();
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find(ApiKeys::kMetadataKey);
+  if (it == metadata.end()) return options_.api_keys->Authenticate(nullptr);
+  const absl::string_view value(it->second.data(), it->second.size());
+  return options_.api_keys->Authenticate(&value);
+}
+
 void FaceSrService::FinishUnary(grpc::ServerUnaryReactor* reactor, Rpc rpc, absl::Time start,
                                 const absl::Status& status) {
   metrics_->RecordRequest(rpc, status.code(), absl::Now() - start);
@@ -48,7 +70,8 @@ grpc::ServerUnaryReactor* FaceSrService::RegisterReferences(
     v1::RegisterReferencesResponse* response) {
   const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status status = Accepting();
+  absl::StatusOr<std::string> tenant = Authenticate(*context);
+  absl::Status status = tenant.ok() ? Accepting() : tenant.status();
   if (status.ok()) status = ValidateIdentityId(request->identity_id(), "identity_id");
   absl::StatusOr<std::vector<float>> luma =
       status.ok() ? DecodeReferences(request->references(), runner_->metadata(),
@@ -60,7 +83,8 @@ grpc::ServerUnaryReactor* FaceSrService::RegisterReferences(
   }
   const int count = request->references_size();
   // Encoding runs the model: on the batcher's thread, between batches.
-  auto job = [this, reactor, response, start, count, id = request->identity_id(),
+  auto job = [this, reactor, response, start, count,
+              key = ReferenceCacheKey(*tenant, request->identity_id()),
               luma = *std::move(luma)] {
     const absl::Time encode_start = absl::Now();
     absl::StatusOr<std::shared_ptr<const ReferenceFeatures>> features =
@@ -72,7 +96,7 @@ grpc::ServerUnaryReactor* FaceSrService::RegisterReferences(
     }
     response->set_reference_count(count);
     response->set_feature_bytes((*features)->byte_size());
-    cache_->Insert(id, *std::move(features));
+    cache_->Insert(key, *std::move(features));
     FinishUnary(reactor, Rpc::kRegisterReferences, start, absl::OkStatus());
   };
   status = batcher_->RunExclusive(std::move(job));
@@ -85,14 +109,15 @@ grpc::ServerUnaryReactor* FaceSrService::Enhance(grpc::CallbackServerContext* co
                                                  v1::EnhanceResponse* response) {
   const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status status = Accepting();
+  absl::StatusOr<std::string> tenant = Authenticate(*context);
+  absl::Status status = tenant.ok() ? Accepting() : tenant.status();
   if (!status.ok()) {
     FinishUnary(reactor, Rpc::kEnhance, start, status);
     return reactor;
   }
   ResponseFormat format;
   absl::StatusOr<std::unique_ptr<FrameTask>> task =
-      handler_.Prepare(*request, ToAbslTime(context->deadline()), &format);
+      handler_.Prepare(*request, *tenant, ToAbslTime(context->deadline()), &format);
   if (!task.ok()) {
     FinishUnary(reactor, Rpc::kEnhance, start, task.status());
     return reactor;
@@ -113,9 +138,14 @@ grpc::ServerUnaryReactor* FaceSrService::Enhance(grpc::CallbackServerContext* co
 
 grpc::ServerBidiReactor<v1::EnhanceRequest, v1::EnhanceResponse>* FaceSrService::EnhanceStream(
     grpc::CallbackServerContext* context) {
+  absl::StatusOr<std::string> tenant = Authenticate(*context);
+  if (!tenant.ok()) {
+    metrics_->RecordRequest(Rpc::kEnhanceStream, tenant.status().code(), absl::ZeroDuration());
+    return new RefusedStreamReactor(tenant.status());
+  }
   return new EnhanceStreamReactor(context, &handler_, metrics_,
                                   options_.max_stream_frames_in_flight,
-                                  [this] { return Accepting(); });
+                                  [this] { return Accepting(); }, *std::move(tenant));
 }
 
 grpc::ServerUnaryReactor* FaceSrService::DeleteReferences(
@@ -123,9 +153,10 @@ grpc::ServerUnaryReactor* FaceSrService::DeleteReferences(
     v1::DeleteReferencesResponse* /*response*/) {
   const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status status = Accepting();
+  absl::StatusOr<std::string> tenant = Authenticate(*context);
+  absl::Status status = tenant.ok() ? Accepting() : tenant.status();
   if (status.ok()) status = ValidateIdentityId(request->identity_id(), "identity_id");
-  if (status.ok() && !cache_->Erase(request->identity_id())) {
+  if (status.ok() && !cache_->Erase(ReferenceCacheKey(*tenant, request->identity_id()))) {
     status = IdentityNotFound(request->identity_id());
   }
   FinishUnary(reactor, Rpc::kDeleteReferences, start, status);
@@ -136,6 +167,12 @@ grpc::ServerUnaryReactor* FaceSrService::GetServerInfo(grpc::CallbackServerConte
                                                        const v1::GetServerInfoRequest* /*request*/,
                                                        v1::GetServerInfoResponse* response) {
   const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<std::string> tenant = Authenticate(*context);
+  if (!tenant.ok()) {
+    FinishUnary(reactor, Rpc::kGetServerInfo, start, tenant.status());
+    return reactor;
+  }
   const ModelMetadata& m = runner_->metadata();
   response->set_model_name(m.name);
   response->set_model_version(m.version);
@@ -150,7 +187,6 @@ grpc::ServerUnaryReactor* FaceSrService::GetServerInfo(grpc::CallbackServerConte
   response->set_max_queue_delay_us(options_.max_queue_delay_us);
   response->set_max_message_bytes(options_.max_message_bytes);
   response->set_max_stream_frames_in_flight(options_.max_stream_frames_in_flight);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   FinishUnary(reactor, Rpc::kGetServerInfo, start, absl::OkStatus());
   return reactor;
 }

@@ -2,13 +2,17 @@
 #define FSRST_SERVER_FACE_SR_SERVICE_H_
 
 #include <atomic>
+#include <memory>
+#include <string>
 
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "batching/dynamic_batcher.h"
 #include "fsrst/v1/fsrst.grpc.pb.h"
 #include "model/model_runner.h"
+#include "server/api_key_auth.h"
 #include "server/enhance_request_handler.h"
 #include "server/image_codec.h"
 #include "server/reference_cache.h"
@@ -24,12 +28,21 @@ struct ServiceOptions {
   int max_queue_size = 256;             // reported by GetServerInfo
   int64_t max_queue_delay_us = 2000;    // reported by GetServerInfo
   int64_t max_message_bytes = 0;        // reported by GetServerInfo
+  // Null: every call is served and all share one namespace of identities.
+  // Set: every call needs a key of it, and identities are per tenant.
+  std::shared_ptr<const ApiKeys> api_keys;
 };
 
 // fsrst.v1.FaceSuperResolution on the gRPC callback API. Every handler
 // validates, hands the work to the batcher and returns; the batcher's thread
 // finishes the call. Until SetServing(), and after StartDraining(), new work
 // is refused with UNAVAILABLE.
+//
+// With options.api_keys, every RPC first checks the caller's key
+// (UNAUTHENTICATED without a valid one) and works on the key's tenant's
+// identities only: another tenant's identity is NOT_FOUND with the very
+// message of one that never existed. The health service is not this class
+// and stays open for probes.
 //
 // Thread-safe. Not owned: runner, batcher, cache and metrics must outlive the
 // service and the gRPC server it is registered with.
@@ -63,6 +76,8 @@ class FaceSrService final : public v1::FaceSuperResolution::CallbackService {
 
   // OK while serving, else the UNAVAILABLE to answer with.
   absl::Status Accepting() const;
+  // The caller's tenant ("" without API keys), or UNAUTHENTICATED.
+  absl::StatusOr<std::string> Authenticate(const grpc::CallbackServerContext& context) const;
   // Finishes a unary call and records it.
   void FinishUnary(grpc::ServerUnaryReactor* reactor, Rpc rpc, absl::Time start,
                    const absl::Status& status);

@@ -7,7 +7,9 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include "absl/strings/str_cat.h"
+#include "server/api_key_auth.h"
 #include "server/batch_runner.h"
+#include "server/tls_options.h"
 
 namespace fsrst {
 
@@ -19,6 +21,17 @@ absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConf
         "--max_batch_size, --max_queue_size, --max_stream_frames_in_flight and "
         "--identity_ttl_s must be >= 1; --max_queue_delay_us and --cache_bytes >= 0");
   }
+  // Security settings are checked before the model loads: a typo fails fast.
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeServerCredentials({config.tls_cert, config.tls_key, config.tls_client_ca});
+  if (!credentials.ok()) return credentials.status();
+  std::shared_ptr<const ApiKeys> api_keys;
+  if (!config.api_keys_file.empty()) {
+    absl::StatusOr<ApiKeys> keys = ApiKeys::FromFile(config.api_keys_file);
+    if (!keys.ok()) return keys.status();
+    api_keys = std::make_shared<const ApiKeys>(*std::move(keys));
+  }
+
   std::unique_ptr<FsrstServer> s(new FsrstServer());
   ModelRunnerOptions model_options;
   model_options.device = config.device;
@@ -65,6 +78,7 @@ absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConf
   service_options.max_queue_size = config.max_queue_size;
   service_options.max_queue_delay_us = config.max_queue_delay_us;
   service_options.max_message_bytes = config.max_message_bytes;
+  service_options.api_keys = std::move(api_keys);
   s->service_ = std::make_unique<FaceSrService>(s->runner_.get(), s->batcher_.get(),
                                                 s->cache_.get(), s->metrics_.get(),
                                                 service_options);
@@ -73,7 +87,7 @@ absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConf
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(absl::StrCat(config.host, ":", config.port),
-                           grpc::InsecureServerCredentials(), &s->port_);
+                           *std::move(credentials), &s->port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_message_bytes));
   builder.RegisterService(s->service_.get());
   s->server_ = builder.BuildAndStart();

@@ -36,6 +36,10 @@ struct ServerConfig {
   int64_t max_message_bytes = 8 << 20;    // largest request accepted
   int64_t max_image_pixels = 4096 * 4096;  // largest decoded image (checked from the header)
   int default_jpeg_quality = 95;          // JPEG answers when the request says 0
+  std::string tls_cert;                   // PEM certificate chain; with tls_key: TLS on the gRPC port
+  std::string tls_key;                    // PEM private key of tls_cert
+  std::string tls_client_ca;              // PEM CA; set: mTLS, client certificates required
+  std::string api_keys_file;              // `<key> <tenant>` lines; empty: open, single tenant
 };
 
 // The whole server: model runner, dynamic batcher, reference cache, metrics,

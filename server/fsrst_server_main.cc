@@ -49,6 +49,14 @@ ABSL_FLAG(int64_t, max_image_pixels, kDefaults.max_image_pixels,
           "largest image accepted, checked from its header before decoding");
 ABSL_FLAG(int, default_jpeg_quality, kDefaults.default_jpeg_quality,
           "quality of JPEG answers when the request does not say");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of the gRPC port; with --tls_key the port speaks only TLS");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA certificate(s); when set, clients must present a certificate it signed (mTLS)");
+ABSL_FLAG(std::string, api_keys_file, "",
+          "file of `<key> <tenant>` lines (# comments); when set, every FaceSuperResolution call "
+          "needs `authorization: Bearer <key>` and identities are per tenant; empty: open");
 ABSL_FLAG(int, drain_timeout_s, 20,
           "on SIGTERM/SIGINT, how long queued frames may take to finish before exit");
 
@@ -82,6 +90,10 @@ int main(int argc, char** argv) {
   config.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   config.max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
   config.default_jpeg_quality = absl::GetFlag(FLAGS_default_jpeg_quality);
+  config.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  config.tls_key = absl::GetFlag(FLAGS_tls_key);
+  config.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  config.api_keys_file = absl::GetFlag(FLAGS_api_keys_file);
 
   std::cerr << "fsrst_server: loading " << config.model_path << std::endl;
   absl::StatusOr<std::unique_ptr<fsrst::FsrstServer>> server = fsrst::FsrstServer::Start(config);
@@ -93,6 +105,15 @@ int main(int argc, char** argv) {
   std::cerr << "fsrst_server: SERVING " << model.name << " (version " << model.version
             << (model.trained ? "" : ", UNTRAINED random weights") << ") on " << config.host
             << ":" << (*server)->port() << ", metrics on port " << (*server)->metrics_port()
+            << std::endl;
+  // Which protections are on, never the keys themselves.
+  std::cerr << "fsrst_server: gRPC port "
+            << (config.tls_cert.empty() ? "plaintext"
+                : config.tls_client_ca.empty() ? "TLS"
+                                               : "mutual TLS (client certificates required)")
+            << ", "
+            << (config.api_keys_file.empty() ? "no API keys (open, single tenant)"
+                                             : "API keys required (per-tenant identities)")
             << std::endl;
 
   int signal_number = 0;
