@@ -37,6 +37,10 @@ _SERVICE_CONFIG = json.dumps({"methodConfig": [{
     "name": [{"service": "fsrst.v1.FaceSuperResolution"}, {"service": "grpc.health.v1.Health"}],
     "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.1s", "maxBackoff": "1s",
                     "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})
+# A stream whose server went away mid-call (a replica killed behind a proxy: nginx
+# resets the HTTP/2 stream, gRPC reports INTERNAL "Received RST_STREAM ...") is
+# opened again, at most this many times, and its unanswered frames are sent again.
+_STREAM_REOPENS = 3
 
 
 class FsrstError(Exception):
@@ -55,6 +59,13 @@ class FsrstError(Exception):
         self.code = code
         self.message = message
         self.sequence_number = sequence_number
+
+
+def _call_lost(error: grpc.RpcError) -> bool:
+    """The call failed because its server went away, not because of what it sent."""
+    return (error.code() == grpc.StatusCode.UNAVAILABLE
+            or (error.code() == grpc.StatusCode.INTERNAL
+                and (error.details() or "").startswith("Received RST_STREAM")))
 
 
 def to_array(image: ImageLike) -> np.ndarray:
@@ -218,8 +229,13 @@ class FsrstClient:
         has been yielded. A frame answered NOT_FOUND re-registers the identity
         (once for all frames that were already on their way) and is sent again,
         once; later frames that came back meanwhile wait for it, so the order
-        holds. Any other failed frame raises FsrstError (its sequence_number is
-        the frame's index) when its turn comes and ends the stream, or with
+        holds. When the call itself is lost (the server or the replica behind a
+        proxy went away: UNAVAILABLE, or a reset stream), a new call is opened
+        (up to 3 times) and the unanswered frames are sent again on it, in order;
+        through an identity-hashing proxy it reaches another replica, which
+        answers NOT_FOUND and gets the references again. Any other failed frame
+        raises FsrstError (its sequence_number is the frame's index) when its
+        turn comes and ends the stream, or with
         return_errors=True is yielded in its place and the stream goes on.
         timeout_s: deadline of the whole stream; None: none (video runs long).
         Leaving the loop early cancels the call."""
@@ -342,12 +358,13 @@ class _FrameStream:
         self.source_done = False
         self.source_error = None
         self.closed = False
+        self.generation = 0  # bumped when the call is lost and opened again
 
-    def requests(self):
+    def requests(self, generation):
         while True:
             with self.cond:
                 while True:
-                    if self.closed:
+                    if self.closed or self.generation != generation:
                         return
                     if self.resend:
                         seq = self.resend.popleft()
@@ -379,57 +396,79 @@ class _FrameStream:
                 self.pulled = max(self.pulled, seq + 1)
                 self.unanswered[seq] = request
                 self.sent_epoch[seq] = self.client._epoch(self.identity_id)
+                if self.generation != generation:  # the call this was for is gone
+                    self.resend.append(seq)
+                    self.cond.notify_all()
+                    return
             yield request
 
     def run(self, timeout_s, return_errors):
-        call = self.client._stub.EnhanceStream(
-            self.requests(), timeout=timeout_s, metadata=self.client._metadata(self.identity_id),
-            wait_for_ready=self.client._wait_for_ready)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         ready = {}
+        reopens = 0
         try:
-            for response in call:
-                seq = response.sequence_number
+            while True:
                 with self.cond:
-                    known = seq in self.unanswered
-                    epoch = self.sent_epoch.get(seq)
-                if not known:
-                    raise FsrstError(grpc.StatusCode.INTERNAL,
-                                     "the server answered an unknown sequence number", seq)
-                if response.HasField("error"):
-                    code = _CODES.get(response.error.code, grpc.StatusCode.UNKNOWN)
-                    if (code == grpc.StatusCode.NOT_FOUND and self.identity_id
-                            and seq not in self.resent
-                            and self.client._reregister(self.identity_id, epoch,
-                                                        self.client._deadline())):
+                    generation = self.generation
+                call = self.client._stub.EnhanceStream(
+                    self.requests(generation),
+                    timeout=None if deadline is None else max(deadline - time.monotonic(), 0.0),
+                    metadata=self.client._metadata(self.identity_id),
+                    wait_for_ready=self.client._wait_for_ready)
+                try:
+                    for response in call:
+                        seq = response.sequence_number
                         with self.cond:
-                            self.resent.add(seq)
-                            self.resend.append(seq)
+                            known = seq in self.unanswered
+                            epoch = self.sent_epoch.get(seq)
+                        if not known:
+                            raise FsrstError(grpc.StatusCode.INTERNAL,
+                                             "the server answered an unknown sequence number", seq)
+                        if response.HasField("error"):
+                            code = _CODES.get(response.error.code, grpc.StatusCode.UNKNOWN)
+                            if (code == grpc.StatusCode.NOT_FOUND and self.identity_id
+                                    and seq not in self.resent
+                                    and self.client._reregister(self.identity_id, epoch,
+                                                                self.client._deadline())):
+                                with self.cond:
+                                    self.resent.add(seq)
+                                    self.resend.append(seq)
+                                    self.cond.notify_all()
+                                continue
+                            result = FsrstError(code, response.error.message, seq)
+                        else:
+                            result = from_proto(response.image)
+                        with self.cond:
+                            del self.unanswered[seq]
                             self.cond.notify_all()
-                        continue
-                    result = FsrstError(code, response.error.message, seq)
-                else:
-                    result = from_proto(response.image)
-                with self.cond:
-                    del self.unanswered[seq]
-                    self.cond.notify_all()
-                ready[seq] = result
-                while self.delivered in ready:
-                    result = ready.pop(self.delivered)
+                        ready[seq] = result
+                        while self.delivered in ready:
+                            result = ready.pop(self.delivered)
+                            with self.cond:
+                                self.delivered += 1
+                                self.cond.notify_all()
+                            if isinstance(result, FsrstError) and not return_errors:
+                                raise result
+                            yield result
+                    break  # the server ended the call: every frame is answered
+                except grpc.RpcError as error:
+                    if self.source_error is not None:
+                        raise self.source_error
+                    if reopens == _STREAM_REOPENS or not _call_lost(error):
+                        raise FsrstError(error.code(), error.details() or "") from None
+                    reopens += 1
                     with self.cond:
-                        self.delivered += 1
+                        self.generation += 1
+                        self.resend = collections.deque(sorted(self.unanswered))
+                        self.resent.clear()  # another server: NOT_FOUND may come once more
                         self.cond.notify_all()
-                    if isinstance(result, FsrstError) and not return_errors:
-                        raise result
-                    yield result
-        except grpc.RpcError as error:
-            if self.source_error is not None:
-                raise self.source_error
-            raise FsrstError(error.code(), error.details() or "") from None
+                    time.sleep(0.05 * reopens)
+                finally:
+                    call.cancel()
         finally:
             with self.cond:
                 self.closed = True
                 self.cond.notify_all()
-            call.cancel()
         if self.source_error is not None:
             raise self.source_error
         if ready or self.unanswered:
