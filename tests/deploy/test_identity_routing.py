@@ -1,0 +1,225 @@
+"""Identity-affine routing, for real: three fsrst_server replicas behind Debian's nginx
+running deploy/nginx/fsrst-grpc.conf (`hash $http_x_fsrst_identity consistent;`), and the
+Python client, which sends that header. Which replica served a stream is read from the
+replicas' own fsrst_frames_enhanced_total counters."""
+
+import collections
+import os
+import shutil
+import socket
+import string
+import subprocess
+import tempfile
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import DEPLOY, metric_value, start_small_server
+from fsrst_client import FsrstClient
+
+IDENTITIES = [f"person-{i:02d}" for i in range(50)]
+FRAMES_PER_STREAM = 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Nginx:
+    """nginx in the foreground with deploy/nginx/fsrst-grpc.conf, all files in a temp dir."""
+
+    def __init__(self, upstream_ports):
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not os.path.exists(binary):
+            pytest.fail("nginx is missing: tools/install_deps.sh installs it")
+        self.prefix = tempfile.mkdtemp(prefix="fsrst_nginx_")
+        self.port = free_port()
+        with open(os.path.join(DEPLOY, "nginx", "fsrst-grpc.conf")) as f:
+            template = string.Template(f.read())
+        # safe_substitute: nginx's own $variables stay as they are
+        conf = template.safe_substitute(
+            prefix=self.prefix, listen=f"127.0.0.1:{self.port}",
+            servers="\n".join(f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=30s;"
+                              for port in upstream_ports))
+        assert "${" not in conf, "a placeholder of fsrst-grpc.conf was not filled in"
+        conf_path = os.path.join(self.prefix, "nginx.conf")
+        with open(conf_path, "w") as f:
+            f.write(conf)
+        self.error_log = os.path.join(self.prefix, "error.log")
+        check = subprocess.run([binary, "-t", "-p", self.prefix, "-c", conf_path, "-e",
+                                self.error_log], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+        self.proc = subprocess.Popen([binary, "-p", self.prefix, "-c", conf_path, "-e",
+                                      self.error_log])
+        deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"nginx did not start:\n{self.errors()}")
+                time.sleep(0.05)
+
+    def errors(self) -> str:
+        with open(self.error_log) as f:
+            return f.read()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def replicas():
+    """Shared by the module's tests: the kill test, which runs last, kills one of them."""
+    servers = [start_small_server(wait=False) for _ in range(3)]  # they load in parallel
+    for server in servers:
+        server.wait_serving()
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy(replicas):
+    nginx = Nginx([server.port for server in replicas])
+    yield nginx
+    nginx.stop()
+
+
+@pytest.fixture
+def client(proxy):
+    with FsrstClient(f"127.0.0.1:{proxy.port}", timeout_s=60) as c:
+        yield c
+
+
+def images(seed: int):
+    rng = np.random.default_rng(seed)
+    references = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(2)]
+    frame = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    return references, frame
+
+
+def frames_served(servers) -> list:
+    return [metric_value(server, "fsrst_frames_enhanced_total") for server in servers]
+
+
+def serving_replica(client, servers, identity: str, frame) -> int:
+    """Streams FRAMES_PER_STREAM frames of the identity (nothing else runs meanwhile)
+    and returns the index of the one replica whose counter grew by exactly that."""
+    before = frames_served(servers)
+    faces = list(client.enhance_stream(identity, [frame] * FRAMES_PER_STREAM))
+    assert [face.shape for face in faces] == [(128, 128, 3)] * FRAMES_PER_STREAM
+    grown = [after - b for after, b in zip(frames_served(servers), before)]
+    served = [i for i, frames in enumerate(grown) if frames]
+    assert len(served) == 1 and grown[served[0]] == FRAMES_PER_STREAM, (
+        f"{identity}: frames per replica {grown}")
+    return served[0]
+
+
+def register_and_locate(client, servers):
+    """{identity: replica index} for the 50 identities, registered through the proxy."""
+    home = {}
+    for n, identity in enumerate(IDENTITIES):
+        references, frame = images(n)
+        client.register_references(identity, references)
+        home[identity] = serving_replica(client, servers, identity, frame)
+    return home
+
+
+def test_each_identity_is_served_by_one_replica(replicas, client):
+    home = register_and_locate(client, replicas)
+    for n, identity in enumerate(IDENTITIES):  # a second visit lands on the same replica
+        assert serving_replica(client, replicas, identity, images(n)[1]) == home[identity]
+    per_replica = collections.Counter(home.values())
+    assert len(per_replica) >= 2, f"the hash sent every identity to one replica: {per_replica}"
+    for i, server in enumerate(replicas):
+        # an identity's features live only where it is served, and no frame ever reached a
+        # replica without them (a miss would be a NOT_FOUND and a re-registration)
+        assert metric_value(server, "fsrst_reference_cache_entries") == per_replica[i]
+        assert metric_value(server, "fsrst_reference_cache_misses_total") == 0
+
+
+class StreamWorker(threading.Thread):
+    """Streams its identities' frames round and round until stopped; keeps every error."""
+
+    FRAMES = 6
+
+    def __init__(self, client, identities):
+        super().__init__(daemon=True)
+        self.client = client
+        self.identities = identities
+        self.stop = threading.Event()
+        self.errors = []
+        self.frames_sent = 0
+        self.faces = 0
+        self.streams_started_after = collections.defaultdict(int)  # mark -> streams done
+        self.marks = []  # times after which completed streams are counted
+
+    def run(self):
+        while not self.stop.is_set():
+            for identity in self.identities:
+                if self.stop.is_set():
+                    return
+                frame = images(IDENTITIES.index(identity))[1]
+                started = time.monotonic()
+                self.frames_sent += self.FRAMES
+                try:
+                    for face in self.client.enhance_stream(identity, [frame] * self.FRAMES):
+                        assert face.shape == (128, 128, 3)
+                        self.faces += 1
+                except Exception as error:  # anything that reaches the caller is a failure
+                    self.errors.append(f"{identity}: {error!r}")
+                for mark in self.marks:
+                    if started > mark:
+                        self.streams_started_after[mark] += 1
+
+
+def test_killed_replica_loses_no_frame(replicas, proxy, client):
+    home = register_and_locate(client, replicas)
+    per_replica = collections.Counter(home.values())
+    victim = per_replica.most_common(1)[0][0]
+    moved = [identity for identity in IDENTITIES if home[identity] == victim]
+    stayed = [identity for identity in IDENTITIES if home[identity] != victim]
+    # four streams at a time on the victim's identities, so calls are in flight when it dies
+    workers = [StreamWorker(client, moved[i::4]) for i in range(min(4, len(moved)))]
+    workers += [StreamWorker(client, stayed)]
+    for worker in workers:
+        worker.start()
+    deadline = time.monotonic() + 60
+    while any(worker.faces < StreamWorker.FRAMES for worker in workers):
+        assert time.monotonic() < deadline, "the streams did not start"
+        time.sleep(0.05)
+
+    replicas[victim].proc.kill()
+    killed_at = time.monotonic()
+    for worker in workers:
+        worker.marks.append(killed_at)
+    # the victim's identities are all streamed again after the kill, the others' keep going
+    deadline = time.monotonic() + 120
+    while (any(worker.streams_started_after[killed_at] < len(worker.identities)
+               for worker in workers[:-1])
+           or workers[-1].streams_started_after[killed_at] < 3):
+        assert time.monotonic() < deadline, "the streams stalled after the kill"
+        time.sleep(0.05)
+    for worker in workers:
+        worker.stop.set()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert not worker.is_alive()
+
+    assert [error for worker in workers for error in worker.errors] == []
+    assert sum(w.faces for w in workers) == sum(w.frames_sent for w in workers)
+    # the kill cut streams in flight (nginx saw the replica go mid-call) ...
+    assert "upstream prematurely closed connection" in proxy.errors()
+    survivors = [server for i, server in enumerate(replicas) if i != victim]
+    # ... and the moved identities were re-registered on the survivors after a NOT_FOUND:
+    # every identity is cached on exactly one survivor
+    assert sum(metric_value(s, "fsrst_reference_cache_misses_total") for s in survivors) > 0
+    assert sum(metric_value(s, "fsrst_reference_cache_entries") for s in survivors) == 50
