@@ -191,7 +191,7 @@ void ClosedUnaryCaller(v1::FaceSuperResolution::Stub* stub, const Workload& w, i
     if (status.ok()) {
       recorder->RecordOk(absl::Now() - start);
     } else {
-      recorder->RecordError(CodeName(status.error_code()));
+      recorder->RecordError(CodeName(status.error_code()), absl::Now() - start);
     }
   }
 }
@@ -217,7 +217,8 @@ void ClosedStreamCaller(v1::FaceSuperResolution::Stub* stub, const Workload& w, 
     const absl::Time start = sent.front();
     sent.pop_front();
     if (response.has_error()) {
-      recorder->RecordError(CodeName(static_cast<grpc::StatusCode>(response.error().code())));
+      recorder->RecordError(CodeName(static_cast<grpc::StatusCode>(response.error().code())),
+                            absl::Now() - start);
     } else {
       recorder->RecordOk(absl::Now() - start);
     }
@@ -227,7 +228,9 @@ void ClosedStreamCaller(v1::FaceSuperResolution::Stub* stub, const Workload& w, 
   stream->WritesDone();
   while (!sent.empty() && stream->Read(&response)) sent.pop_front();
   grpc::Status status = stream->Finish();
-  if (!status.ok() && !stop->load()) recorder->RecordError(CodeName(status.error_code()));
+  if (!status.ok() && !stop->load()) {
+    recorder->RecordError(CodeName(status.error_code()), absl::InfiniteDuration());
+  }
 }
 
 // Open loop: a Poisson process schedules arrivals; each is an asynchronous call.
@@ -255,7 +258,8 @@ void OpenLoop(v1::FaceSuperResolution::Stub* stub, const Workload& w, LatencyRec
                              if (status.ok()) {
                                recorder->RecordOk(absl::Now() - call->arrival);
                              } else {
-                               recorder->RecordError(CodeName(status.error_code()));
+                               recorder->RecordError(CodeName(status.error_code()),
+                                                     absl::Now() - call->arrival);
                              }
                              delete call;
                              --in_flight;
@@ -394,7 +398,7 @@ absl::Status RunRaw(LatencyRecorder* recorder, std::map<std::string, std::string
         if (status.ok()) {
           recorder->RecordOk(took);
         } else {
-          recorder->RecordError("INTERNAL");
+          recorder->RecordError("INTERNAL", took);
         }
       }
     }

@@ -37,6 +37,7 @@ void LatencyRecorder::StartMeasuring() {
   start_ = absl::Now();
   latencies_ms_.clear();
   errors_.clear();
+  error_latencies_ms_.clear();
 }
 
 void LatencyRecorder::StopMeasuring() {
@@ -55,9 +56,13 @@ void LatencyRecorder::RecordOk(absl::Duration latency) {
   if (measuring_) latencies_ms_.push_back(absl::ToDoubleMilliseconds(latency));
 }
 
-void LatencyRecorder::RecordError(const std::string& code) {
+void LatencyRecorder::RecordError(const std::string& code, absl::Duration latency) {
   absl::MutexLock lock(&mu_);
-  if (measuring_) ++errors_[code];
+  if (!measuring_) return;
+  ++errors_[code];
+  if (latency != absl::InfiniteDuration()) {
+    error_latencies_ms_[code].push_back(absl::ToDoubleMilliseconds(latency));
+  }
 }
 
 int64_t LatencyRecorder::frames_ok() const {
@@ -89,6 +94,15 @@ LoadSummary LatencyRecorder::Summarize() const {
   s.max_ms = sorted.empty() ? 0 : sorted.back();
   s.mean_ms = sorted.empty() ? 0 : std::accumulate(sorted.begin(), sorted.end(), 0.0) / sorted.size();
   s.errors = errors_;
+  for (const auto& [code, latencies] : error_latencies_ms_) {
+    std::vector<double> sorted_errors = latencies;
+    std::sort(sorted_errors.begin(), sorted_errors.end());
+    LoadSummary::ErrorLatency& e = s.error_latency[code];
+    e.timed = static_cast<int64_t>(sorted_errors.size());
+    e.p50_ms = Percentile(sorted_errors, 0.50);
+    e.p99_ms = Percentile(sorted_errors, 0.99);
+    e.max_ms = sorted_errors.back();
+  }
   return s;
 }
 
@@ -98,6 +112,12 @@ std::string ToJson(const LoadSummary& s, const std::map<std::string, std::string
   for (const auto& [key, value] : config) config_fields.push_back(Quote(key) + ": " + Quote(value));
   std::vector<std::string> error_fields;
   for (const auto& [code, count] : s.errors) error_fields.push_back(Quote(code) + ": " + absl::StrCat(count));
+  std::vector<std::string> error_latency_fields;
+  for (const auto& [code, e] : s.error_latency) {
+    error_latency_fields.push_back(absl::StrCat(Quote(code), ": {\"timed\": ", e.timed,
+                                                ", \"p50\": ", Num(e.p50_ms), ", \"p99\": ",
+                                                Num(e.p99_ms), ", \"max\": ", Num(e.max_ms), "}"));
+  }
   // A 101-point CDF (every percentile) keeps the file small and plottable.
   std::vector<std::string> cdf;
   for (int q = 0; q <= 100; ++q) cdf.push_back(Num(Percentile(sorted_latencies_ms, q / 100.0)));
@@ -108,6 +128,7 @@ std::string ToJson(const LoadSummary& s, const std::map<std::string, std::string
       ",\n  \"latency_ms\": {\"p50\": ", Num(s.p50_ms), ", \"p90\": ", Num(s.p90_ms),
       ", \"p99\": ", Num(s.p99_ms), ", \"max\": ", Num(s.max_ms), ", \"mean\": ", Num(s.mean_ms),
       "},\n  \"errors\": {", absl::StrJoin(error_fields, ", "),
+      "},\n  \"error_latency_ms\": {", absl::StrJoin(error_latency_fields, ", "),
       "},\n  \"latency_cdf_ms\": [", absl::StrJoin(cdf, ", "), "]\n}\n");
 }
 

@@ -18,6 +18,13 @@ struct LoadSummary {
   double throughput_fps = 0;  // frames answered OK per second
   double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0, mean_ms = 0;  // OK frames only
   std::map<std::string, int64_t> errors;  // by gRPC status code name
+  // How long failed calls took to fail, by code (calls with a known start only):
+  // overload answers (RESOURCE_EXHAUSTED) must come back fast.
+  struct ErrorLatency {
+    int64_t timed = 0;  // errors of this code with a latency
+    double p50_ms = 0, p99_ms = 0, max_ms = 0;
+  };
+  std::map<std::string, ErrorLatency> error_latency;
 };
 
 // Collects per-frame outcomes from many threads; only those recorded while
@@ -31,7 +38,9 @@ class LatencyRecorder {
   bool measuring() const;
 
   void RecordOk(absl::Duration latency);
-  void RecordError(const std::string& code);
+  // `latency`: from the call's start to its error; InfiniteDuration() if unknown
+  // (a stream that ended), which counts the error but not its latency.
+  void RecordError(const std::string& code, absl::Duration latency);
 
   // Frames answered OK so far in the window (for the progress line).
   int64_t frames_ok() const;
@@ -46,6 +55,7 @@ class LatencyRecorder {
   absl::Time stop_ ABSL_GUARDED_BY(mu_);
   std::vector<double> latencies_ms_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> errors_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::vector<double>> error_latencies_ms_ ABSL_GUARDED_BY(mu_);
 };
 
 // The summary and the run's settings as one JSON object.

@@ -32,7 +32,7 @@ def bench(tmp_path, *args):
 ])
 def test_bench_against_a_server_reports_sane_json(server, tmp_path, args):
     data, stdout = bench(tmp_path, f"--server=127.0.0.1:{server.port}", "--identities=3", *args)
-    assert data["errors"] == {}
+    assert data["errors"] == {} and data["error_latency_ms"] == {}
     assert data["frames_ok"] > 0
     assert data["throughput_fps"] == pytest.approx(data["frames_ok"] / data["duration_s"])
     latency = data["latency_ms"]
@@ -50,6 +50,11 @@ def test_bench_counts_errors_by_status_code(server, tmp_path):
     assert list(data["errors"]) == ["DEADLINE_EXCEEDED"]
     assert data["errors"]["DEADLINE_EXCEEDED"] > 10
     assert "DEADLINE_EXCEEDED" in stdout
+    # Every failed call was timed: from its scheduled arrival to the error, at least the 1 ms
+    # deadline.
+    timing = data["error_latency_ms"]["DEADLINE_EXCEEDED"]
+    assert timing["timed"] == data["errors"]["DEADLINE_EXCEEDED"]
+    assert 1.0 <= timing["p50"] <= timing["p99"] <= timing["max"]
 
 
 def test_raw_mode_runs_the_model_in_process(tmp_path):
