@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <deque>
+#include <fstream>
+#include <sstream>
 #include <thread>
 #include <utility>
 
@@ -41,8 +43,41 @@ absl::Status CheckIdentityId(const std::string& identity_id) {
 
 // ---------------------------------------------------------------- FsrstClient
 
-FsrstClient::FsrstClient(std::shared_ptr<grpc::ChannelInterface> channel)
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
+    const ChannelSecurity& security) {
+  if (security.tls_ca_path.empty() && security.tls_cert_path.empty() &&
+      security.tls_key_path.empty()) {
+    return grpc::InsecureChannelCredentials();
+  }
+  if (security.tls_ca_path.empty() ||
+      security.tls_cert_path.empty() != security.tls_key_path.empty()) {
+    return absl::InvalidArgumentError(
+        "tls_ca_path: expected the CA of the server's certificate whenever TLS is used; "
+        "tls_cert_path and tls_key_path: expected both (mTLS) or neither");
+  }
+  grpc::SslCredentialsOptions options;
+  const std::pair<const std::string*, std::string*> files[] = {
+      {&security.tls_ca_path, &options.pem_root_certs},
+      {&security.tls_cert_path, &options.pem_cert_chain},
+      {&security.tls_key_path, &options.pem_private_key}};
+  for (const auto& [path, pem] : files) {
+    if (path->empty()) continue;
+    std::ifstream file(*path, std::ios::binary);
+    if (!file) return absl::NotFoundError(absl::StrCat("cannot open TLS file ", *path));
+    std::stringstream text;
+    text << file.rdbuf();
+    *pem = text.str();
+    if (pem->find("-----BEGIN ") == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(*path, ": expected a PEM file"));
+    }
+  }
+  return grpc::SslCredentials(options);
+}
+
+FsrstClient::FsrstClient(std::shared_ptr<grpc::ChannelInterface> channel,
+                         ClientOptions client_options)
     : channel_(std::move(channel)),
+      client_options_(std::move(client_options)),
       stub_(v1::FaceSuperResolution::NewStub(channel_)),
       health_stub_(grpc::health::v1::Health::NewStub(channel_)) {}
 
@@ -51,6 +86,9 @@ FsrstClient::~FsrstClient() = default;
 void FsrstClient::PrepareContext(grpc::ClientContext* context, const std::string& identity_id,
                                  absl::Time deadline, const CallOptions& options) const {
   if (!identity_id.empty()) context->AddMetadata(kIdentityMetadataKey, identity_id);
+  if (!client_options_.api_key.empty()) {
+    context->AddMetadata("authorization", absl::StrCat("Bearer ", client_options_.api_key));
+  }
   if (deadline != absl::InfiniteFuture()) context->set_deadline(absl::ToChronoTime(deadline));
   context->set_wait_for_ready(options.wait_for_ready);
 }

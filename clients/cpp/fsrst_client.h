@@ -18,7 +18,9 @@
 //
 // Every call carries the metadata `x-fsrst-identity: <identity_id>` (when the
 // identity is not empty), so a load balancer can keep an identity on the
-// replica that caches it, and a deadline of CallOptions::timeout.
+// replica that caches it, a deadline of CallOptions::timeout, and the API key
+// of ClientOptions (`authorization: Bearer <key>`) when one is set. For TLS,
+// build the channel with MakeChannelCredentials(ChannelSecurity{...}).
 //
 // Errors are absl::Status with the server's canonical code and message
 // (grpc::StatusCode and absl::StatusCode share their numbers).
@@ -61,6 +63,27 @@ struct CallOptions {
   bool wait_for_ready = false;
 };
 
+// How the client proves who it is. Thread-compatible plain data.
+struct ClientOptions {
+  // Sent on every call as `authorization: Bearer <api_key>` (servers started
+  // with --api_keys_file require it); empty: no key.
+  std::string api_key;
+};
+
+// TLS for the channel to a server started with --tls_cert/--tls_key.
+struct ChannelSecurity {
+  std::string tls_ca_path;    // PEM CA that signed the server's certificate; empty: plaintext
+  std::string tls_cert_path;  // PEM client certificate, for servers with --tls_client_ca (mTLS)
+  std::string tls_key_path;   // PEM private key of tls_cert_path
+};
+
+// Channel credentials for `security`: insecure when it is all empty, else TLS
+// (with a client certificate when tls_cert_path is set). The files are read
+// here; NOT_FOUND or INVALID_ARGUMENT naming the field when one is missing or
+// a certificate comes without its key (or the reverse, or without a CA).
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
+    const ChannelSecurity& security);
+
 class FrameStream;
 
 // A client of one fsrst_server (or of a load-balanced set of replicas).
@@ -72,7 +95,8 @@ class FrameStream;
 class FsrstClient {
  public:
   // REQUIRES: channel != nullptr. Shares ownership of the channel.
-  explicit FsrstClient(std::shared_ptr<grpc::ChannelInterface> channel);
+  explicit FsrstClient(std::shared_ptr<grpc::ChannelInterface> channel,
+                       ClientOptions client_options = {});
   ~FsrstClient();
 
   FsrstClient(const FsrstClient&) = delete;
@@ -155,6 +179,7 @@ class FsrstClient {
                                         const CallOptions& options) const;
 
   const std::shared_ptr<grpc::ChannelInterface> channel_;
+  const ClientOptions client_options_;
   const std::unique_ptr<v1::FaceSuperResolution::Stub> stub_;
   const std::unique_ptr<grpc::health::v1::Health::Stub> health_stub_;
 

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -48,6 +49,12 @@ ABSL_FLAG(int64_t, timeout_ms, 30000, "deadline of each unary call; 0 = none");
 ABSL_FLAG(int64_t, stream_timeout_ms, 600000, "stream: deadline of the whole stream; 0 = none");
 ABSL_FLAG(bool, wait_for_ready, false, "wait (within the deadline) for an unreachable server");
 ABSL_FLAG(std::string, service, "", "health: the service to check; empty = the whole server");
+ABSL_FLAG(std::string, api_key, "",
+          "API key for servers run with --api_keys_file; empty: $FSRST_API_KEY if set (keeps "
+          "the key out of the process list)");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA of the server's certificate: connect with TLS");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate, for servers that require mTLS");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 
 namespace fsrst {
 namespace {
@@ -297,8 +304,16 @@ int Main(int argc, char** argv) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);
-  FsrstClient client(grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server),
-                                               grpc::InsecureChannelCredentials(), args));
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = MakeChannelCredentials(
+      {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key)});
+  if (!credentials.ok()) return Usage(std::string(credentials.status().message()));
+  ClientOptions client_options;
+  client_options.api_key = absl::GetFlag(FLAGS_api_key);
+  const char* env_key = std::getenv("FSRST_API_KEY");
+  if (client_options.api_key.empty() && env_key != nullptr) client_options.api_key = env_key;
+  FsrstClient client(
+      grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), *std::move(credentials), args),
+      std::move(client_options));
   if (command == "health") return Health(client);
   if (command == "info") return Info(client);
   if (command == "register") return Register(client, identity, refs);

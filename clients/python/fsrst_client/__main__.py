@@ -11,6 +11,7 @@ writes LR (nearest) | bicubic | enhanced | references, labelled.
 """
 
 import argparse
+import os
 import sys
 import uuid
 
@@ -87,11 +88,18 @@ def main(argv=None) -> int:
                         help="how the server answers")
     parser.add_argument("--out", help="enhance: the enhanced face (PNG, or any PIL format)")
     parser.add_argument("--side_by_side", help="enhance: also write LR|bicubic|enhanced|refs")
+    parser.add_argument("--api_key", default=os.environ.get("FSRST_API_KEY"),
+                        help="API key (default: $FSRST_API_KEY, which keeps it out of ps)")
+    parser.add_argument("--tls_ca", help="PEM CA of the server's certificate: use TLS")
+    parser.add_argument("--tls_cert", help="PEM client certificate (servers that require mTLS)")
+    parser.add_argument("--tls_key", help="PEM private key of --tls_cert")
     args = parser.parse_args(argv)
     if args.command == "enhance" and not (args.frame and args.out):
         parser.error("enhance needs --frame and --out")
     try:
-        with FsrstClient(args.server, timeout_s=args.timeout_s, encoding=args.encoding) as client:
+        with FsrstClient(args.server, timeout_s=args.timeout_s, encoding=args.encoding,
+                         api_key=args.api_key, tls_ca=args.tls_ca, tls_cert=args.tls_cert,
+                         tls_key=args.tls_key) as client:
             if args.command == "health":
                 status = client.health()
                 print(status)

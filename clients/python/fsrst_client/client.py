@@ -123,6 +123,16 @@ def from_proto(image: "fsrst_pb2.Image") -> np.ndarray:
     return np.frombuffer(image.data, np.uint8).reshape(image.height, image.width, 3).copy()
 
 
+def _ssl_credentials(tls_ca: str, tls_cert: Optional[str],
+                     tls_key: Optional[str]) -> grpc.ChannelCredentials:
+    def read(path):
+        with open(path, "rb") as f:
+            return f.read()
+    return grpc.ssl_channel_credentials(
+        root_certificates=read(tls_ca), private_key=read(tls_key) if tls_key else None,
+        certificate_chain=read(tls_cert) if tls_cert else None)
+
+
 class _Identity:
     """What the client keeps of one identity. `lock` serialises its registrations."""
 
@@ -145,17 +155,32 @@ class FsrstClient:
             fail UNAVAILABLE before any answer (up to 4 tries, 0.1 s to 1 s apart).
         wait_for_ready: wait (within the deadline) for an unreachable server
             instead of failing with UNAVAILABLE at once.
+        api_key: sent on every call as "authorization: Bearer <api_key>" (servers
+            run with --api_keys_file require it). None: no key.
+        tls_ca: path of the PEM CA that signed the server's certificate; set, the
+            channel uses TLS (servers run with --tls_cert/--tls_key).
+        tls_cert, tls_key: paths of a PEM client certificate and its key, for
+            servers that require client certificates (--tls_client_ca, mTLS).
     """
 
     def __init__(self, target: str = "localhost:50051", timeout_s: Optional[float] = 30.0,
                  encoding: str = "rgb8", channel: Optional[grpc.Channel] = None,
-                 wait_for_ready: bool = False):
+                 wait_for_ready: bool = False, api_key: Optional[str] = None,
+                 tls_ca: Optional[str] = None, tls_cert: Optional[str] = None,
+                 tls_key: Optional[str] = None):
         if encoding not in _ENCODINGS:
             raise ValueError(f"encoding must be 'rgb8' or 'jpeg', not {encoding!r}")
-        self._channel = channel or grpc.insecure_channel(
-            target, options=[("grpc.max_send_message_length", 64 << 20),
-                             ("grpc.max_receive_message_length", 64 << 20),
-                             ("grpc.service_config", _SERVICE_CONFIG)])
+        if (tls_cert is None) != (tls_key is None) or (tls_cert is not None and tls_ca is None):
+            raise ValueError("tls_cert and tls_key: expected both (mTLS) or neither, and "
+                             "tls_ca with them")
+        options = [("grpc.max_send_message_length", 64 << 20),
+                   ("grpc.max_receive_message_length", 64 << 20),
+                   ("grpc.service_config", _SERVICE_CONFIG)]
+        if channel is None and tls_ca is not None:
+            channel = grpc.secure_channel(target, _ssl_credentials(tls_ca, tls_cert, tls_key),
+                                          options=options)
+        self._channel = channel or grpc.insecure_channel(target, options=options)
+        self._auth = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._stub = fsrst_pb2_grpc.FaceSuperResolutionStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._timeout_s = timeout_s
@@ -279,9 +304,9 @@ class FsrstClient:
     def _deadline(self) -> Optional[float]:
         return None if self._timeout_s is None else time.monotonic() + self._timeout_s
 
-    @staticmethod
-    def _metadata(identity_id: str):
-        return ((IDENTITY_METADATA_KEY, identity_id),) if identity_id else None
+    def _metadata(self, identity_id: str):
+        identity = ((IDENTITY_METADATA_KEY, identity_id),) if identity_id else ()
+        return (identity + self._auth) or None
 
     def _call(self, method, request, identity_id: str, deadline: Optional[float]):
         timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
