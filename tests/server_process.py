@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BUILD = os.environ.get("FSRST_BUILD_DIR", os.path.join(ROOT, "build"))
@@ -75,3 +76,14 @@ class ServerProcess:
 def small_model() -> str:
     return os.path.join(ROOT, "model", "weights", "fsrst_x4_small.pt")
 
+
+def read_metric(server: ServerProcess, name: str, **labels) -> float:
+    """The value of one sample on the server's /metrics page (0 if absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
+                                timeout=10) as page:
+        text = page.read().decode()
+    for line in text.splitlines():
+        match = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
+        if match and dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or "")) == labels:
+            return float(match.group(2))
+    return 0.0

@@ -2,13 +2,11 @@
 the Python client (clients/python) importable as fsrst_client."""
 
 import os
-import re
 import sys
-import urllib.request
 
 import pytest
 
-from server_process import ROOT, SERVER_BIN, ServerProcess, small_model
+from server_process import ROOT, SERVER_BIN, ServerProcess, read_metric, small_model
 
 sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 
@@ -40,18 +38,6 @@ def fsrst_server():
     server = start_small_server()
     yield server
     server.stop()
-
-
-def read_metric(server: ServerProcess, name: str, **labels) -> float:
-    """The value of one sample on the server's /metrics page (0 if absent)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
-                                timeout=10) as page:
-        text = page.read().decode()
-    for line in text.splitlines():
-        match = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
-        if match and dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or "")) == labels:
-            return float(match.group(2))
-    return 0.0
 
 
 @pytest.fixture

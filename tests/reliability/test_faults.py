@@ -1,0 +1,139 @@
+"""Faults against the real fsrst_server binary: a caller that cancels while its frame is
+queued, a deadline that passes in the queue, a client process that vanishes mid-stream.
+In each case the frame is not computed, the drop is counted on /metrics, and the server
+goes on serving. (SIGTERM under load and missing or corrupt model files are in
+tests/server/test_server_process.py.)
+
+The server runs fsrst_x4_small on one thread with batches of one frame, so a queue of
+N frames takes N forward passes (tens of ms each) and a frame sent behind them waits."""
+
+import subprocess
+import sys
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from server_process import ServerProcess, read_metric, small_model
+import fsrst_pb2
+import fsrst_pb2_grpc
+import health_pb2
+import health_pb2_grpc
+
+AHEAD = 10  # frames queued in front of the one under test
+FRAME = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=bytes(32 * 32 * 3), width=32,
+                        height=32)
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = ServerProcess(small_model(), "--model_threads=1", "--max_batch_size=1")
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def client(server):
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    yield fsrst_pb2_grpc.FaceSuperResolutionStub(channel)
+    channel.close()
+
+
+def counters(server):
+    return {
+        "enhanced": read_metric(server, "fsrst_frames_enhanced_total"),
+        "cancelled": read_metric(server, "fsrst_frames_dropped_total", reason="cancelled"),
+        "deadline": read_metric(server, "fsrst_frames_dropped_total", reason="deadline_exceeded"),
+    }
+
+
+def wait_for(condition, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def fill_queue(client):
+    """AHEAD frames in flight; returns their futures once the first is running."""
+    ahead = [client.Enhance.future(fsrst_pb2.EnhanceRequest(frame=FRAME), timeout=60)
+             for _ in range(AHEAD)]
+    time.sleep(0.05)
+    return ahead
+
+
+def test_a_frame_cancelled_while_queued_is_not_computed_and_is_counted(server, client):
+    before = counters(server)
+    ahead = fill_queue(client)
+    behind = client.Enhance.future(fsrst_pb2.EnhanceRequest(frame=FRAME), timeout=60)
+    time.sleep(0.05)
+    assert behind.cancel(), "the call finished before it could be cancelled"
+    for call in ahead:
+        assert len(call.result().image.data) == 128 * 128 * 3
+    assert wait_for(lambda: counters(server)["cancelled"] == before["cancelled"] + 1)
+    after = counters(server)
+    assert after["enhanced"] == before["enhanced"] + AHEAD  # not AHEAD + 1
+    assert after["deadline"] == before["deadline"]
+
+
+def test_a_deadline_that_passes_in_the_queue_is_not_computed_and_is_counted(server, client):
+    before = counters(server)
+    ahead = fill_queue(client)
+    with pytest.raises(grpc.RpcError) as error:
+        client.Enhance(fsrst_pb2.EnhanceRequest(frame=FRAME), timeout=0.1)
+    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    for call in ahead:
+        call.result()
+    assert wait_for(lambda: counters(server)["deadline"] == before["deadline"] + 1)
+    after = counters(server)
+    assert after["enhanced"] == before["enhanced"] + AHEAD
+    assert after["cancelled"] == before["cancelled"]
+
+
+# A client that streams 16 frames, prints once two answers are back, then waits to be killed.
+VANISHING_CLIENT = """
+import sys, time
+sys.path[:0] = {paths!r}
+import grpc, fsrst_pb2, fsrst_pb2_grpc
+frame = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=bytes(32 * 32 * 3), width=32,
+                        height=32)
+def frames():
+    for n in range(16):
+        yield fsrst_pb2.EnhanceRequest(frame=frame, sequence_number=n)
+    time.sleep(3600)
+channel = grpc.insecure_channel("127.0.0.1:{port}")
+answers = fsrst_pb2_grpc.FaceSuperResolutionStub(channel).EnhanceStream(frames())
+for n, answer in enumerate(answers):
+    if n == 1:
+        print("two answers", flush=True)
+"""
+
+
+def test_a_client_that_vanishes_mid_stream_leaves_the_server_serving(server, client):
+    before = counters(server)
+    source = VANISHING_CLIENT.format(paths=[p for p in sys.path if p], port=server.port)
+    vanishing = subprocess.Popen(["/usr/bin/python3", "-c", source], stdout=subprocess.PIPE,
+                                 text=True)
+    try:
+        assert vanishing.stdout.readline().strip() == "two answers"
+        assert read_metric(server, "fsrst_active_streams") == 1
+    finally:
+        vanishing.kill()
+        vanishing.wait()
+    # The stream ends on the server, and the frames still queued are dropped, not computed.
+    assert wait_for(lambda: read_metric(server, "fsrst_active_streams") == 0)
+    assert wait_for(lambda: counters(server)["enhanced"] + counters(server)["cancelled"]
+                    == before["enhanced"] + before["cancelled"] + 16)
+    after = counters(server)
+    assert after["cancelled"] > before["cancelled"]
+    assert after["enhanced"] < before["enhanced"] + 16
+    # And the server goes on serving.
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                           timeout=5).status
+    assert status == health_pb2.HealthCheckResponse.SERVING
+    assert len(client.Enhance(fsrst_pb2.EnhanceRequest(frame=FRAME), timeout=30).image.data) \
+        == 128 * 128 * 3
