@@ -203,6 +203,12 @@ def test_python_client_tenants_cannot_use_each_others_identities(tls_server, pki
         with pytest.raises(FsrstError) as error:
             b.enhance("shared-name", frame)  # b never registered it: no re-registration
         assert error.value.code == grpc.StatusCode.NOT_FOUND
+        # Streams carry the key too.
+        faces = list(a.enhance_stream("shared-name", [frame, frame]))
+        assert [f.shape for f in faces] == [(128, 128, 3)] * 2
+        with pytest.raises(FsrstError) as error:
+            list(b.enhance_stream("shared-name", [frame]))
+        assert error.value.code == grpc.StatusCode.NOT_FOUND
         with pytest.raises(FsrstError) as deleted:
             b.delete_references("shared-name")
         assert deleted.value.code == grpc.StatusCode.NOT_FOUND
