@@ -1,0 +1,93 @@
+"""Overload: open-loop load at 3x capacity against fsrst_server, then the load drops.
+
+    /usr/bin/python3 tests/reliability/overload.py [--duration_s 60] [--json_out F]
+
+Checks what an operator relies on under overload:
+- frames beyond the queue are refused with RESOURCE_EXHAUSTED, fast (p99 <= 5 ms);
+- accepted frames keep the latency bound the queue implies: at most --max_queue_size
+  frames ahead, a running batch and their own batch, (queue + 2 x batch) / capacity;
+- the server's resident memory stays under --rss_cap_mib;
+- once the load drops the server recovers at once: one caller, no errors, p50 within
+  1.5x of its p50 before the overload.
+Prints a Markdown table; exits 1 if a check fails. Nothing else should run meanwhile.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+from server_process import ServerProcess, ROOT  # noqa: E402
+from reliability.load_tools import RssSampler, bench, capacity_fps, goals_table  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=os.path.join(ROOT, "model", "weights",
+                                                         "fsrst_x4_small.pt"))
+    parser.add_argument("--duration_s", type=float, default=60)
+    parser.add_argument("--overload_factor", type=float, default=3.0)
+    parser.add_argument("--max_batch_size", type=int, default=8)
+    parser.add_argument("--max_queue_size", type=int, default=32)
+    parser.add_argument("--rss_cap_mib", type=float, default=1024)
+    parser.add_argument("--json_out")
+    args = parser.parse_args()
+
+    server = ServerProcess(args.model, f"--max_batch_size={args.max_batch_size}",
+                           f"--max_queue_size={args.max_queue_size}")
+    try:
+        port = server.port
+        print("== capacity and one caller before", flush=True)
+        capacity = capacity_fps(port, args.max_batch_size)
+        before = bench(port, "--concurrency=1", "--references=cached", duration_s=4)
+        rate = args.overload_factor * capacity
+        print(f"== open loop at {rate:.1f} frames/s ({args.overload_factor}x) for "
+              f"{args.duration_s:g} s", flush=True)
+        sampler = RssSampler(server.proc.pid)
+        overload = bench(port, "--mode=open", f"--rate={rate:.2f}", "--references=cached",
+                         "--identities=16", duration_s=args.duration_s)
+        rss = sampler.stop()
+        print("== one caller right after", flush=True)
+        after = bench(port, "--concurrency=1", "--references=cached", duration_s=4,
+                      warmup_s=0)
+    finally:
+        code = server.stop()
+
+    refused = overload["errors"].get("RESOURCE_EXHAUSTED", 0)
+    refused_latency = overload["error_latency_ms"].get("RESOURCE_EXHAUSTED", {})
+    other_errors = {k: v for k, v in overload["errors"].items() if k != "RESOURCE_EXHAUSTED"}
+    bound_ms = 1000.0 * (args.max_queue_size + 2 * args.max_batch_size) / capacity
+    max_rss = max(mib for _, mib in rss)
+    print(f"offered {rate:.1f} frames/s, served {overload['throughput_fps']:.1f} "
+          f"(capacity {capacity:.1f}), for {overload['duration_s']:.0f} s")
+    goals = [
+        ("refused with RESOURCE_EXHAUSTED", f"{refused} of "
+         f"{refused + overload['frames_ok'] + sum(other_errors.values())}", "> 0", refused > 0),
+        ("other errors", json.dumps(other_errors) if other_errors else "none", "none",
+         not other_errors),
+        ("RESOURCE_EXHAUSTED latency p50 / p99", f"{refused_latency.get('p50', 0):.2f} / "
+         f"{refused_latency.get('p99', 0):.2f} ms", "p99 <= 5 ms",
+         refused > 0 and refused_latency["p99"] <= 5.0),
+        ("accepted frames p50 / p99", f"{overload['latency_ms']['p50']:.0f} / "
+         f"{overload['latency_ms']['p99']:.0f} ms", f"p99 <= {bound_ms:.0f} ms (queue bound)",
+         overload["latency_ms"]["p99"] <= bound_ms),
+        ("server resident memory, max", f"{max_rss:.0f} MiB", f"<= {args.rss_cap_mib:g} MiB",
+         max_rss <= args.rss_cap_mib),
+        ("one caller after: errors, p50 (before)", f"{sum(after['errors'].values())}, "
+         f"{after['latency_ms']['p50']:.1f} ms ({before['latency_ms']['p50']:.1f} ms)",
+         "0, p50 <= 1.5x before", not after["errors"]
+         and after["latency_ms"]["p50"] <= 1.5 * before["latency_ms"]["p50"]),
+        ("server exit code after SIGTERM", str(code), "0", code == 0),
+    ]
+    print(goals_table(goals))
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"capacity_fps": capacity, "rate_fps": rate, "before": before,
+                       "overload": overload, "after": after, "rss_mib": rss,
+                       "goals": goals}, f, indent=1)
+    return 0 if all(ok for *_, ok in goals) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
