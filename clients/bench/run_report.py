@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+from bench_run import run_bench
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("FSRST_BUILD_DIR", os.path.join(ROOT, "build"))
 BENCH = os.path.join(BUILD, "clients", "bench", "fsrst_bench")
@@ -67,18 +69,7 @@ def naive_server(model):
 
 
 def bench(args, duration, warmup):
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        out = f.name
-    cmd = [BENCH, "--progress=false", f"--duration_s={duration}", f"--warmup_s={warmup}",
-           f"--json_out={out}", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=duration * 4 + 120)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}\n{result.stdout}{result.stderr}")
-    with open(out) as f:
-        data = json.load(f)
-    os.unlink(out)
-    print(f"  {' '.join(args)}\n    {result.stdout.strip()}", flush=True)
-    return data
+    return run_bench(BENCH, args, duration, warmup)
 
 
 def median_run(runs):
@@ -198,9 +189,11 @@ def median(values):
 def targets(r):
     """The issue's six targets: (name, measured, goal, met). Ratios are medians of the
     per-round ratios (raw and served measured side by side in each round)."""
-    sat = f"unary_cached_c{2 * MAX_BATCH}"
     ratios = r["round_ratios"]
-    spread = lambda key: "/".join(f"{x[key]:.2f}" for x in ratios)
+
+    def spread(key):
+        return "/".join(f"{x[key]:.2f}" for x in ratios)
+
     out = []
     served_raw = median([x["served_raw"] for x in ratios])
     out.append(("saturated served / raw (batch 8)",

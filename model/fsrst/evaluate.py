@@ -31,6 +31,14 @@ def bicubic_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
     return torch.stack(out)
 
 
+def add_model_arguments(parser) -> None:
+    """--weights or --checkpoint (with --variant), and --data: what load_module reads."""
+    parser.add_argument("--weights", help="exported TorchScript file")
+    parser.add_argument("--checkpoint", help="training checkpoint (with --variant)")
+    parser.add_argument("--variant", default="fsrst_x4")
+    parser.add_argument("--data", default="../../shared/data/faces/val")
+
+
 def load_module(args):
     if args.weights:
         return torch.jit.load(args.weights, map_location="cpu")
@@ -63,10 +71,7 @@ def evaluate(module, samples, scale: int = 4, batch_size: int = 16) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--weights", help="exported TorchScript file")
-    parser.add_argument("--checkpoint", help="training checkpoint (with --variant)")
-    parser.add_argument("--variant", default="fsrst_x4")
-    parser.add_argument("--data", default="../../shared/data/faces/val")
+    add_model_arguments(parser)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json")
     args = parser.parse_args()

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from fsrst.evaluate import bicubic_upscale, load_module
+from fsrst.evaluate import add_model_arguments, bicubic_upscale, load_module
 from fsrst.face_data import evaluation_samples, list_identities
 
 COLUMNS = ["LR 32x32", "bicubic", "FSRST", "ground truth", "references (luma)"]
@@ -68,10 +68,7 @@ def draw(module, samples, scale: int = 4) -> Image.Image:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--weights", help="exported TorchScript file")
-    parser.add_argument("--checkpoint", help="training checkpoint (with --variant)")
-    parser.add_argument("--variant", default="fsrst_x4")
-    parser.add_argument("--data", default="../../shared/data/faces/val")
+    add_model_arguments(parser)
     parser.add_argument("--faces", type=int, default=4)
     parser.add_argument("--out", required=True, help="PNG file to write")
     args = parser.parse_args()

@@ -3,31 +3,20 @@ and a Markdown table of goals."""
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 TESTS = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, TESTS)
-from server_process import BENCH_BIN  # noqa: E402
+sys.path.insert(0, os.path.join(TESTS, "..", "clients", "bench"))
+from server_process import BENCH_BIN, ROOT  # noqa: E402
+from bench_run import run_bench  # noqa: E402
 
 
 def bench(port: int, *args: str, duration_s: float, warmup_s: float = 1.0) -> dict:
     """One fsrst_bench run against 127.0.0.1:port; its JSON."""
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        out = f.name
-    cmd = [BENCH_BIN, f"--server=127.0.0.1:{port}", "--progress=false",
-           f"--duration_s={duration_s}", f"--warmup_s={warmup_s}", f"--json_out={out}", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s * 3 + 120)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}\n{result.stdout}{result.stderr}")
-    with open(out) as f:
-        data = json.load(f)
-    os.unlink(out)
-    print(f"  {' '.join(args)}\n    {result.stdout.strip()}", flush=True)
-    return data
+    return run_bench(BENCH_BIN, [f"--server=127.0.0.1:{port}", *args], duration_s, warmup_s)
 
 
 def capacity_fps(port: int, max_batch_size: int, duration_s: float = 5.0) -> float:
@@ -72,3 +61,21 @@ def goals_table(goals) -> str:
     lines = ["| check | measured | goal | met |", "|---|---|---|---|"]
     lines += [f"| {n} | {m} | {g} | {'yes' if ok else '**no**'} |" for n, m, g, ok in goals]
     return "\n".join(lines)
+
+
+def add_common_arguments(parser, duration_s: float) -> None:
+    """The flags both scripts take: the model, how long, the batch size, where the JSON goes."""
+    parser.add_argument("--model", default=os.path.join(ROOT, "model", "weights",
+                                                         "fsrst_x4_small.pt"))
+    parser.add_argument("--duration_s", type=float, default=duration_s)
+    parser.add_argument("--max_batch_size", type=int, default=8)
+    parser.add_argument("--json_out")
+
+
+def finish(goals, json_out, data) -> int:
+    """Prints the goals table, writes `data` (with the goals) as JSON; the exit code."""
+    print(goals_table(goals))
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump({**data, "goals": goals}, f, indent=1)
+    return 0 if all(ok for *_, ok in goals) else 1

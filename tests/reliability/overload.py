@@ -18,20 +18,17 @@ import os
 import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
-from server_process import ServerProcess, ROOT  # noqa: E402
-from reliability.load_tools import RssSampler, bench, capacity_fps, goals_table  # noqa: E402
+from server_process import ServerProcess  # noqa: E402
+from reliability.load_tools import (RssSampler, add_common_arguments, bench,  # noqa: E402
+                                    capacity_fps, finish)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=os.path.join(ROOT, "model", "weights",
-                                                         "fsrst_x4_small.pt"))
-    parser.add_argument("--duration_s", type=float, default=60)
+    add_common_arguments(parser, duration_s=60)
     parser.add_argument("--overload_factor", type=float, default=3.0)
-    parser.add_argument("--max_batch_size", type=int, default=8)
     parser.add_argument("--max_queue_size", type=int, default=32)
     parser.add_argument("--rss_cap_mib", type=float, default=1024)
-    parser.add_argument("--json_out")
     args = parser.parse_args()
 
     server = ServerProcess(args.model, f"--max_batch_size={args.max_batch_size}",
@@ -80,13 +77,9 @@ def main() -> int:
          and after["latency_ms"]["p50"] <= 1.5 * before["latency_ms"]["p50"]),
         ("server exit code after SIGTERM", str(code), "0", code == 0),
     ]
-    print(goals_table(goals))
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump({"capacity_fps": capacity, "rate_fps": rate, "before": before,
-                       "overload": overload, "after": after, "rss_mib": rss,
-                       "goals": goals}, f, indent=1)
-    return 0 if all(ok for *_, ok in goals) else 1
+    return finish(goals, args.json_out, {"capacity_fps": capacity, "rate_fps": rate,
+                                         "before": before, "overload": overload, "after": after,
+                                         "rss_mib": rss})
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ import grpc
 import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
-from server_process import ROOT, ServerProcess, read_metric  # noqa: E402
-from reliability.load_tools import RssSampler, bench, capacity_fps, goals_table  # noqa: E402
+from server_process import ServerProcess, read_metric  # noqa: E402
+from reliability.load_tools import (RssSampler, add_common_arguments, bench,  # noqa: E402
+                                    capacity_fps, finish)
 import fsrst_pb2  # noqa: E402
 import fsrst_pb2_grpc  # noqa: E402
 
@@ -95,15 +96,11 @@ def delete_bench_identities(port: int):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=os.path.join(ROOT, "model", "weights",
-                                                         "fsrst_x4_small.pt"))
-    parser.add_argument("--duration_s", type=float, default=600)
+    add_common_arguments(parser, duration_s=600)
     parser.add_argument("--warmup_s", type=float, default=60)
     parser.add_argument("--load_factor", type=float, default=0.7)
     parser.add_argument("--identity_ttl_s", type=int, default=20)
     parser.add_argument("--churn_period_s", type=float, default=0.5)
-    parser.add_argument("--max_batch_size", type=int, default=8)
-    parser.add_argument("--json_out")
     args = parser.parse_args()
 
     server = ServerProcess(args.model, f"--max_batch_size={args.max_batch_size}",
@@ -151,13 +148,9 @@ def main() -> int:
          expirations == churn.counts["left_to_expire"]),
         ("server exit code after SIGTERM", str(code), "0", code == 0),
     ]
-    print(goals_table(goals))
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump({"capacity_fps": capacity, "rate_fps": rate, "load": load,
-                       "churn": churn.counts, "churn_errors": churn.errors, "rss_mib": rss,
-                       "goals": goals}, f, indent=1)
-    return 0 if all(ok for *_, ok in goals) else 1
+    return finish(goals, args.json_out, {"capacity_fps": capacity, "rate_fps": rate,
+                                         "load": load, "churn": churn.counts,
+                                         "churn_errors": churn.errors, "rss_mib": rss})
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ import sys
 import time
 
 import grpc
-import numpy as np
 import pytest
 
 from server_process import ServerProcess, read_metric, small_model
