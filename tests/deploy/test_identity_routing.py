@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import DEPLOY, metric_value, start_small_server
+from deploy_util import DEPLOY, metric_value, start_small_server
 from fsrst_client import FsrstClient
 
 IDENTITIES = [f"person-{i:02d}" for i in range(50)]

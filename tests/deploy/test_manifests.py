@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import DEPLOY, load_yaml
+from deploy_util import DEPLOY, load_yaml
 from server_process import ROOT
 
 K8S = os.path.join(DEPLOY, "k8s")

@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 import yaml
 
-from conftest import DEPLOY, metric_value, start_small_server
+from deploy_util import DEPLOY, metric_value, start_small_server
 from server_process import BENCH_BIN
 
 PROMETHEUS_DIR = os.path.join(DEPLOY, "prometheus")
