@@ -6,12 +6,26 @@
 #include "absl/strings/str_cat.h"
 
 namespace fsrst {
+namespace {
+
+// The batcher whose worker this thread is, if any: lets Poke() tell a call
+// from a done or a job apart without reading workers_.
+thread_local const DynamicBatcher* current_worker_of = nullptr;
+
+}  // namespace
 
 DynamicBatcher::DynamicBatcher(DynamicBatcherOptions options, BatchFunction run_batch)
     : options_(std::move(options)),
       run_batch_(std::move(run_batch)),
       max_batch_size_(static_cast<size_t>(std::max(1, options_.max_batch_size))) {
-  thread_ = std::thread([this] { Loop(); });
+  const int workers = std::max(1, options_.num_workers);
+  workers_.reserve(workers);
+  for (int i = 0; i < workers; ++i) {
+    workers_.emplace_back([this] {
+      current_worker_of = this;
+      Loop();
+    });
+  }
 }
 
 DynamicBatcher::~DynamicBatcher() {
@@ -20,7 +34,8 @@ DynamicBatcher::~DynamicBatcher() {
     stopping_ = true;
     draining_ = true;
   }
-  thread_.join();  // the thread answers what is still queued before it ends
+  // The workers answer what is still queued before they end.
+  for (std::thread& worker : workers_) worker.join();
 }
 
 absl::Status DynamicBatcher::Enqueue(std::unique_ptr<FrameTask>* task) {
@@ -56,7 +71,7 @@ void DynamicBatcher::StartDraining() {
 bool DynamicBatcher::WaitUntilIdle(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return queue_.empty() && jobs_.empty() && !running_;
+    return queue_.empty() && jobs_.empty() && running_ == 0;
   };
   return mu_.AwaitWithTimeout(absl::Condition(&idle), timeout);
 }
@@ -69,8 +84,8 @@ int DynamicBatcher::queue_size() const {
 void DynamicBatcher::Poke() {
   absl::MutexLock lock(&mu_);
   const int64_t poke = ++pokes_;
-  // On the batcher thread (a job or a done) it re-evaluates once this returns.
-  if (std::this_thread::get_id() == thread_.get_id()) return;
+  // On a worker (a job or a done), that worker re-evaluates once this returns.
+  if (current_worker_of == this) return;
   auto evaluated = [this, poke]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return evaluated_pokes_ >= poke || stopping_;
   };
@@ -166,7 +181,7 @@ void DynamicBatcher::Loop() {
     {
       absl::MutexLock lock(&mu_);
       if (!WaitForWorkLocked()) break;
-      running_ = true;
+      ++running_;
       if (!jobs_.empty()) {
         job = std::move(jobs_.front());
         jobs_.pop_front();
@@ -186,10 +201,11 @@ void DynamicBatcher::Loop() {
     }
     batch.clear();
     absl::MutexLock lock(&mu_);
-    running_ = false;
+    --running_;
   }
 
-  // Stopping: answer what is still queued, here like every other done.
+  // Stopping: answer what is still queued, here like every other done (the
+  // first worker to get here takes it all).
   std::deque<std::unique_ptr<FrameTask>> left;
   {
     absl::MutexLock lock(&mu_);

@@ -22,14 +22,19 @@ struct DynamicBatcherOptions {
   int max_batch_size = 8;            // frames per model call at most
   int64_t max_queue_delay_us = 2000;  // a partial batch waits at most this long, from its oldest frame
   int max_queue_size = 256;          // Enqueue beyond this fails with RESOURCE_EXHAUSTED
+  // Model instances: worker threads that each run one batch or job at a time,
+  // side by side. At least 1.
+  int num_workers = 1;
   // The clock; tests inject a fake one. Must be thread-safe.
   std::function<absl::Time()> now = [] { return absl::Now(); };
 };
 
-// Groups frames of any identities into batches and runs them, one batch at a
-// time, on its own thread (the model's single inference thread).
+// Groups frames of any identities into batches and runs them on its worker
+// threads: one per model instance (options.num_workers), each running one
+// batch at a time. On a CPU a model call rarely keeps every core busy, so
+// instances that each own a core outrun one instance spread over all of them.
 //
-// Batching rule: when the model is free, the batcher takes up to
+// Batching rule: when a worker is free, it takes up to
 // max_batch_size queued frames at once. A partial batch waits for more frames
 // only while waiting can help: while fewer frames are queued than are
 // expected, and never longer than max_queue_delay_us after its oldest frame
@@ -44,8 +49,8 @@ struct DynamicBatcherOptions {
 // Frames whose deadline has passed or whose caller cancelled are dropped just
 // before their batch runs, and finished with DEADLINE_EXCEEDED / CANCELLED.
 //
-// Exclusive jobs (e.g. encoding an identity's references) run on the same
-// thread between batches, so the model never runs two things at once.
+// Exclusive jobs (e.g. encoding an identity's references) run on a worker
+// between its batches, so one instance never runs two things at once.
 //
 // Thread-safe: every public method may be called from any thread.
 class DynamicBatcher {
@@ -55,12 +60,13 @@ class DynamicBatcher {
   // REQUIRES: 1 <= batch.size() <= max_batch_size.
   using BatchFunction = std::function<absl::Status(const std::vector<FrameTask*>& batch)>;
 
-  // Starts the batcher thread.
+  // Starts the worker threads. The batch function is called from several
+  // workers at once when num_workers > 1.
   DynamicBatcher(DynamicBatcherOptions options, BatchFunction run_batch);
-  // Stops accepting, lets the running batch or job finish, runs the jobs
-  // already accepted, finishes every queued frame with UNAVAILABLE (on the
-  // batcher thread, like every done), and joins.
-  // REQUIRES: not called on the batcher thread (from a done or a job).
+  // Stops accepting, lets the running batches and jobs finish, runs the jobs
+  // already accepted, finishes every queued frame with UNAVAILABLE (on a
+  // worker thread, like every done), and joins.
+  // REQUIRES: not called on a worker thread (from a done or a job).
   ~DynamicBatcher();
 
   DynamicBatcher(const DynamicBatcher&) = delete;
@@ -72,8 +78,8 @@ class DynamicBatcher {
   // INVALID_ARGUMENT (no task, or no task->done).
   absl::Status Enqueue(std::unique_ptr<FrameTask>* task);
 
-  // Runs `job` on the batcher thread between batches, in FIFO order with
-  // other jobs, ahead of queued frames. Fails with UNAVAILABLE once draining
+  // Runs `job` on a worker between its batches, jobs in FIFO order (started
+  // in order; with several workers they may overlap), ahead of queued frames. Fails with UNAVAILABLE once draining
   // (INVALID_ARGUMENT if `job` is empty), and then `job` is not run.
   absl::Status RunExclusive(std::function<void()> job);
 
@@ -89,8 +95,8 @@ class DynamicBatcher {
 
   // Re-evaluates a waiting partial batch against options.now(). The batcher
   // also re-evaluates on every Enqueue and when the real wait times out; tests
-  // that move a fake clock call this. Returns once the batcher thread has
-  // re-evaluated (if busy, after its current batch or job), so a test can
+  // that move a fake clock call this. Returns once a worker has re-evaluated
+  // (if all are busy, after one's current batch or job), so a test can
   // assert what it decided: a batch it started is no longer in queue_size().
   // REQUIRES: the running batch or job, if any, can finish without the caller.
   void Poke();
@@ -128,13 +134,13 @@ class DynamicBatcher {
   // Frames a partial batch waits for: the last batch's size plus the frames
   // queued when it finished, at most max_batch_size; 0 before the first batch.
   int expected_frames_ ABSL_GUARDED_BY(mu_) = 0;
-  bool running_ ABSL_GUARDED_BY(mu_) = false;  // a batch or job is executing
+  int running_ ABSL_GUARDED_BY(mu_) = 0;  // batches and jobs executing now
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int64_t pokes_ ABSL_GUARDED_BY(mu_) = 0;            // Poke() calls so far
-  int64_t evaluated_pokes_ ABSL_GUARDED_BY(mu_) = 0;  // pokes_ at the thread's last look
+  int64_t evaluated_pokes_ ABSL_GUARDED_BY(mu_) = 0;  // pokes_ at a worker's last look
 
-  std::thread thread_;
+  std::vector<std::thread> workers_;  // written only by the constructor
 };
 
 }  // namespace fsrst

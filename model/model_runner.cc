@@ -62,8 +62,9 @@ std::string FirstLine(const char* what) {
 
 class TorchModelRunner final : public ModelRunner {
  public:
-  TorchModelRunner(ModelMetadata metadata, torch::jit::Module module, torch::Device device)
-      : ModelRunner(std::move(metadata)),
+  TorchModelRunner(ModelMetadata metadata, ModelParallelism parallelism,
+                   torch::jit::Module module, torch::Device device)
+      : ModelRunner(std::move(metadata), parallelism),
         module_(std::move(module)),
         encode_(module_.get_method("encode_references")),
         device_(device) {}
@@ -214,6 +215,22 @@ class TorchModelRunner final : public ModelRunner {
 
 }  // namespace
 
+ModelParallelism ResolveModelParallelism(int instances, int threads, bool on_cuda, int cores) {
+  cores = std::max(1, cores);
+  ModelParallelism p;
+  if (on_cuda) {
+    p.instances = instances > 0 ? instances : 1;
+    p.threads = threads > 0 ? threads : cores;
+  } else if (instances > 0) {
+    p.instances = instances;
+    p.threads = threads > 0 ? threads : std::max(1, cores / instances);
+  } else {
+    p.threads = threads > 0 ? threads : 1;
+    p.instances = std::max(1, cores / p.threads);
+  }
+  return p;
+}
+
 absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Load(const std::string& path,
                                                                const ModelRunnerOptions& options) {
   if (!std::ifstream(path).good()) {
@@ -221,9 +238,11 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Load(const std::string
   }
   absl::StatusOr<torch::Device> device = ChooseDevice(options.device);
   if (!device.ok()) return device.status();
-  at::set_num_threads(options.num_threads > 0
-                             ? options.num_threads
-                             : std::max(1u, std::thread::hardware_concurrency()));
+  const ModelParallelism parallelism = ResolveModelParallelism(
+      options.num_instances, options.num_threads, device->is_cuda(),
+      static_cast<int>(std::thread::hardware_concurrency()));
+  // Process-wide; every thread that runs the model picks it up on its first call.
+  at::set_num_threads(parallelism.threads);
   // The profiling executor re-specialises the graph for every new input shape
   // (batch size, reference count), with a slow first run each time and a
   // fallback once its budget of shapes is spent; a server sees many shapes.
@@ -252,7 +271,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Load(const std::string
       module = torch::jit::optimize_for_inference(module, methods);
     }
     return std::unique_ptr<ModelRunner>(
-        new TorchModelRunner(*std::move(metadata), std::move(module), *device));
+        new TorchModelRunner(*std::move(metadata), parallelism, std::move(module), *device));
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(
         absl::StrCat("--model=", path, ": not a loadable TorchScript file: ", FirstLine(e.what())));

@@ -16,10 +16,30 @@ namespace fsrst {
 
 struct ModelRunnerOptions {
   std::string device = "auto";  // "auto" (CUDA when LibTorch has it), "cpu", "cuda", "cuda:N"
-  int num_threads = 0;          // intra-op CPU threads; 0 = every core
+  // Model instances: how many Enhance calls run side by side (the batcher's
+  // workers); 0 = auto (see ResolveModelParallelism).
+  int num_instances = 0;
+  // Intra-op CPU threads of each call; 0 = auto (see ResolveModelParallelism).
+  int num_threads = 0;
   bool freeze = true;           // torch.jit.freeze + optimize_for_inference: faster on CPU
   bool jit_profiling = false;   // TorchScript's profiling executor (process-wide setting)
 };
+
+// How the model's work is spread over the machine.
+struct ModelParallelism {
+  int instances = 1;  // model calls running side by side
+  int threads = 1;    // intra-op CPU threads of each call
+};
+
+// Resolves 0 (auto) in `instances` and `threads` for a machine of `cores`.
+// On CPU, auto gives one single-threaded instance per core: an FSRST forward
+// keeps two intra-op threads only ~60% busy (many small operators, a barrier
+// after each), and on 2 cores two instances of one thread each ran 1.3x
+// (fsrst_x4) to 2x (fsrst_x4_small) the frames of one instance of two threads
+// at batch 8 (BENCHMARKS.md). A given value is kept; the other then shares the
+// cores (cores / given, at least 1). On CUDA the auto instance count is 1 (the
+// GPU runs one call at a time anyway) and the auto thread count every core.
+ModelParallelism ResolveModelParallelism(int instances, int threads, bool on_cuda, int cores);
 
 // One frame of a batch, as the model runner sees it.
 struct FrameInput {
@@ -35,11 +55,12 @@ struct FrameInput {
 // Runs one FSRST TorchScript file (model/fsrst/export.py) on one device: the
 // only code in the project that includes LibTorch.
 //
-// Thread-compatibility: metadata() and device_name() are safe from any
-// thread. EncodeReferences, Enhance and Warmup must not run concurrently with
-// each other: the DynamicBatcher's single thread calls them (one inference at
-// a time per model instance). Features returned by EncodeReferences may be
-// used, shared and destroyed from any thread.
+// Thread-safety: EncodeReferences and Enhance may run concurrently from up to
+// parallelism().instances threads (the DynamicBatcher's workers): they share
+// the read-only TorchScript module, and a TorchScript forward without writes
+// to module state is thread-safe. Warmup must run alone. metadata(),
+// parallelism() and device_name() are safe from any thread. Features returned
+// by EncodeReferences may be used, shared and destroyed from any thread.
 class ModelRunner {
  public:
   // Loads the file, reads its metadata, moves it to the device. Errors:
@@ -50,6 +71,8 @@ class ModelRunner {
   virtual ~ModelRunner() = default;
 
   const ModelMetadata& metadata() const { return metadata_; }
+  // Instances and intra-op threads resolved from the options at Load.
+  const ModelParallelism& parallelism() const { return parallelism_; }
   virtual std::string device_name() const = 0;
 
   // Encodes `count` references (count x R x R luma floats in [0,1]) into
@@ -67,10 +90,12 @@ class ModelRunner {
   virtual absl::Status Warmup(int max_batch_size) = 0;
 
  protected:
-  explicit ModelRunner(ModelMetadata metadata) : metadata_(std::move(metadata)) {}
+  ModelRunner(ModelMetadata metadata, ModelParallelism parallelism)
+      : metadata_(std::move(metadata)), parallelism_(parallelism) {}
 
  private:
   const ModelMetadata metadata_;
+  const ModelParallelism parallelism_;
 };
 
 }  // namespace fsrst

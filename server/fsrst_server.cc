@@ -16,10 +16,12 @@ namespace fsrst {
 absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConfig& config) {
   if (config.max_batch_size < 1 || config.max_queue_size < 1 ||
       config.max_stream_frames_in_flight < 1 || config.max_queue_delay_us < 0 ||
-      config.cache_bytes < 0 || config.identity_ttl_s < 1) {
+      config.cache_bytes < 0 || config.identity_ttl_s < 1 || config.model_instances < 0 ||
+      config.model_threads < 0) {
     return absl::InvalidArgumentError(
         "--max_batch_size, --max_queue_size, --max_stream_frames_in_flight and "
-        "--identity_ttl_s must be >= 1; --max_queue_delay_us and --cache_bytes >= 0");
+        "--identity_ttl_s must be >= 1; --max_queue_delay_us, --cache_bytes, "
+        "--model_instances and --model_threads >= 0");
   }
   // Security settings are checked before the model loads: a typo fails fast.
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
@@ -35,6 +37,7 @@ absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConf
   std::unique_ptr<FsrstServer> s(new FsrstServer());
   ModelRunnerOptions model_options;
   model_options.device = config.device;
+  model_options.num_instances = config.model_instances;
   model_options.num_threads = config.model_threads;
   absl::StatusOr<std::unique_ptr<ModelRunner>> runner =
       ModelRunner::Load(config.model_path, model_options);
@@ -66,6 +69,7 @@ absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConf
   batcher_options.max_batch_size = config.max_batch_size;
   batcher_options.max_queue_delay_us = config.max_queue_delay_us;
   batcher_options.max_queue_size = config.max_queue_size;
+  batcher_options.num_workers = s->runner_->parallelism().instances;
   s->batcher_ = std::make_unique<DynamicBatcher>(
       batcher_options, MakeBatchFunction(s->runner_.get(), s->metrics_.get()));
 
@@ -98,7 +102,7 @@ absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConf
   grpc::HealthCheckServiceInterface* health = s->server_->GetHealthCheckService();
   health->SetServingStatus(false);
 
-  // Warm up on the batcher's thread, as every later model call runs.
+  // Warm up on a batcher worker, as every later model call runs.
   absl::Notification warmed;
   absl::Status warmup_status;
   absl::Status scheduled = s->batcher_->RunExclusive([&] {

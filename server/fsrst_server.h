@@ -23,7 +23,8 @@ namespace fsrst {
 struct ServerConfig {
   std::string model_path;                 // TorchScript file from model/fsrst/export.py
   std::string device = "auto";            // auto | cpu | cuda | cuda:N
-  int model_threads = 0;                  // intra-op CPU threads; 0 = every core
+  int model_instances = 0;                // model calls side by side; 0 = auto (1 per core on CPU)
+  int model_threads = 0;                  // intra-op CPU threads per call; 0 = auto
   std::string host = "0.0.0.0";           // address both ports bind
   int port = 50051;                       // gRPC; 0 picks a free port
   int metrics_port = 9464;                // Prometheus /metrics; 0 picks one, -1 disables
@@ -67,6 +68,7 @@ class FsrstServer {
   int port() const { return port_; }
   int metrics_port() const { return metrics_port_; }
   const ModelMetadata& model() const { return runner_->metadata(); }
+  const ModelParallelism& model_parallelism() const { return runner_->parallelism(); }
   ServerMetrics& metrics() { return *metrics_; }
   ReferenceCache& cache() { return *cache_; }
 

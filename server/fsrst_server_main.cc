@@ -24,8 +24,12 @@ ABSL_FLAG(std::string, model, "model/weights/fsrst_x4.pt",
           "TorchScript FSRST file (model/fsrst/export.py); sizes come from its metadata");
 ABSL_FLAG(std::string, device, kDefaults.device,
           "where the model runs: auto (CUDA when LibTorch has it), cpu, cuda or cuda:N");
+ABSL_FLAG(int, model_instances, kDefaults.model_instances,
+          "model calls that run side by side, sharing one copy of the weights; 0 = auto: one "
+          "per core on CPU (or cores / --model_threads), 1 on CUDA");
 ABSL_FLAG(int, model_threads, kDefaults.model_threads,
-          "intra-op CPU threads of the model; 0 = every core");
+          "intra-op CPU threads of each model call; 0 = auto: cores / --model_instances "
+          "(1 when both are auto on CPU)");
 ABSL_FLAG(std::string, host, kDefaults.host, "address the gRPC and metrics ports bind");
 ABSL_FLAG(int, port, kDefaults.port, "gRPC port; 0 picks a free one (printed at start)");
 ABSL_FLAG(int, metrics_port, kDefaults.metrics_port,
@@ -77,6 +81,7 @@ int main(int argc, char** argv) {
   fsrst::ServerConfig config;
   config.model_path = absl::GetFlag(FLAGS_model);
   config.device = absl::GetFlag(FLAGS_device);
+  config.model_instances = absl::GetFlag(FLAGS_model_instances);
   config.model_threads = absl::GetFlag(FLAGS_model_threads);
   config.host = absl::GetFlag(FLAGS_host);
   config.port = absl::GetFlag(FLAGS_port);
@@ -105,7 +110,8 @@ int main(int argc, char** argv) {
   std::cerr << "fsrst_server: SERVING " << model.name << " (version " << model.version
             << (model.trained ? "" : ", UNTRAINED random weights") << ") on " << config.host
             << ":" << (*server)->port() << ", metrics on port " << (*server)->metrics_port()
-            << std::endl;
+            << "; " << (*server)->model_parallelism().instances << " model instance(s) x "
+            << (*server)->model_parallelism().threads << " thread(s)" << std::endl;
   // Which protections are on, never the keys themselves.
   std::cerr << "fsrst_server: gRPC port "
             << (config.tls_cert.empty() ? "plaintext"

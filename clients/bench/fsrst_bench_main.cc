@@ -55,7 +55,10 @@ ABSL_FLAG(std::string, json_out, "", "write the results as JSON here");
 ABSL_FLAG(bool, raw, false, "run the model in-process instead of calling a server");
 ABSL_FLAG(std::string, model, "model/weights/fsrst_x4.pt", "--raw: TorchScript file");
 ABSL_FLAG(int, batch_size, 1, "--raw: frames per model call");
-ABSL_FLAG(int, model_threads, 0, "--raw: intra-op threads (0 = every core)");
+ABSL_FLAG(int, model_instances, 0,
+          "--raw: model calls side by side, as fsrst_server --model_instances (0 = auto)");
+ABSL_FLAG(int, model_threads, 0,
+          "--raw: intra-op threads per call, as fsrst_server --model_threads (0 = auto)");
 
 namespace fsrst::bench {
 namespace {
@@ -344,13 +347,17 @@ absl::Status RunServer(LatencyRecorder* recorder, std::map<std::string, std::str
 absl::Status RunRaw(LatencyRecorder* recorder, std::map<std::string, std::string>* config) {
   ModelRunnerOptions options;
   options.device = "cpu";
+  options.num_instances = absl::GetFlag(FLAGS_model_instances);
   options.num_threads = absl::GetFlag(FLAGS_model_threads);
   absl::StatusOr<std::unique_ptr<ModelRunner>> runner =
       ModelRunner::Load(absl::GetFlag(FLAGS_model), options);
   if (!runner.ok()) return runner.status();
   const ModelMetadata& m = (*runner)->metadata();
+  const ModelParallelism& parallelism = (*runner)->parallelism();
   (*config)["model_name"] = m.name;
   (*config)["device"] = (*runner)->device_name();
+  (*config)["model_instances"] = absl::StrCat(parallelism.instances);
+  (*config)["model_threads"] = absl::StrCat(parallelism.threads);
   const int batch_size = absl::GetFlag(FLAGS_batch_size);
   const int identities = absl::GetFlag(FLAGS_identities);
   const int refs = absl::GetFlag(FLAGS_refs_per_identity);
@@ -370,41 +377,47 @@ absl::Status RunRaw(LatencyRecorder* recorder, std::map<std::string, std::string
     }
   }
   std::vector<std::string> frames(batch_size);
-  std::vector<std::vector<uint8_t>> outputs(batch_size, std::vector<uint8_t>(m.output_bytes()));
-  std::vector<FrameInput> batch(batch_size);
-  for (int b = 0; b < batch_size; ++b) {
-    frames[b] = Noise(m.frame_bytes(), b);
-    FrameInput& f = batch[b];
-    f.frame_rgb = reinterpret_cast<const uint8_t*>(frames[b].data());
-    f.output_rgb = outputs[b].data();
-    const int identity = b % identities;
-    if (references == "cached") f.references = features[identity].get();
-    if (references == "inline") {
-      f.reference_luma = luma[identity];
-      f.reference_luma_count = refs;
-    }
-  }
+  for (int b = 0; b < batch_size; ++b) frames[b] = Noise(m.frame_bytes(), b);
   absl::Status warm = (*runner)->Warmup(batch_size);
   if (!warm.ok()) return warm;
 
+  // One loop per model instance, each with its own outputs, as the server's
+  // batcher workers run: the limit the server is measured against.
   std::atomic<bool> stop{false};
   ProgressLine progress(recorder);
-  std::thread loop([&] {
-    while (!stop.load()) {
-      const absl::Time start = absl::Now();
-      absl::Status status = (*runner)->Enhance(batch);
-      const absl::Duration took = absl::Now() - start;
+  std::vector<std::thread> loops;
+  for (int instance = 0; instance < parallelism.instances; ++instance) {
+    loops.emplace_back([&] {
+      std::vector<std::vector<uint8_t>> outputs(batch_size,
+                                                std::vector<uint8_t>(m.output_bytes()));
+      std::vector<FrameInput> batch(batch_size);
       for (int b = 0; b < batch_size; ++b) {
-        if (status.ok()) {
-          recorder->RecordOk(took);
-        } else {
-          recorder->RecordError("INTERNAL", took);
+        FrameInput& f = batch[b];
+        f.frame_rgb = reinterpret_cast<const uint8_t*>(frames[b].data());
+        f.output_rgb = outputs[b].data();
+        const int identity = b % identities;
+        if (references == "cached") f.references = features[identity].get();
+        if (references == "inline") {
+          f.reference_luma = luma[identity];
+          f.reference_luma_count = refs;
         }
       }
-    }
-  });
+      while (!stop.load()) {
+        const absl::Time start = absl::Now();
+        absl::Status status = (*runner)->Enhance(batch);
+        const absl::Duration took = absl::Now() - start;
+        for (int b = 0; b < batch_size; ++b) {
+          if (status.ok()) {
+            recorder->RecordOk(took);
+          } else {
+            recorder->RecordError("INTERNAL", took);
+          }
+        }
+      }
+    });
+  }
   RunWindow(recorder, &stop);
-  loop.join();
+  for (std::thread& loop : loops) loop.join();
   return absl::OkStatus();
 }
 

@@ -59,6 +59,7 @@ class Recorder {
         events_.push_back(event);
         batch_thread_ = std::this_thread::get_id();
         ++running_;
+        max_running_ = std::max(max_running_, running_);
         hold = std::exchange(hold_, nullptr);
         status = status_;
       }
@@ -136,6 +137,11 @@ class Recorder {
     absl::MutexLock lock(&mu_);
     return batch_thread_;
   }
+  // Most batch functions that were running at once.
+  int max_running() {
+    absl::MutexLock lock(&mu_);
+    return max_running_;
+  }
 
  private:
   absl::Mutex mu_;
@@ -147,6 +153,7 @@ class Recorder {
   std::vector<Finished> finished_ ABSL_GUARDED_BY(mu_);
   std::thread::id batch_thread_ ABSL_GUARDED_BY(mu_);
   int running_ ABSL_GUARDED_BY(mu_) = 0;
+  int max_running_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 constexpr int64_t kDelayUs = 2000;
@@ -580,6 +587,68 @@ TEST(DynamicBatcher, DestructorFinishesQueuedFramesWithUnavailable) {
   EXPECT_EQ(finished[6].id, 6);
   EXPECT_EQ(finished[6].status.code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(finished[6].thread, recorder.batch_thread());  // answered on the batcher thread
+}
+
+DynamicBatcherOptions TwoWorkerOptions(FakeClock* clock, int max_batch) {
+  DynamicBatcherOptions options = NoWaitOptions(clock, max_batch);
+  options.num_workers = 2;
+  return options;
+}
+
+TEST(DynamicBatcherWorkers, TwoWorkersRunTwoBatchesSideBySide) {
+  FakeClock clock;
+  Recorder recorder;
+  absl::Notification release_first;
+  absl::Notification release_second;
+  DynamicBatcher batcher(TwoWorkerOptions(&clock, 2), recorder.Function());
+  OccupyModel(batcher, recorder, &release_first);
+  recorder.HoldNextBatch(&release_second);
+  EnqueueOk(batcher, recorder.Task(1));
+  // Only the second worker can start this batch: the first is held.
+  ASSERT_TRUE(recorder.WaitForBatches(2));
+  EXPECT_EQ(recorder.max_running(), 2);
+  // Both workers are busy, so a third frame stays queued.
+  EnqueueOk(batcher, recorder.Task(2));
+  EXPECT_EQ(batcher.queue_size(), 1);
+  release_second.Notify();
+  ASSERT_TRUE(recorder.WaitForDone(2));  // frames 1 and 2 finish while frame 0 is held
+  EXPECT_THAT(recorder.sizes(), ElementsAre(1, 1, 1));
+  release_first.Notify();
+  ASSERT_TRUE(batcher.WaitUntilIdle(kLiveness));
+  EXPECT_THAT(recorder.codes(), ::testing::UnorderedElementsAre(Pair(0, absl::StatusCode::kOk),
+                                                                Pair(1, absl::StatusCode::kOk),
+                                                                Pair(2, absl::StatusCode::kOk)));
+}
+
+TEST(DynamicBatcherWorkers, AJobRunsOnAFreeWorkerWhileAnotherRunsABatch) {
+  FakeClock clock;
+  Recorder recorder;
+  absl::Notification release;
+  DynamicBatcher batcher(TwoWorkerOptions(&clock, 8), recorder.Function());
+  OccupyModel(batcher, recorder, &release);
+  absl::Notification job_ran;
+  ASSERT_TRUE(batcher.RunExclusive([&] { job_ran.Notify(); }).ok());
+  EXPECT_TRUE(job_ran.WaitForNotificationWithTimeout(kLiveness));
+  release.Notify();
+  ASSERT_TRUE(batcher.WaitUntilIdle(kLiveness));
+}
+
+TEST(DynamicBatcherWorkers, WaitUntilIdleWaitsForEveryWorker) {
+  FakeClock clock;
+  Recorder recorder;
+  absl::Notification release_first;
+  absl::Notification release_second;
+  DynamicBatcher batcher(TwoWorkerOptions(&clock, 1), recorder.Function());
+  OccupyModel(batcher, recorder, &release_first);
+  recorder.HoldNextBatch(&release_second);
+  EnqueueOk(batcher, recorder.Task(1));
+  ASSERT_TRUE(recorder.WaitForBatches(2));
+  release_second.Notify();
+  ASSERT_TRUE(recorder.WaitForDone(1));
+  EXPECT_FALSE(batcher.WaitUntilIdle(absl::Milliseconds(50)));  // frame 0 still runs
+  release_first.Notify();
+  EXPECT_TRUE(batcher.WaitUntilIdle(kLiveness));
+  EXPECT_EQ(recorder.finished().size(), 2u);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -139,8 +140,79 @@ TEST_P(ModelRunnerTest, InlineReferencesEqualCachedOnes) {
 
 TEST_P(ModelRunnerTest, WarmsUpEveryBatchSize) { EXPECT_TRUE(runner_->Warmup(3).ok()); }
 
+// Model instances share one module: calls from several threads at once give
+// exactly what the same calls give one after another.
+TEST_P(ModelRunnerTest, ConcurrentCallsEqualSequentialOnes) {
+  const ModelMetadata& m = runner_->metadata();
+  constexpr int kThreads = 3;
+  constexpr int kRounds = 4;
+  std::vector<std::vector<uint8_t>> frames;
+  std::vector<std::vector<float>> luma;
+  std::vector<std::vector<uint8_t>> expected;
+  for (int t = 0; t < kThreads; ++t) {
+    frames.push_back(Pattern(m.frame_bytes(), 30 + t));
+    luma.push_back(Luma(m, 2, 40 + t));
+    auto refs = runner_->EncodeReferences(luma[t], 2);
+    ASSERT_TRUE(refs.ok());
+    expected.push_back(Run(frames[t], refs->get()));
+  }
+  std::vector<int> mismatches(kThreads, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < kRounds; ++round) {
+        // Encoding runs concurrently with other threads' forwards too.
+        auto refs = runner_->EncodeReferences(luma[t], 2);
+        std::vector<uint8_t> out(m.output_bytes());
+        FrameInput input;
+        input.frame_rgb = frames[t].data();
+        input.references = refs.ok() ? refs->get() : nullptr;
+        input.output_rgb = out.data();
+        if (!refs.ok() || !runner_->Enhance({&input, 1}).ok() || out != expected[t]) {
+          ++mismatches[t];
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_THAT(mismatches, ::testing::Each(0));
+}
+
 INSTANTIATE_TEST_SUITE_P(ShippedModels, ModelRunnerTest,
                          ::testing::Values("fsrst_x4", "fsrst_x4_small"));
+
+TEST(ModelParallelismRule, AutoOnCpuIsOneSingleThreadedInstancePerCore) {
+  const ModelParallelism p = ResolveModelParallelism(0, 0, /*on_cuda=*/false, /*cores=*/4);
+  EXPECT_EQ(p.instances, 4);
+  EXPECT_EQ(p.threads, 1);
+}
+
+TEST(ModelParallelismRule, AGivenValueIsKeptAndTheOtherSharesTheCores) {
+  ModelParallelism p = ResolveModelParallelism(2, 0, false, 8);
+  EXPECT_EQ(p.instances, 2);
+  EXPECT_EQ(p.threads, 4);
+  p = ResolveModelParallelism(0, 2, false, 8);
+  EXPECT_EQ(p.instances, 4);
+  EXPECT_EQ(p.threads, 2);
+  p = ResolveModelParallelism(0, 16, false, 8);  // more threads than cores: still one instance
+  EXPECT_EQ(p.instances, 1);
+  EXPECT_EQ(p.threads, 16);
+  p = ResolveModelParallelism(3, 5, false, 8);
+  EXPECT_EQ(p.instances, 3);
+  EXPECT_EQ(p.threads, 5);
+}
+
+TEST(ModelParallelismRule, AutoOnCudaIsOneInstanceWithEveryCore) {
+  const ModelParallelism p = ResolveModelParallelism(0, 0, /*on_cuda=*/true, 8);
+  EXPECT_EQ(p.instances, 1);
+  EXPECT_EQ(p.threads, 8);
+}
+
+TEST(ModelParallelismRule, UnknownCoreCountCountsAsOne) {
+  const ModelParallelism p = ResolveModelParallelism(0, 0, false, 0);
+  EXPECT_EQ(p.instances, 1);
+  EXPECT_EQ(p.threads, 1);
+}
 
 TEST(ModelRunnerLoad, MissingFileIsNotFound) {
   auto runner = ModelRunner::Load("/nonexistent/model.pt", {});

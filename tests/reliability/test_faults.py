@@ -27,7 +27,9 @@ FRAME = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=bytes(32 * 32 * 3
 
 @pytest.fixture(scope="module")
 def server():
-    s = ServerProcess(small_model(), "--model_threads=1", "--max_batch_size=1")
+    # One instance: the frames queued ahead run one at a time, in order.
+    s = ServerProcess(small_model(), "--model_instances=1", "--model_threads=1",
+                      "--max_batch_size=1")
     yield s
     s.stop()
 
