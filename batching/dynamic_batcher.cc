@@ -23,6 +23,7 @@ DynamicBatcher::DynamicBatcher(DynamicBatcherOptions options, BatchFunction run_
   for (int i = 0; i < workers; ++i) {
     workers_.emplace_back([this] {
       current_worker_of = this;
+      if (options_.on_worker_start) options_.on_worker_start();
       Loop();
     });
   }

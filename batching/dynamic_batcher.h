@@ -25,6 +25,9 @@ struct DynamicBatcherOptions {
   // Model instances: worker threads that each run one batch or job at a time,
   // side by side. At least 1.
   int num_workers = 1;
+  // Runs first on every worker thread (e.g. to set its scheduling priority);
+  // may be empty.
+  std::function<void()> on_worker_start;
   // The clock; tests inject a fake one. Must be thread-safe.
   std::function<absl::Time()> now = [] { return absl::Now(); };
 };

@@ -1,6 +1,7 @@
 #include "server/fsrst_server.h"
 
 #include <algorithm>
+#include <iostream>
 #include <utility>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -9,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/api_key_auth.h"
 #include "server/batch_runner.h"
+#include "server/thread_priority.h"
 #include "server/tls_options.h"
 
 namespace fsrst {
@@ -22,6 +24,10 @@ absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConf
         "--max_batch_size, --max_queue_size, --max_stream_frames_in_flight and "
         "--identity_ttl_s must be >= 1; --max_queue_delay_us, --cache_bytes, "
         "--model_instances and --model_threads >= 0");
+  }
+  if (config.model_nice < 0 || config.model_nice > 19) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--model_nice=", config.model_nice, ": expected 0..19"));
   }
   // Security settings are checked before the model loads: a typo fails fast.
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
@@ -55,9 +61,10 @@ absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConf
   FsrstServer* self = s.get();
   sources.cache_stats = [cache] { return cache->stats(); };
   sources.queue_depth = [self] { return self->batcher_ ? self->batcher_->queue_size() : 0; };
-  s->metrics_ = std::make_unique<ServerMetrics>(model.name, model.version,
-                                                s->runner_->device_name(), model.trained,
-                                                std::move(sources));
+  const ModelParallelism& parallelism = s->runner_->parallelism();
+  s->metrics_ = std::make_unique<ServerMetrics>(
+      model.name, model.version, s->runner_->device_name(), model.trained,
+      parallelism.instances, parallelism.threads, std::move(sources));
   if (config.metrics_port >= 0) {
     absl::StatusOr<int> port =
         s->metrics_->StartExposer(absl::StrCat(config.host, ":", config.metrics_port));
@@ -69,7 +76,13 @@ absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConf
   batcher_options.max_batch_size = config.max_batch_size;
   batcher_options.max_queue_delay_us = config.max_queue_delay_us;
   batcher_options.max_queue_size = config.max_queue_size;
-  batcher_options.num_workers = s->runner_->parallelism().instances;
+  batcher_options.num_workers = parallelism.instances;
+  const int model_nice = config.model_nice;
+  batcher_options.on_worker_start = [model_nice] {
+    // Checked in Start; a kernel refusal only costs responsiveness, so it is not fatal.
+    absl::Status lowered = LowerCurrentThreadPriority(model_nice);
+    if (!lowered.ok()) std::cerr << "fsrst_server: model thread: " << lowered << std::endl;
+  };
   s->batcher_ = std::make_unique<DynamicBatcher>(
       batcher_options, MakeBatchFunction(s->runner_.get(), s->metrics_.get()));
 

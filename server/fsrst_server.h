@@ -25,6 +25,7 @@ struct ServerConfig {
   std::string device = "auto";            // auto | cpu | cuda | cuda:N
   int model_instances = 0;                // model calls side by side; 0 = auto (1 per core on CPU)
   int model_threads = 0;                  // intra-op CPU threads per call; 0 = auto
+  int model_nice = 5;                     // nice increment of the model's threads (0..19)
   std::string host = "0.0.0.0";           // address both ports bind
   int port = 50051;                       // gRPC; 0 picks a free port
   int metrics_port = 9464;                // Prometheus /metrics; 0 picks one, -1 disables

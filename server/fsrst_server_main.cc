@@ -30,6 +30,10 @@ ABSL_FLAG(int, model_instances, kDefaults.model_instances,
 ABSL_FLAG(int, model_threads, kDefaults.model_threads,
           "intra-op CPU threads of each model call; 0 = auto: cores / --model_instances "
           "(1 when both are auto on CPU)");
+ABSL_FLAG(int, model_nice, kDefaults.model_nice,
+          "how much lower the model threads' CPU priority is than the gRPC threads' (nice "
+          "increment 0..19): when the model saturates the cores, refusals, health checks and "
+          "new frames are still handled at once");
 ABSL_FLAG(std::string, host, kDefaults.host, "address the gRPC and metrics ports bind");
 ABSL_FLAG(int, port, kDefaults.port, "gRPC port; 0 picks a free one (printed at start)");
 ABSL_FLAG(int, metrics_port, kDefaults.metrics_port,
@@ -83,6 +87,7 @@ int main(int argc, char** argv) {
   config.device = absl::GetFlag(FLAGS_device);
   config.model_instances = absl::GetFlag(FLAGS_model_instances);
   config.model_threads = absl::GetFlag(FLAGS_model_threads);
+  config.model_nice = absl::GetFlag(FLAGS_model_nice);
   config.host = absl::GetFlag(FLAGS_host);
   config.port = absl::GetFlag(FLAGS_port);
   config.metrics_port = absl::GetFlag(FLAGS_metrics_port);

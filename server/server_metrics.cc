@@ -92,7 +92,8 @@ class ServerMetrics::LevelCollector final : public prometheus::Collectable {
 };
 
 ServerMetrics::ServerMetrics(const std::string& model_name, const std::string& model_version,
-                             const std::string& device, bool trained, MetricSources sources)
+                             const std::string& device, bool trained, int model_instances,
+                             int model_threads, MetricSources sources)
     : registry_(std::make_shared<prometheus::Registry>()),
       levels_(std::make_shared<LevelCollector>(std::move(sources))) {
   auto& requests = prometheus::BuildCounter()
@@ -117,6 +118,15 @@ ServerMetrics::ServerMetrics(const std::string& model_name, const std::string& m
   for (int code = 0; code < kNumStatusCodes; ++code) {
     stream_frames_[code] = &stream_frames.Add({{"code", CodeName(code)}});
   }
+  // Load shedding must be fast to be useful: a finer scale than LatencyBuckets.
+  refused_duration_ =
+      &prometheus::BuildHistogram()
+           .Name("fsrst_refused_duration_seconds")
+           .Help("Enhance calls refused with RESOURCE_EXHAUSTED (the frame queue was full): "
+                 "time in the server from arrival to the answer.")
+           .Register(*registry_)
+           .Add({}, prometheus::Histogram::BucketBoundaries{0.0001, 0.0002, 0.0005, 0.001, 0.002,
+                                                            0.005, 0.01, 0.02, 0.05});
   queue_duration_ = &prometheus::BuildHistogram()
                          .Name("fsrst_queue_duration_seconds")
                          .Help("Time a frame waited in the batcher's queue before its batch ran.")
@@ -161,7 +171,9 @@ ServerMetrics::ServerMetrics(const std::string& model_name, const std::string& m
       .Add({{"model", model_name},
             {"version", model_version},
             {"device", device},
-            {"trained", trained ? "true" : "false"}})
+            {"trained", trained ? "true" : "false"},
+            {"instances", absl::StrCat(model_instances)},
+            {"threads", absl::StrCat(model_threads)}})
       .Set(1);
 }
 
@@ -184,6 +196,9 @@ void ServerMetrics::RecordRequest(Rpc rpc, absl::StatusCode code, absl::Duration
   const int r = static_cast<int>(rpc);
   requests_[r][CodeIndex(code)]->Increment();
   request_duration_[r]->Observe(absl::ToDoubleSeconds(duration));
+  if (rpc == Rpc::kEnhance && code == absl::StatusCode::kResourceExhausted) {
+    refused_duration_->Observe(absl::ToDoubleSeconds(duration));
+  }
 }
 
 void ServerMetrics::RecordStreamFrame(absl::StatusCode code) {

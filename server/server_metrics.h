@@ -38,8 +38,11 @@ struct MetricSources {
 // allocation).
 class ServerMetrics {
  public:
+  // The model's name, version, device, trained flag and instances x threads
+  // become the labels of fsrst_model_info.
   ServerMetrics(const std::string& model_name, const std::string& model_version,
-                const std::string& device, bool trained, MetricSources sources);
+                const std::string& device, bool trained, int model_instances, int model_threads,
+                MetricSources sources);
   ~ServerMetrics();
 
   ServerMetrics(const ServerMetrics&) = delete;
@@ -79,6 +82,7 @@ class ServerMetrics {
   std::array<prometheus::Histogram*, kNumRpcs> request_duration_{};
   std::array<prometheus::Counter*, kNumStatusCodes> stream_frames_{};
   prometheus::Histogram* queue_duration_ = nullptr;
+  prometheus::Histogram* refused_duration_ = nullptr;  // Enhance, RESOURCE_EXHAUSTED
   prometheus::Histogram* inference_duration_ = nullptr;
   prometheus::Histogram* encode_duration_ = nullptr;
   prometheus::Histogram* batch_size_ = nullptr;

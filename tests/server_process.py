@@ -77,6 +77,37 @@ def small_model() -> str:
     return os.path.join(ROOT, "model", "weights", "fsrst_x4_small.pt")
 
 
+def model_info(server: ServerProcess) -> dict:
+    """The labels of fsrst_model_info: model, version, device, instances, threads, ..."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
+                                timeout=10) as page:
+        text = page.read().decode()
+    match = re.search(r"^fsrst_model_info\{(.*)\} ", text, re.M)
+    if not match:
+        raise RuntimeError("no fsrst_model_info on /metrics")
+    return dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+
+
+def histogram_buckets(server: ServerProcess, name: str) -> dict:
+    """The cumulative bucket counts of an unlabelled histogram: {upper bound: count}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
+                                timeout=10) as page:
+        text = page.read().decode()
+    return {float(le): float(count) for le, count in
+            re.findall(rf'^{name}_bucket\{{le="([^"]+)"\}} (\S+)$', text, re.M)}
+
+
+def histogram_quantile_bound(before: dict, after: dict, q: float) -> float:
+    """The upper bound of the bucket holding quantile q of what was observed between two
+    histogram_buckets readings (inf if it lies beyond the last finite bucket)."""
+    bounds = sorted(after)
+    total = after[bounds[-1]] - before.get(bounds[-1], 0.0)
+    for bound in bounds:
+        if after[bound] - before.get(bound, 0.0) >= q * total:
+            return bound
+    return float("inf")
+
+
 def read_metric(server: ServerProcess, name: str, **labels) -> float:
     """The value of one sample on the server's /metrics page (0 if absent)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",

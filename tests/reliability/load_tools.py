@@ -19,10 +19,13 @@ def bench(port: int, *args: str, duration_s: float, warmup_s: float = 1.0) -> di
     return run_bench(BENCH_BIN, [f"--server=127.0.0.1:{port}", *args], duration_s, warmup_s)
 
 
-def capacity_fps(port: int, max_batch_size: int, duration_s: float = 5.0) -> float:
-    """Saturated throughput: closed loop with twice the batch size in flight."""
-    data = bench(port, f"--concurrency={2 * max_batch_size}", "--references=cached",
-                 f"--identities={2 * max_batch_size}", duration_s=duration_s)
+def capacity_fps(port: int, max_batch_size: int, instances: int,
+                 duration_s: float = 5.0) -> float:
+    """Saturated throughput: closed loop with twice the batch size in flight per model
+    instance."""
+    callers = 2 * max_batch_size * instances
+    data = bench(port, f"--concurrency={callers}", "--references=cached",
+                 f"--identities={callers}", duration_s=duration_s)
     return data["throughput_fps"]
 
 
@@ -69,6 +72,8 @@ def add_common_arguments(parser, duration_s: float) -> None:
                                                          "fsrst_x4_small.pt"))
     parser.add_argument("--duration_s", type=float, default=duration_s)
     parser.add_argument("--max_batch_size", type=int, default=8)
+    parser.add_argument("--server_flags", default="",
+                        help="more fsrst_server flags, space-separated (e.g. --model_nice=0)")
     parser.add_argument("--json_out")
 
 

@@ -3,9 +3,12 @@
     /usr/bin/python3 tests/reliability/overload.py [--duration_s 60] [--json_out F]
 
 Checks what an operator relies on under overload:
-- frames beyond the queue are refused with RESOURCE_EXHAUSTED, fast (p99 <= 5 ms);
+- frames beyond the queue are refused with RESOURCE_EXHAUSTED, fast (p99 <= 5 ms), timed
+  at the caller (from the scheduled arrival: the load generator shares the saturated
+  cores) and inside the server (fsrst_refused_duration_seconds);
 - accepted frames keep the latency bound the queue implies: at most --max_queue_size
-  frames ahead, a running batch and their own batch, (queue + 2 x batch) / capacity;
+  frames ahead, a running batch per model instance and their own batch,
+  (queue + 2 x instances x batch) / capacity;
 - the server's resident memory stays under --rss_cap_mib;
 - once the load drops the server recovers at once: one caller, no errors, p50 within
   1.5x of its p50 before the overload.
@@ -18,7 +21,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
-from server_process import ServerProcess  # noqa: E402
+from server_process import (ServerProcess, histogram_buckets,  # noqa: E402
+                            histogram_quantile_bound, model_info)
 from reliability.load_tools import (RssSampler, add_common_arguments, bench,  # noqa: E402
                                     capacity_fps, finish)
 
@@ -32,19 +36,22 @@ def main() -> int:
     args = parser.parse_args()
 
     server = ServerProcess(args.model, f"--max_batch_size={args.max_batch_size}",
-                           f"--max_queue_size={args.max_queue_size}")
+                           f"--max_queue_size={args.max_queue_size}", *args.server_flags.split())
     try:
         port = server.port
         print("== capacity and one caller before", flush=True)
-        capacity = capacity_fps(port, args.max_batch_size)
+        instances = int(model_info(server)["instances"])
+        capacity = capacity_fps(port, args.max_batch_size, instances)
         before = bench(port, "--concurrency=1", "--references=cached", duration_s=4)
         rate = args.overload_factor * capacity
         print(f"== open loop at {rate:.1f} frames/s ({args.overload_factor}x) for "
               f"{args.duration_s:g} s", flush=True)
         sampler = RssSampler(server.proc.pid)
+        refused_before = histogram_buckets(server, "fsrst_refused_duration_seconds")
         overload = bench(port, "--mode=open", f"--rate={rate:.2f}", "--references=cached",
                          "--identities=16", duration_s=args.duration_s)
         rss = sampler.stop()
+        refused_after = histogram_buckets(server, "fsrst_refused_duration_seconds")
         print("== one caller right after", flush=True)
         after = bench(port, "--concurrency=1", "--references=cached", duration_s=4,
                       warmup_s=0)
@@ -53,8 +60,12 @@ def main() -> int:
 
     refused = overload["errors"].get("RESOURCE_EXHAUSTED", 0)
     refused_latency = overload["error_latency_ms"].get("RESOURCE_EXHAUSTED", {})
+    # The same refusals timed inside the server (its histogram: the bucket bound at p99).
+    server_p99_ms = 1000.0 * histogram_quantile_bound(refused_before, refused_after, 0.99)
     other_errors = {k: v for k, v in overload["errors"].items() if k != "RESOURCE_EXHAUSTED"}
-    bound_ms = 1000.0 * (args.max_queue_size + 2 * args.max_batch_size) / capacity
+    # Ahead of a frame: the queue, the batches running on every instance, then its own
+    # batch, which one instance runs at capacity / instances.
+    bound_ms = 1000.0 * (args.max_queue_size + 2 * instances * args.max_batch_size) / capacity
     max_rss = max(mib for _, mib in rss)
     print(f"offered {rate:.1f} frames/s, served {overload['throughput_fps']:.1f} "
           f"(capacity {capacity:.1f}), for {overload['duration_s']:.0f} s")
@@ -63,9 +74,11 @@ def main() -> int:
          f"{refused + overload['frames_ok'] + sum(other_errors.values())}", "> 0", refused > 0),
         ("other errors", json.dumps(other_errors) if other_errors else "none", "none",
          not other_errors),
-        ("RESOURCE_EXHAUSTED latency p50 / p99", f"{refused_latency.get('p50', 0):.2f} / "
-         f"{refused_latency.get('p99', 0):.2f} ms", "p99 <= 5 ms",
-         refused > 0 and refused_latency["p99"] <= 5.0),
+        ("RESOURCE_EXHAUSTED latency at the caller, p50 / p99",
+         f"{refused_latency.get('p50', 0):.2f} / {refused_latency.get('p99', 0):.2f} ms",
+         "p99 <= 5 ms", refused > 0 and refused_latency["p99"] <= 5.0),
+        ("RESOURCE_EXHAUSTED latency in the server, p99", f"<= {server_p99_ms:g} ms",
+         "p99 <= 5 ms", refused > 0 and server_p99_ms <= 5.0),
         ("accepted frames p50 / p99", f"{overload['latency_ms']['p50']:.0f} / "
          f"{overload['latency_ms']['p99']:.0f} ms", f"p99 <= {bound_ms:.0f} ms (queue bound)",
          overload["latency_ms"]["p99"] <= bound_ms),

@@ -26,7 +26,7 @@ import grpc
 import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
-from server_process import ServerProcess, read_metric  # noqa: E402
+from server_process import ServerProcess, model_info, read_metric  # noqa: E402
 from reliability.load_tools import (RssSampler, add_common_arguments, bench,  # noqa: E402
                                     capacity_fps, finish)
 import fsrst_pb2  # noqa: E402
@@ -104,11 +104,12 @@ def main() -> int:
     args = parser.parse_args()
 
     server = ServerProcess(args.model, f"--max_batch_size={args.max_batch_size}",
-                           f"--identity_ttl_s={args.identity_ttl_s}")
+                           f"--identity_ttl_s={args.identity_ttl_s}", *args.server_flags.split())
     try:
         port = server.port
         print("== capacity", flush=True)
-        capacity = capacity_fps(port, args.max_batch_size)
+        instances = int(model_info(server)["instances"])
+        capacity = capacity_fps(port, args.max_batch_size, instances)
         rate = args.load_factor * capacity
         print(f"== {args.duration_s:g} s at {rate:.1f} frames/s with identity churn", flush=True)
         sampler = RssSampler(server.proc.pid, period_s=2.0)

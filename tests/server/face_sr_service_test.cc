@@ -2,6 +2,7 @@
 
 #include "server/face_sr_service.h"
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <thread>
@@ -367,7 +368,11 @@ TEST_F(FaceSrServiceTest, MetricsCountRequestsAndCache) {
   EXPECT_THAT(text, HasSubstr("fsrst_requests_total{code=\"OK\",rpc=\"Enhance\"}"));
   EXPECT_THAT(text, HasSubstr("fsrst_reference_cache_entries"));
   EXPECT_THAT(text, HasSubstr("fsrst_batch_size_bucket"));
-  EXPECT_THAT(text, HasSubstr("fsrst_model_info{device=\"cpu\",model=\"fsrst_x4_small\""));
+  // TestConfig asks for one thread per call: one instance per core.
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("fsrst_model_info{device=\"cpu\",instances=\"",
+                                           std::max(1u, std::thread::hardware_concurrency()),
+                                           "\",model=\"fsrst_x4_small\"")));
+  EXPECT_THAT(text, ::testing::ContainsRegex("fsrst_model_info\\{[^}]*threads=\"1\""));
 }
 
 // A server of its own, with a queue of one frame and batches of one.

@@ -172,3 +172,35 @@ def test_model_metadata_matches_server_info(server):
     assert info.model_name == metadata["name"]
     assert info.lr_size == metadata["lr_size"] and info.scale == metadata["scale"]
     assert info.max_references == metadata["max_references"]
+
+
+def thread_nice_values(pid: int) -> list:
+    values = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        values.append(int(fields[16]))  # field 19 of stat: nice
+    return values
+
+
+def test_model_instances_run_at_the_lower_priority_and_the_rest_does_not():
+    server = ServerProcess(small_model(), "--model_instances=3", "--model_threads=1",
+                           "--model_nice=7")
+    try:
+        nice = thread_nice_values(server.proc.pid)
+        # One worker thread per instance is niced; gRPC, metrics and main threads are not.
+        assert nice.count(7) == 3, nice
+        assert nice.count(0) >= 2, nice
+        text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
+                                      timeout=10).read().decode()
+        assert 'instances="3"' in text and 'threads="1"' in text
+    finally:
+        assert server.stop() == 0
+
+
+def test_model_nice_out_of_range_is_a_clear_startup_error():
+    result = subprocess.run([SERVER_BIN, f"--model={small_model()}", "--port=0",
+                             "--metrics_port=-1", "--model_nice=20"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "--model_nice=20: expected 0..19" in result.stderr
