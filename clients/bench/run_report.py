@@ -29,7 +29,7 @@ SERVER = os.path.join(BUILD, "server", "fsrst_server")
 NAIVE = os.path.join(ROOT, "clients", "baseline", "naive_server.py")
 PLOTS = os.path.join(ROOT, "docs", "bench")
 MAX_BATCH = 8
-CONCURRENCY = [1, 2, 4, 8, 16]
+CONCURRENCY = [1, 2, 4, 8, 16, 32]
 
 
 class Process:
@@ -45,6 +45,7 @@ class Process:
             match = re.search(ready_pattern, text)
             if match:
                 self.port = int(match.group(1))
+                self.start_text = text
                 return
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{argv[0]} exited:\n{text}")
@@ -92,7 +93,11 @@ def measure_model(variant, duration, warmup, rounds):
     print(f"== {variant}: fsrst_server and the raw model, {rounds} rounds", flush=True)
     server = fsrst_server(model)
     target = f"--server=127.0.0.1:{server.port}"
-    saturated = 2 * MAX_BATCH
+    # Its default instances x threads, which fsrst_bench --raw resolves the same way.
+    instances = int(re.search(r"(\d+) model instance", server.start_text).group(1))
+    # Saturated: two batches in flight per model instance.
+    saturated = 2 * MAX_BATCH * instances
+    levels = sorted({c for c in CONCURRENCY if c < saturated} | {saturated})
     try:
         for round_index in range(rounds):
             print(f"-- round {round_index + 1}", flush=True)
@@ -102,18 +107,20 @@ def measure_model(variant, duration, warmup, rounds):
                     add(f"raw_{refs}_b{batch}",
                         bench(["--raw", f"--model={model}", f"--batch_size={batch}",
                                f"--references={refs}"], duration, warmup))
-            for c in CONCURRENCY:
+            for c in levels:
                 add(f"unary_cached_c{c}", bench([target, f"--concurrency={c}",
                                                  "--references=cached",
                                                  f"--identities={max(c, 4)}"], duration, warmup))
             add("unary_inline_sat", bench([target, f"--concurrency={saturated}",
                                            "--references=inline", "--identities=16"],
                                           duration, warmup))
-            # 8 streams with 2 frames in flight each: as many frames in flight as unary c16.
-            add("stream_cached_sat", bench([target, f"--concurrency={MAX_BATCH}", "--rpc=stream",
-                                            "--stream_window=2", "--references=cached",
-                                            "--identities=16"], duration, warmup))
-        r = {"variant": variant}
+            # Streams with 2 frames in flight each: as many frames in flight as saturated unary.
+            add("stream_cached_sat", bench([target, f"--concurrency={saturated // 2}",
+                                            "--rpc=stream", "--stream_window=2",
+                                            "--references=cached", "--identities=16"],
+                                           duration, warmup))
+        r = {"variant": variant, "instances": instances, "saturated": saturated,
+             "concurrency": levels}
         r.update({key: median_run(data) for key, data in runs.items()})
         r["round_ratios"] = [
             {"served_raw": runs[f"unary_cached_c{saturated}"][i]["throughput_fps"]
@@ -152,8 +159,9 @@ def measure_model(variant, duration, warmup, rounds):
 
 
 def ideal_batcher_latency(r, n=200000, seed=1):
-    """p50/p99 (ms) of a zero-overhead FIFO batcher (max batch 8) fed the open-loop run's
-    Poisson arrivals, with forward times fitted to the raw batch-1 and batch-8 runs:
+    """p50/p99 (ms) of a zero-overhead FIFO batcher (max batch 8, one batch at a time on
+    each of the server's model instances) fed the open-loop run's Poisson arrivals, with
+    forward times fitted to the raw batch-1 and batch-8 runs (which ran as many instances):
     the best any server can do on this machine at that rate."""
     import random
     t1 = r["raw_cached_b1"]["latency_ms"]["p50"] / 1000
@@ -161,22 +169,24 @@ def ideal_batcher_latency(r, n=200000, seed=1):
     per_frame = max((t8 - t1) / (MAX_BATCH - 1), 0.0)
     fixed = max(t1 - per_frame, 0.0)
     rate = r["open_80"]["rate"]
-    if rate >= MAX_BATCH / (fixed + per_frame * MAX_BATCH):
+    instances = r["instances"]
+    if rate >= instances * MAX_BATCH / (fixed + per_frame * MAX_BATCH):
         return None  # beyond the raw model's capacity: no steady state to compare with
     rng = random.Random(seed)
     arrivals, t = [], 0.0
     for _ in range(n):
         t += rng.expovariate(rate)
         arrivals.append(t)
-    free, i, latencies = 0.0, 0, []
+    free, i, latencies = [0.0] * instances, 0, []
     while i < n:
-        start = max(free, arrivals[i])
+        k = min(range(instances), key=lambda x: free[x])  # the instance free first
+        start = max(free[k], arrivals[i])
         j = i
         while j < n and arrivals[j] <= start and j - i < MAX_BATCH:
             j += 1
         end = start + fixed + per_frame * (j - i)
         latencies += [end - a for a in arrivals[i:j]]
-        free, i = end, j
+        free[k], i = end, j
     latencies.sort()
     return latencies[n // 2] * 1000, latencies[int(n * 0.99)] * 1000
 
@@ -235,8 +245,8 @@ def plot(results):
     os.makedirs(PLOTS, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in results:
-        ys = [r[f"unary_cached_c{c}"]["throughput_fps"] for c in CONCURRENCY]
-        line, = ax.plot(CONCURRENCY, ys, "o-", label=f"{r['variant']} served")
+        ys = [r[f"unary_cached_c{c}"]["throughput_fps"] for c in r["concurrency"]]
+        line, = ax.plot(r["concurrency"], ys, "o-", label=f"{r['variant']} served")
         ax.axhline(r[f"raw_cached_b{MAX_BATCH}"]["throughput_fps"], ls="--", color=line.get_color(),
                    label=f"{r['variant']} raw, batch {MAX_BATCH}")
     ax.set_xscale("log", base=2)
@@ -279,10 +289,12 @@ def write_report(results, duration, rounds, argv):
              "side, a row shows the round of median throughput and a ratio is the median of "
              "the per-round ratios. "
              "Frames are 32x32 RGB8, answers 128x128 RGB8, 3 references per identity. "
-             f"fsrst_server runs with --max_batch_size={MAX_BATCH} and its default "
-             "--max_queue_delay_us. Raw = the same TorchScript file through the server's "
-             "ModelRunner in-process (fsrst_bench --raw); latency of a raw frame is its "
-             "batch's forward time.", ""]
+             f"fsrst_server runs with --max_batch_size={MAX_BATCH} and its defaults otherwise: "
+             f"{results[0]['instances']} model instances of 1 thread (one per core), "
+             "--max_queue_delay_us 2000. Raw = the same TorchScript file through the server's "
+             "ModelRunner in-process (fsrst_bench --raw), one loop per instance, as the "
+             "server runs it; latency of a raw frame is its batch's forward time. Saturated "
+             "= 2 batches in flight per instance.", ""]
     for r in results:
         lines += [f"## {r['variant']}", "", "### Targets", "", "| target | measured | goal | met |",
                   "|---|---|---|---|"]
@@ -291,7 +303,8 @@ def write_report(results, duration, rounds, argv):
                   "| run | frames/s (median round) | every round | p50 ms | p90 ms | p99 ms | "
                   "max ms | errors |",
                   "|---|---|---|---|---|---|---|---|"]
-        lines += [row(k, v) for k, v in r.items() if k not in ("variant", "round_ratios")]
+        lines += [row(k, v) for k, v in r.items()
+                  if k not in ("variant", "round_ratios", "instances", "saturated", "concurrency")]
         lines.append("")
     lines += ["## Plots", "", "![throughput](docs/bench/throughput_vs_concurrency.png)",
               "![latency CDF](docs/bench/latency_cdf.png)", ""]
@@ -302,12 +315,13 @@ def write_report(results, duration, rounds, argv):
 
 
 def update_readme(results):
-    table = ["| model | raw batch 8 | served, 16 callers | served / raw (median of rounds) | "
+    table = [f"| model | raw batch 8 | served, {results[0]['saturated']} callers | "
+             "served / raw (median of rounds) | "
              "cached / inline | "
              "1 caller p50 (raw fwd) | stream | open 80%: p99/p50 |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        sat = r[f"unary_cached_c{2 * MAX_BATCH}"]
+        sat = r[f"unary_cached_c{r['saturated']}"]
         raw = r[f"raw_cached_b{MAX_BATCH}"]["throughput_fps"]
         o = r["open_80"]["latency_ms"]
         ratios = r["round_ratios"]
