@@ -100,7 +100,7 @@ bool DynamicBatcher::ShouldWait(int queued, int expected_frames, int max_batch_s
   return now < oldest + max_delay;
 }
 
-bool DynamicBatcher::WaitForWorkLocked() {
+bool DynamicBatcher::WaitForWorkLocked(int expected_frames) {
   const absl::Duration max_delay = absl::Microseconds(options_.max_queue_delay_us);
   while (true) {
     // Whatever is decided below is decided in this critical section, so a
@@ -119,7 +119,7 @@ bool DynamicBatcher::WaitForWorkLocked() {
     if (draining_) return true;  // no more frames can come, so waiting cannot help
     const absl::Time now = options_.now();
     const absl::Time oldest = queue_.front()->enqueue_time;
-    if (!ShouldWait(static_cast<int>(queue_.size()), expected_frames_,
+    if (!ShouldWait(static_cast<int>(queue_.size()), expected_frames,
                     static_cast<int>(max_batch_size_),
                     oldest, now, max_delay)) {
       return true;
@@ -177,11 +177,12 @@ void DynamicBatcher::Loop() {
   pointers.reserve(max_batch_size_);
   Dropped dropped;
   std::function<void()> job;
+  int expected_frames = 0;  // this worker's; see the class comment
   while (true) {
     absl::Time start;
     {
       absl::MutexLock lock(&mu_);
-      if (!WaitForWorkLocked()) break;
+      if (!WaitForWorkLocked(expected_frames)) break;
       ++running_;
       if (!jobs_.empty()) {
         job = std::move(jobs_.front());
@@ -198,7 +199,7 @@ void DynamicBatcher::Loop() {
       DropDeadFrames(start, &batch, &dropped);
       for (auto& [task, status] : dropped) task->done(std::move(status), *task);
       dropped.clear();
-      if (!batch.empty()) RunBatch(start, &batch, &pointers);
+      if (!batch.empty()) expected_frames = RunBatch(start, &batch, &pointers);
     }
     batch.clear();
     absl::MutexLock lock(&mu_);
@@ -217,7 +218,7 @@ void DynamicBatcher::Loop() {
   }
 }
 
-void DynamicBatcher::RunBatch(absl::Time start, Batch* batch, std::vector<FrameTask*>* pointers) {
+int DynamicBatcher::RunBatch(absl::Time start, Batch* batch, std::vector<FrameTask*>* pointers) {
   const int size = static_cast<int>(batch->size());
   pointers->clear();
   for (auto& task : *batch) {
@@ -226,14 +227,15 @@ void DynamicBatcher::RunBatch(absl::Time start, Batch* batch, std::vector<FrameT
     pointers->push_back(task.get());
   }
   const absl::Status status = run_batch_(*pointers);
+  int expected_frames;
   {
     // Counted before any done runs: a frame queued now came from a caller
     // other than this batch's, whose callers are likely to send again.
     absl::MutexLock lock(&mu_);
-    expected_frames_ = static_cast<int>(
-        std::min(max_batch_size_, batch->size() + queue_.size()));
+    expected_frames = static_cast<int>(std::min(max_batch_size_, batch->size() + queue_.size()));
   }
   for (auto& task : *batch) task->done(status, *task);
+  return expected_frames;
 }
 
 }  // namespace fsrst

@@ -41,10 +41,12 @@ struct DynamicBatcherOptions {
 // max_batch_size queued frames at once. A partial batch waits for more frames
 // only while waiting can help: while fewer frames are queued than are
 // expected, and never longer than max_queue_delay_us after its oldest frame
-// arrived. Expected = the frames of the last batch plus those queued when its
-// model call returned, before any of its callers was answered (capped at
-// max_batch_size): the callers answered by the last batch are likely to send
-// again, and the ones that sent while it ran are already waiting. So one caller is never delayed, and N closed-loop
+// arrived. Expected = the frames of this worker's last batch plus those queued
+// when its model call returned, before any of its callers was answered
+// (capped at max_batch_size; 0 before its first batch): the callers it
+// answered are likely to send again, and the ones that sent while it ran are
+// already waiting. Counted per worker: with two instances and two callers,
+// each worker expects one frame, so neither waits for a second. So one caller is never delayed, and N closed-loop
 // callers are gathered into batches of N instead of settling into alternating
 // partial batches (a frame that arrives while a batch runs would otherwise
 // start the next batch alone).
@@ -116,15 +118,16 @@ class DynamicBatcher {
 
   void Loop();
   // Waits (releasing mu_) until a batch or a job should run; false when stopping.
-  bool WaitForWorkLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `expected_frames` is the calling worker's (see the class comment).
+  bool WaitForWorkLocked(int expected_frames) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves queued frames into `batch` until it holds max_batch_size.
   void TakeFramesLocked(Batch* batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves the expired (deadline < start) or cancelled frames of `batch` into
   // `dropped`, refilling from the queue; polls is_cancelled without mu_ held.
   void DropDeadFrames(absl::Time start, Batch* batch, Dropped* dropped) ABSL_LOCKS_EXCLUDED(mu_);
-  // Runs `batch`, updates expected_frames_, and finishes its tasks;
-  // `pointers` is scratch space.
-  void RunBatch(absl::Time start, Batch* batch, std::vector<FrameTask*>* pointers)
+  // Runs `batch` and finishes its tasks; returns the frames this worker
+  // expects next. `pointers` is scratch space.
+  int RunBatch(absl::Time start, Batch* batch, std::vector<FrameTask*>* pointers)
       ABSL_LOCKS_EXCLUDED(mu_);
 
   const DynamicBatcherOptions options_;
@@ -134,9 +137,6 @@ class DynamicBatcher {
   mutable absl::Mutex mu_;
   std::deque<std::unique_ptr<FrameTask>> queue_ ABSL_GUARDED_BY(mu_);
   std::deque<std::function<void()>> jobs_ ABSL_GUARDED_BY(mu_);
-  // Frames a partial batch waits for: the last batch's size plus the frames
-  // queued when it finished, at most max_batch_size; 0 before the first batch.
-  int expected_frames_ ABSL_GUARDED_BY(mu_) = 0;
   int running_ ABSL_GUARDED_BY(mu_) = 0;  // batches and jobs executing now
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -633,6 +633,41 @@ TEST(DynamicBatcherWorkers, AJobRunsOnAFreeWorkerWhileAnotherRunsABatch) {
   ASSERT_TRUE(batcher.WaitUntilIdle(kLiveness));
 }
 
+// Each worker expects the frames its own last batch answered: one that ran a
+// frame alone runs the next lone frame at once, even after another worker ran
+// a batch of two (a shared count would make it wait for a second frame).
+TEST(DynamicBatcherWorkers, EachWorkerExpectsTheFramesOfItsOwnLastBatch) {
+  FakeClock clock;  // advanced by hand: a waiting batch runs only then
+  Recorder recorder;
+  DynamicBatcherOptions options = Options(&clock, 8);
+  options.num_workers = 2;
+  DynamicBatcher batcher(options, recorder.Function());
+  absl::Notification release_a;
+  absl::Notification release_b;
+  absl::Notification release_a2;
+  OccupyModel(batcher, recorder, &release_a);  // worker A runs frame 0
+  recorder.HoldNextBatch(&release_b);
+  EnqueueOk(batcher, recorder.Task(1));  // worker B runs frame 1
+  ASSERT_TRUE(recorder.WaitForBatches(2));
+  EnqueueOk(batcher, recorder.Task(2));
+  EnqueueOk(batcher, recorder.Task(3));
+  release_a.Notify();  // A expects 1 + 2 queued = 3, so it waits with frames 2 and 3
+  ASSERT_TRUE(recorder.WaitForDone(1));
+  batcher.Poke();
+  ASSERT_EQ(batcher.queue_size(), 2);
+  recorder.HoldNextBatch(&release_a2);
+  clock.Advance(absl::Microseconds(kDelayUs));
+  batcher.Poke();
+  ASSERT_TRUE(recorder.WaitForBatches(3));  // A runs frames 2 and 3
+  release_b.Notify();                       // B answered 1 frame with none queued: expects 1
+  ASSERT_TRUE(recorder.WaitForDone(2));
+  release_a2.Notify();  // A answered 2 frames with none queued: expects 2
+  ASSERT_TRUE(recorder.WaitForDone(4));
+  EnqueueOk(batcher, recorder.Task(4));
+  ASSERT_TRUE(recorder.WaitForDone(5));  // B ran it without the clock moving
+  EXPECT_THAT(recorder.sizes(), ElementsAre(1, 1, 2, 1));
+}
+
 TEST(DynamicBatcherWorkers, WaitUntilIdleWaitsForEveryWorker) {
   FakeClock clock;
   Recorder recorder;
