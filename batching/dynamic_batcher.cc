@@ -82,6 +82,11 @@ int DynamicBatcher::queue_size() const {
   return static_cast<int>(queue_.size());
 }
 
+int DynamicBatcher::idle_workers() const {
+  absl::MutexLock lock(&mu_);
+  return idle_workers_;
+}
+
 void DynamicBatcher::Poke() {
   absl::MutexLock lock(&mu_);
   const int64_t poke = ++pokes_;
@@ -136,14 +141,16 @@ bool DynamicBatcher::WaitForWorkLocked(int expected_frames) {
   }
 }
 
-void DynamicBatcher::TakeFramesLocked(Batch* batch) {
-  while (!queue_.empty() && batch->size() < max_batch_size_) {
+void DynamicBatcher::TakeFramesLocked(size_t limit, Batch* batch) {
+  limit = std::min(limit, max_batch_size_);
+  while (!queue_.empty() && batch->size() < limit) {
     batch->push_back(std::move(queue_.front()));
     queue_.pop_front();
   }
 }
 
-void DynamicBatcher::DropDeadFrames(absl::Time start, Batch* batch, Dropped* dropped) {
+void DynamicBatcher::DropDeadFrames(absl::Time start, size_t limit, Batch* batch,
+                                    Dropped* dropped) {
   size_t live = 0;
   while (true) {
     const size_t taken = batch->size();
@@ -163,10 +170,10 @@ void DynamicBatcher::DropDeadFrames(absl::Time start, Batch* batch, Dropped* dro
     }
     batch->resize(live);
     // Refill the places of dropped frames from what is queued now.
-    if (live == taken || live == max_batch_size_) return;
+    if (live == taken || live >= limit) return;
     absl::MutexLock lock(&mu_);
     if (queue_.empty()) return;
-    TakeFramesLocked(batch);
+    TakeFramesLocked(limit, batch);
   }
 }
 
@@ -180,23 +187,33 @@ void DynamicBatcher::Loop() {
   int expected_frames = 0;  // this worker's; see the class comment
   while (true) {
     absl::Time start;
+    size_t share = max_batch_size_;
     {
       absl::MutexLock lock(&mu_);
-      if (!WaitForWorkLocked(expected_frames)) break;
+      ++idle_workers_;
+      const bool work = WaitForWorkLocked(expected_frames);
+      --idle_workers_;
+      if (!work) break;
       ++running_;
       if (!jobs_.empty()) {
         job = std::move(jobs_.front());
         jobs_.pop_front();
       } else {
         start = options_.now();
-        TakeFramesLocked(&batch);
+        // This worker's share: the queue split among it and the idle others
+        // (alone, everything it may take, refills after drops included).
+        if (idle_workers_ > 0) {
+          const size_t sharers = static_cast<size_t>(idle_workers_) + 1;
+          share = (queue_.size() + sharers - 1) / sharers;
+        }
+        TakeFramesLocked(share, &batch);
       }
     }
     if (job) {
       job();
       job = nullptr;
     } else {
-      DropDeadFrames(start, &batch, &dropped);
+      DropDeadFrames(start, share, &batch, &dropped);
       for (auto& [task, status] : dropped) task->done(std::move(status), *task);
       dropped.clear();
       if (!batch.empty()) expected_frames = RunBatch(start, &batch, &pointers);

@@ -46,7 +46,12 @@ struct DynamicBatcherOptions {
 // (capped at max_batch_size; 0 before its first batch): the callers it
 // answered are likely to send again, and the ones that sent while it ran are
 // already waiting. Counted per worker: with two instances and two callers,
-// each worker expects one frame, so neither waits for a second. So one caller is never delayed, and N closed-loop
+// each worker expects one frame, so neither waits for a second.
+//
+// Sharing rule: a worker takes its share of the queue, split evenly among it
+// and the other workers waiting for work (at most max_batch_size), so two
+// frames that arrive together on two idle instances run side by side instead
+// of one after the other in one batch. A worker alone takes everything it may. So one caller is never delayed, and N closed-loop
 // callers are gathered into batches of N instead of settling into alternating
 // partial batches (a frame that arrives while a batch runs would otherwise
 // start the next batch alone).
@@ -98,6 +103,9 @@ class DynamicBatcher {
   // Frames queued and not yet taken into a batch.
   int queue_size() const;
 
+  // Workers waiting for work (not running a batch or a job).
+  int idle_workers() const;
+
   // Re-evaluates a waiting partial batch against options.now(). The batcher
   // also re-evaluates on every Enqueue and when the real wait times out; tests
   // that move a fake clock call this. Returns once a worker has re-evaluated
@@ -120,11 +128,12 @@ class DynamicBatcher {
   // Waits (releasing mu_) until a batch or a job should run; false when stopping.
   // `expected_frames` is the calling worker's (see the class comment).
   bool WaitForWorkLocked(int expected_frames) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Moves queued frames into `batch` until it holds max_batch_size.
-  void TakeFramesLocked(Batch* batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves queued frames into `batch` until it holds `limit` (at most max_batch_size).
+  void TakeFramesLocked(size_t limit, Batch* batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves the expired (deadline < start) or cancelled frames of `batch` into
   // `dropped`, refilling from the queue; polls is_cancelled without mu_ held.
-  void DropDeadFrames(absl::Time start, Batch* batch, Dropped* dropped) ABSL_LOCKS_EXCLUDED(mu_);
+  void DropDeadFrames(absl::Time start, size_t limit, Batch* batch, Dropped* dropped)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Runs `batch` and finishes its tasks; returns the frames this worker
   // expects next. `pointers` is scratch space.
   int RunBatch(absl::Time start, Batch* batch, std::vector<FrameTask*>* pointers)
@@ -138,6 +147,7 @@ class DynamicBatcher {
   std::deque<std::unique_ptr<FrameTask>> queue_ ABSL_GUARDED_BY(mu_);
   std::deque<std::function<void()>> jobs_ ABSL_GUARDED_BY(mu_);
   int running_ ABSL_GUARDED_BY(mu_) = 0;  // batches and jobs executing now
+  int idle_workers_ ABSL_GUARDED_BY(mu_) = 0;  // workers inside WaitForWorkLocked
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int64_t pokes_ ABSL_GUARDED_BY(mu_) = 0;            // Poke() calls so far

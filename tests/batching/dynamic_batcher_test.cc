@@ -668,6 +668,41 @@ TEST(DynamicBatcherWorkers, EachWorkerExpectsTheFramesOfItsOwnLastBatch) {
   EXPECT_THAT(recorder.sizes(), ElementsAre(1, 1, 2, 1));
 }
 
+// Only bounds how long a test waits for the workers to go idle.
+bool WaitForIdleWorkers(const DynamicBatcher& batcher, int n) {
+  const absl::Time deadline = absl::Now() + kLiveness;
+  while (batcher.idle_workers() < n) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
+
+// Frames queued when two workers are free are shared between them.
+TEST(DynamicBatcherWorkers, IdleWorkersShareTheQueue) {
+  FakeClock clock;  // advanced by hand: the waiting workers decide only then
+  Recorder recorder;
+  DynamicBatcherOptions options = Options(&clock, 8);
+  options.num_workers = 2;
+  DynamicBatcher batcher(options, recorder.Function());
+  absl::Notification release_a;
+  absl::Notification release_b;
+  OccupyModel(batcher, recorder, &release_a);  // worker A runs frame 0
+  recorder.HoldNextBatch(&release_b);
+  EnqueueOk(batcher, recorder.Task(1));  // worker B runs frame 1
+  ASSERT_TRUE(recorder.WaitForBatches(2));
+  for (int id = 2; id <= 5; ++id) EnqueueOk(batcher, recorder.Task(id));
+  // Each worker answered 1 frame with 4 queued, so each expects 5 and waits.
+  release_a.Notify();
+  release_b.Notify();
+  ASSERT_TRUE(WaitForIdleWorkers(batcher, 2));
+  ASSERT_EQ(batcher.queue_size(), 4);
+  clock.Advance(absl::Microseconds(kDelayUs));
+  batcher.Poke();
+  ASSERT_TRUE(recorder.WaitForDone(6));
+  EXPECT_THAT(recorder.sizes(), ElementsAre(1, 1, 2, 2));
+}
+
 TEST(DynamicBatcherWorkers, WaitUntilIdleWaitsForEveryWorker) {
   FakeClock clock;
   Recorder recorder;
