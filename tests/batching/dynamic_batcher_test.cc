@@ -589,6 +589,22 @@ TEST(DynamicBatcher, DestructorFinishesQueuedFramesWithUnavailable) {
   EXPECT_EQ(finished[6].thread, recorder.batch_thread());  // answered on the batcher thread
 }
 
+// Two workers with the waiting rule on (max batch 8, the default delay).
+DynamicBatcherOptions TwoWaitingWorkerOptions(FakeClock* clock) {
+  DynamicBatcherOptions options = Options(clock, 8);
+  options.num_workers = 2;
+  return options;
+}
+
+// Holds worker A busy with frame 0 and worker B with frame 1.
+void OccupyBothWorkers(DynamicBatcher& batcher, Recorder& recorder, absl::Notification* release_a,
+                       absl::Notification* release_b) {
+  OccupyModel(batcher, recorder, release_a);
+  recorder.HoldNextBatch(release_b);
+  EnqueueOk(batcher, recorder.Task(1));
+  ASSERT_TRUE(recorder.WaitForBatches(2));
+}
+
 DynamicBatcherOptions TwoWorkerOptions(FakeClock* clock, int max_batch) {
   DynamicBatcherOptions options = NoWaitOptions(clock, max_batch);
   options.num_workers = 2;
@@ -601,11 +617,8 @@ TEST(DynamicBatcherWorkers, TwoWorkersRunTwoBatchesSideBySide) {
   absl::Notification release_first;
   absl::Notification release_second;
   DynamicBatcher batcher(TwoWorkerOptions(&clock, 2), recorder.Function());
-  OccupyModel(batcher, recorder, &release_first);
-  recorder.HoldNextBatch(&release_second);
-  EnqueueOk(batcher, recorder.Task(1));
-  // Only the second worker can start this batch: the first is held.
-  ASSERT_TRUE(recorder.WaitForBatches(2));
+  // Only the second worker can start frame 1's batch: the first is held.
+  OccupyBothWorkers(batcher, recorder, &release_first, &release_second);
   EXPECT_EQ(recorder.max_running(), 2);
   // Both workers are busy, so a third frame stays queued.
   EnqueueOk(batcher, recorder.Task(2));
@@ -639,16 +652,11 @@ TEST(DynamicBatcherWorkers, AJobRunsOnAFreeWorkerWhileAnotherRunsABatch) {
 TEST(DynamicBatcherWorkers, EachWorkerExpectsTheFramesOfItsOwnLastBatch) {
   FakeClock clock;  // advanced by hand: a waiting batch runs only then
   Recorder recorder;
-  DynamicBatcherOptions options = Options(&clock, 8);
-  options.num_workers = 2;
-  DynamicBatcher batcher(options, recorder.Function());
+  DynamicBatcher batcher(TwoWaitingWorkerOptions(&clock), recorder.Function());
   absl::Notification release_a;
   absl::Notification release_b;
   absl::Notification release_a2;
-  OccupyModel(batcher, recorder, &release_a);  // worker A runs frame 0
-  recorder.HoldNextBatch(&release_b);
-  EnqueueOk(batcher, recorder.Task(1));  // worker B runs frame 1
-  ASSERT_TRUE(recorder.WaitForBatches(2));
+  OccupyBothWorkers(batcher, recorder, &release_a, &release_b);
   EnqueueOk(batcher, recorder.Task(2));
   EnqueueOk(batcher, recorder.Task(3));
   release_a.Notify();  // A expects 1 + 2 queued = 3, so it waits with frames 2 and 3
@@ -682,25 +690,27 @@ bool WaitForIdleWorkers(const DynamicBatcher& batcher, int n) {
 TEST(DynamicBatcherWorkers, IdleWorkersShareTheQueue) {
   FakeClock clock;  // advanced by hand: the waiting workers decide only then
   Recorder recorder;
-  DynamicBatcherOptions options = Options(&clock, 8);
-  options.num_workers = 2;
-  DynamicBatcher batcher(options, recorder.Function());
+  DynamicBatcher batcher(TwoWaitingWorkerOptions(&clock), recorder.Function());
   absl::Notification release_a;
   absl::Notification release_b;
-  OccupyModel(batcher, recorder, &release_a);  // worker A runs frame 0
-  recorder.HoldNextBatch(&release_b);
-  EnqueueOk(batcher, recorder.Task(1));  // worker B runs frame 1
-  ASSERT_TRUE(recorder.WaitForBatches(2));
+  OccupyBothWorkers(batcher, recorder, &release_a, &release_b);
   for (int id = 2; id <= 5; ++id) EnqueueOk(batcher, recorder.Task(id));
   // Each worker answered 1 frame with 4 queued, so each expects 5 and waits.
   release_a.Notify();
   release_b.Notify();
   ASSERT_TRUE(WaitForIdleWorkers(batcher, 2));
   ASSERT_EQ(batcher.queue_size(), 4);
+  // The first to decide takes its half and is held, so the other, then alone,
+  // takes the rest (were the first already free again, they would share it).
+  absl::Notification release_first_half;
+  recorder.HoldNextBatch(&release_first_half);
   clock.Advance(absl::Microseconds(kDelayUs));
   batcher.Poke();
-  ASSERT_TRUE(recorder.WaitForDone(6));
+  ASSERT_TRUE(recorder.WaitForBatches(4));
   EXPECT_THAT(recorder.sizes(), ElementsAre(1, 1, 2, 2));
+  release_first_half.Notify();
+  ASSERT_TRUE(batcher.WaitUntilIdle(kLiveness));
+  EXPECT_EQ(recorder.finished().size(), 6u);
 }
 
 TEST(DynamicBatcherWorkers, WaitUntilIdleWaitsForEveryWorker) {
@@ -709,10 +719,7 @@ TEST(DynamicBatcherWorkers, WaitUntilIdleWaitsForEveryWorker) {
   absl::Notification release_first;
   absl::Notification release_second;
   DynamicBatcher batcher(TwoWorkerOptions(&clock, 1), recorder.Function());
-  OccupyModel(batcher, recorder, &release_first);
-  recorder.HoldNextBatch(&release_second);
-  EnqueueOk(batcher, recorder.Task(1));
-  ASSERT_TRUE(recorder.WaitForBatches(2));
+  OccupyBothWorkers(batcher, recorder, &release_first, &release_second);
   release_second.Notify();
   ASSERT_TRUE(recorder.WaitForDone(1));
   EXPECT_FALSE(batcher.WaitUntilIdle(absl::Milliseconds(50)));  // frame 0 still runs
