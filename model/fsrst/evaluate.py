@@ -6,7 +6,9 @@
 Protocol: each photo of each identity is a target; LR = PIL bicubic 128->32;
 its references are the next three photos of the identity (cyclically). Rows:
 bicubic (PIL, 32->128), the model with references, the same model with none
-(K = 0). Prints a Markdown table; --json writes the numbers.
+(K = 0), and with another person's references (those of the first photo of the
+next identity): a model that uses who the references show scores below its
+own-reference row there. Prints a Markdown table; --json writes the numbers.
 """
 
 import argparse
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fsrst.face_data import evaluation_samples
+from fsrst.face_data import evaluation_samples, list_identities
 from fsrst.image_metrics import psnr, ssim
 
 
@@ -29,6 +31,20 @@ def bicubic_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
                                            Image.BICUBIC)
         out.append(torch.from_numpy(np.asarray(up, dtype=np.float32) / 255.0).permute(2, 0, 1))
     return torch.stack(out)
+
+
+def other_identity_references(samples, photos_per_identity):
+    """For each sample, the references of the first sample of the next identity
+    (cyclically). `photos_per_identity` lists the sample count of each identity, in
+    the order evaluation_samples returns them; needs at least two identities."""
+    if len(photos_per_identity) < 2:
+        raise ValueError("other-identity references need at least two identities")
+    firsts = [sum(photos_per_identity[:k]) for k in range(len(photos_per_identity))]
+    donors = []
+    for k, count in enumerate(photos_per_identity):
+        donor = samples[firsts[(k + 1) % len(firsts)]][1]
+        donors.extend([donor] * count)
+    return donors
 
 
 def add_model_arguments(parser) -> None:
@@ -48,19 +64,25 @@ def load_module(args):
 
 
 @torch.no_grad()
-def evaluate(module, samples, scale: int = 4, batch_size: int = 16) -> dict:
-    rows = {"bicubic": ([], []), "fsrst (3 refs)": ([], []), "fsrst (no refs)": ([], [])}
+def evaluate(module, samples, other_refs, scale: int = 4, batch_size: int = 16) -> dict:
+    """`other_refs`: per sample, references of another person (other_identity_references)."""
+    rows = {name: ([], []) for name in ("bicubic", "fsrst (3 refs)", "fsrst (no refs)",
+                                        "fsrst (another person's 3 refs)")}
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
         lr = torch.stack([s[0] for s in chunk])
         refs = torch.stack([s[1] for s in chunk])
         hr = torch.stack([s[2] for s in chunk])
+        others = torch.stack(other_refs[start:start + batch_size])
         b, k = refs.shape[:2]
         feats = module.encode_references(refs.flatten(0, 1)).unflatten(0, (b, k))
+        other_feats = module.encode_references(others.flatten(0, 1)).unflatten(0, (b, k))
+        all_slots = torch.ones(b, k, dtype=torch.bool)
         outputs = {
             "bicubic": bicubic_upscale(lr, scale),
-            "fsrst (3 refs)": module(lr, feats, torch.ones(b, k, dtype=torch.bool)),
+            "fsrst (3 refs)": module(lr, feats, all_slots),
             "fsrst (no refs)": module(lr, feats[:, :0], torch.zeros(b, 0, dtype=torch.bool)),
+            "fsrst (another person's 3 refs)": module(lr, other_feats, all_slots),
         }
         for name, out in outputs.items():
             rows[name][0].append(psnr(out, hr))
@@ -78,7 +100,9 @@ def main() -> None:
     if not args.weights and not args.checkpoint:
         parser.error("give --weights or --checkpoint")
     torch.set_num_threads(args.threads)
-    results = evaluate(load_module(args), evaluation_samples(args.data))
+    samples = evaluation_samples(args.data)
+    counts = [len(photos) for photos in list_identities(args.data)]
+    results = evaluate(load_module(args), samples, other_identity_references(samples, counts))
     name = args.weights or args.checkpoint
     print(f"{name} on {args.data}\n")
     print("| method | PSNR (dB) | SSIM |\n|---|---|---|")
