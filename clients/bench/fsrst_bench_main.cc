@@ -242,7 +242,8 @@ void OpenLoop(v1::FaceSuperResolution::Stub* stub, const Workload& w, LatencyRec
   struct Call {
     grpc::ClientContext context;
     v1::EnhanceResponse response;
-    absl::Time arrival;
+    absl::Time arrival;  // scheduled: latency counts from here, whatever delays the send
+    absl::Time sent;
   };
   std::atomic<int64_t> in_flight{0};
   std::mt19937_64 gen(7);
@@ -256,17 +257,21 @@ void OpenLoop(v1::FaceSuperResolution::Stub* stub, const Workload& w, LatencyRec
     call->arrival = next;
     SetDeadline(&call->context);
     ++in_flight;
-    stub->async()->Enhance(&call->context, &w.requests[n % w.requests.size()], &call->response,
-                           [call, recorder, &in_flight](grpc::Status status) {
-                             if (status.ok()) {
-                               recorder->RecordOk(absl::Now() - call->arrival);
-                             } else {
-                               recorder->RecordError(CodeName(status.error_code()),
-                                                     absl::Now() - call->arrival);
-                             }
-                             delete call;
-                             --in_flight;
-                           });
+    call->sent = absl::Now();
+    recorder->RecordSendLag(call->sent - call->arrival);
+    stub->async()->Enhance(
+        &call->context, &w.requests[n % w.requests.size()], &call->response,
+        [call, recorder, &in_flight](grpc::Status status) {
+          const absl::Time now = absl::Now();
+          if (status.ok()) {
+            recorder->RecordOk(now - call->arrival);
+          } else {
+            recorder->RecordError(CodeName(status.error_code()), now - call->arrival,
+                                  now - call->sent);
+          }
+          delete call;
+          --in_flight;
+        });
   }
   while (in_flight.load() > 0) absl::SleepFor(absl::Milliseconds(5));
 }

@@ -17,6 +17,16 @@ double Percentile(const std::vector<double>& sorted, double q) {
   return sorted[std::min(index, sorted.size() - 1)];
 }
 
+struct Quantiles {
+  double p50 = 0, p99 = 0, max = 0;
+};
+
+Quantiles QuantilesOf(std::vector<double> values) {
+  if (values.empty()) return {};
+  std::sort(values.begin(), values.end());
+  return {Percentile(values, 0.50), Percentile(values, 0.99), values.back()};
+}
+
 // Doubles with 10 significant digits (StrCat keeps only 6).
 std::string Num(double v) { return absl::StrFormat("%.10g", v); }
 
@@ -38,6 +48,8 @@ void LatencyRecorder::StartMeasuring() {
   latencies_ms_.clear();
   errors_.clear();
   error_latencies_ms_.clear();
+  error_latencies_from_send_ms_.clear();
+  send_lags_ms_.clear();
 }
 
 void LatencyRecorder::StopMeasuring() {
@@ -63,6 +75,20 @@ void LatencyRecorder::RecordError(const std::string& code, absl::Duration latenc
   if (latency != absl::InfiniteDuration()) {
     error_latencies_ms_[code].push_back(absl::ToDoubleMilliseconds(latency));
   }
+}
+
+void LatencyRecorder::RecordError(const std::string& code, absl::Duration latency,
+                                  absl::Duration since_send) {
+  absl::MutexLock lock(&mu_);
+  if (!measuring_) return;
+  ++errors_[code];
+  error_latencies_ms_[code].push_back(absl::ToDoubleMilliseconds(latency));
+  error_latencies_from_send_ms_[code].push_back(absl::ToDoubleMilliseconds(since_send));
+}
+
+void LatencyRecorder::RecordSendLag(absl::Duration lag) {
+  absl::MutexLock lock(&mu_);
+  if (measuring_) send_lags_ms_.push_back(absl::ToDoubleMilliseconds(lag));
 }
 
 int64_t LatencyRecorder::frames_ok() const {
@@ -95,14 +121,20 @@ LoadSummary LatencyRecorder::Summarize() const {
   s.mean_ms = sorted.empty() ? 0 : std::accumulate(sorted.begin(), sorted.end(), 0.0) / sorted.size();
   s.errors = errors_;
   for (const auto& [code, latencies] : error_latencies_ms_) {
-    std::vector<double> sorted_errors = latencies;
-    std::sort(sorted_errors.begin(), sorted_errors.end());
     LoadSummary::ErrorLatency& e = s.error_latency[code];
-    e.timed = static_cast<int64_t>(sorted_errors.size());
-    e.p50_ms = Percentile(sorted_errors, 0.50);
-    e.p99_ms = Percentile(sorted_errors, 0.99);
-    e.max_ms = sorted_errors.back();
+    e.timed = static_cast<int64_t>(latencies.size());
+    const Quantiles q = QuantilesOf(latencies);
+    e.p50_ms = q.p50, e.p99_ms = q.p99, e.max_ms = q.max;
   }
+  for (const auto& [code, latencies] : error_latencies_from_send_ms_) {
+    LoadSummary::ErrorLatency& e = s.error_latency[code];
+    e.timed_from_send = static_cast<int64_t>(latencies.size());
+    const Quantiles q = QuantilesOf(latencies);
+    e.p50_from_send_ms = q.p50, e.p99_from_send_ms = q.p99, e.max_from_send_ms = q.max;
+  }
+  s.send_lag_count = static_cast<int64_t>(send_lags_ms_.size());
+  const Quantiles lag = QuantilesOf(send_lags_ms_);
+  s.send_lag_p50_ms = lag.p50, s.send_lag_p99_ms = lag.p99, s.send_lag_max_ms = lag.max;
   return s;
 }
 
@@ -114,9 +146,20 @@ std::string ToJson(const LoadSummary& s, const std::map<std::string, std::string
   for (const auto& [code, count] : s.errors) error_fields.push_back(Quote(code) + ": " + absl::StrCat(count));
   std::vector<std::string> error_latency_fields;
   for (const auto& [code, e] : s.error_latency) {
-    error_latency_fields.push_back(absl::StrCat(Quote(code), ": {\"timed\": ", e.timed,
-                                                ", \"p50\": ", Num(e.p50_ms), ", \"p99\": ",
-                                                Num(e.p99_ms), ", \"max\": ", Num(e.max_ms), "}"));
+    std::string fields = absl::StrCat("\"timed\": ", e.timed, ", \"p50\": ", Num(e.p50_ms),
+                                      ", \"p99\": ", Num(e.p99_ms), ", \"max\": ", Num(e.max_ms));
+    if (e.timed_from_send > 0) {
+      absl::StrAppend(&fields, ", \"from_send\": {\"timed\": ", e.timed_from_send,
+                      ", \"p50\": ", Num(e.p50_from_send_ms), ", \"p99\": ",
+                      Num(e.p99_from_send_ms), ", \"max\": ", Num(e.max_from_send_ms), "}");
+    }
+    error_latency_fields.push_back(absl::StrCat(Quote(code), ": {", fields, "}"));
+  }
+  std::string send_lag;
+  if (s.send_lag_count > 0) {
+    send_lag = absl::StrCat(",\n  \"send_lag_ms\": {\"count\": ", s.send_lag_count,
+                            ", \"p50\": ", Num(s.send_lag_p50_ms), ", \"p99\": ",
+                            Num(s.send_lag_p99_ms), ", \"max\": ", Num(s.send_lag_max_ms), "}");
   }
   // A 101-point CDF (every percentile) keeps the file small and plottable.
   std::vector<std::string> cdf;
@@ -128,8 +171,8 @@ std::string ToJson(const LoadSummary& s, const std::map<std::string, std::string
       ",\n  \"latency_ms\": {\"p50\": ", Num(s.p50_ms), ", \"p90\": ", Num(s.p90_ms),
       ", \"p99\": ", Num(s.p99_ms), ", \"max\": ", Num(s.max_ms), ", \"mean\": ", Num(s.mean_ms),
       "},\n  \"errors\": {", absl::StrJoin(error_fields, ", "),
-      "},\n  \"error_latency_ms\": {", absl::StrJoin(error_latency_fields, ", "),
-      "},\n  \"latency_cdf_ms\": [", absl::StrJoin(cdf, ", "), "]\n}\n");
+      "},\n  \"error_latency_ms\": {", absl::StrJoin(error_latency_fields, ", "), "}",
+      send_lag, ",\n  \"latency_cdf_ms\": [", absl::StrJoin(cdf, ", "), "]\n}\n");
 }
 
 }  // namespace fsrst::bench

@@ -23,8 +23,16 @@ struct LoadSummary {
   struct ErrorLatency {
     int64_t timed = 0;  // errors of this code with a latency
     double p50_ms = 0, p99_ms = 0, max_ms = 0;
+    // The same errors timed from the moment the call was issued, where known
+    // (open loop: it can leave later than its scheduled arrival).
+    int64_t timed_from_send = 0;
+    double p50_from_send_ms = 0, p99_from_send_ms = 0, max_from_send_ms = 0;
   };
   std::map<std::string, ErrorLatency> error_latency;
+  // Open loop: how late each call was issued against its scheduled arrival
+  // (the load generator's own delay; count 0 in closed loop).
+  int64_t send_lag_count = 0;
+  double send_lag_p50_ms = 0, send_lag_p99_ms = 0, send_lag_max_ms = 0;
 };
 
 // Collects per-frame outcomes from many threads; only those recorded while
@@ -41,6 +49,10 @@ class LatencyRecorder {
   // `latency`: from the call's start to its error; InfiniteDuration() if unknown
   // (a stream that ended), which counts the error but not its latency.
   void RecordError(const std::string& code, absl::Duration latency);
+  // Also `since_send`: from the moment the call was issued to its error.
+  void RecordError(const std::string& code, absl::Duration latency, absl::Duration since_send);
+  // Open loop: the call left `lag` after its scheduled arrival.
+  void RecordSendLag(absl::Duration lag);
 
   // Frames answered OK so far in the window (for the progress line).
   int64_t frames_ok() const;
@@ -56,6 +68,8 @@ class LatencyRecorder {
   std::vector<double> latencies_ms_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> errors_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::vector<double>> error_latencies_ms_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::vector<double>> error_latencies_from_send_ms_ ABSL_GUARDED_BY(mu_);
+  std::vector<double> send_lags_ms_ ABSL_GUARDED_BY(mu_);
 };
 
 // The summary and the run's settings as one JSON object.

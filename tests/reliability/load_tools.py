@@ -14,9 +14,11 @@ from server_process import BENCH_BIN, ROOT  # noqa: E402
 from bench_run import run_bench  # noqa: E402
 
 
-def bench(port: int, *args: str, duration_s: float, warmup_s: float = 1.0) -> dict:
-    """One fsrst_bench run against 127.0.0.1:port; its JSON."""
-    return run_bench(BENCH_BIN, [f"--server=127.0.0.1:{port}", *args], duration_s, warmup_s)
+def bench(port: int, *args: str, duration_s: float, warmup_s: float = 1.0,
+          realtime: bool = False) -> dict:
+    """One fsrst_bench run against 127.0.0.1:port; its JSON (realtime: see run_bench)."""
+    return run_bench(BENCH_BIN, [f"--server=127.0.0.1:{port}", *args], duration_s, warmup_s,
+                     realtime=realtime)
 
 
 def capacity_fps(port: int, max_batch_size: int, instances: int,

@@ -40,6 +40,13 @@ def test_bench_against_a_server_reports_sane_json(server, tmp_path, args):
     assert len(data["latency_cdf_ms"]) == 101
     assert data["config"]["model_name"] == "fsrst_x4_small"
     assert "frames/s" in stdout
+    # Open loop also reports how late the generator issued each call; closed loop has no
+    # schedule to be late against.
+    if "--mode=open" in args:
+        lag = data["send_lag_ms"]
+        assert lag["count"] > 0 and 0 <= lag["p50"] <= lag["p99"] <= lag["max"]
+    else:
+        assert "send_lag_ms" not in data
 
 
 def test_bench_counts_errors_by_status_code(server, tmp_path):
@@ -55,6 +62,10 @@ def test_bench_counts_errors_by_status_code(server, tmp_path):
     timing = data["error_latency_ms"]["DEADLINE_EXCEEDED"]
     assert timing["timed"] == data["errors"]["DEADLINE_EXCEEDED"]
     assert 1.0 <= timing["p50"] <= timing["p99"] <= timing["max"]
+    # Timed again from the moment each call left: never longer than from its arrival.
+    from_send = timing["from_send"]
+    assert from_send["timed"] == timing["timed"]
+    assert 1.0 <= from_send["p50"] <= from_send["p99"] <= from_send["max"] <= timing["max"]
 
 
 def test_raw_mode_runs_the_model_in_process(tmp_path):
