@@ -5,7 +5,9 @@ goes on serving. (SIGTERM under load and missing or corrupt model files are in
 tests/server/test_server_process.py.)
 
 The server runs fsrst_x4_small on one thread with batches of one frame, so a queue of
-N frames takes N forward passes (tens of ms each) and a frame sent behind them waits."""
+N frames takes N forward passes and a frame sent behind them waits. A forward pass takes
+5 ms on one fast host and 30 ms on another, so N is sized from a measured pass to hold
+about two seconds of work: far longer than the 0.1 s the tests need the frame to wait."""
 
 import subprocess
 import sys
@@ -20,7 +22,8 @@ import fsrst_pb2_grpc
 import health_pb2
 import health_pb2_grpc
 
-AHEAD = 10  # frames queued in front of the one under test
+QUEUED_WORK_S = 2.0  # seconds of forward passes queued in front of the frame under test
+MAX_QUEUE_SIZE = 4096
 FRAME = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=bytes(32 * 32 * 3), width=32,
                         height=32)
 
@@ -29,7 +32,7 @@ FRAME = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=bytes(32 * 32 * 3
 def server():
     # One instance: the frames queued ahead run one at a time, in order.
     s = ServerProcess(small_model(), "--model_instances=1", "--model_threads=1",
-                      "--max_batch_size=1")
+                      "--max_batch_size=1", f"--max_queue_size={MAX_QUEUE_SIZE}")
     yield s
     s.stop()
 
@@ -58,17 +61,36 @@ def wait_for(condition, timeout=30.0):
     return condition()
 
 
-def fill_queue(client):
-    """AHEAD frames in flight; returns their futures once the first is running."""
-    ahead = [client.Enhance.future(fsrst_pb2.EnhanceRequest(frame=FRAME), timeout=60)
-             for _ in range(AHEAD)]
+@pytest.fixture(scope="module")
+def ahead_count(server):
+    """How many frames make QUEUED_WORK_S of work on this host: from the fastest of a few
+    one-at-a-time calls (each includes the RPC, so the queue holds a little less)."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    stub = fsrst_pb2_grpc.FaceSuperResolutionStub(channel)
+    stub.Enhance(fsrst_pb2.EnhanceRequest(frame=FRAME), timeout=60)  # warm-up
+    passes = []
+    for _ in range(5):
+        start = time.perf_counter()
+        stub.Enhance(fsrst_pb2.EnhanceRequest(frame=FRAME), timeout=60)
+        passes.append(time.perf_counter() - start)
+    channel.close()
+    count = max(10, int(QUEUED_WORK_S / min(passes)))
+    assert count < MAX_QUEUE_SIZE, f"one pass took {min(passes) * 1e3:.2f} ms"
+    return count
+
+
+def fill_queue(client, count):
+    """count frames in flight; returns their futures once the first is running."""
+    ahead = [client.Enhance.future(fsrst_pb2.EnhanceRequest(frame=FRAME), timeout=120)
+             for _ in range(count)]
     time.sleep(0.05)
     return ahead
 
 
-def test_a_frame_cancelled_while_queued_is_not_computed_and_is_counted(server, client):
+def test_a_frame_cancelled_while_queued_is_not_computed_and_is_counted(server, client,
+                                                                       ahead_count):
     before = counters(server)
-    ahead = fill_queue(client)
+    ahead = fill_queue(client, ahead_count)
     behind = client.Enhance.future(fsrst_pb2.EnhanceRequest(frame=FRAME), timeout=60)
     time.sleep(0.05)
     assert behind.cancel(), "the call finished before it could be cancelled"
@@ -76,13 +98,14 @@ def test_a_frame_cancelled_while_queued_is_not_computed_and_is_counted(server, c
         assert len(call.result().image.data) == 128 * 128 * 3
     assert wait_for(lambda: counters(server)["cancelled"] == before["cancelled"] + 1)
     after = counters(server)
-    assert after["enhanced"] == before["enhanced"] + AHEAD  # not AHEAD + 1
+    assert after["enhanced"] == before["enhanced"] + ahead_count  # not ahead_count + 1
     assert after["deadline"] == before["deadline"]
 
 
-def test_a_deadline_that_passes_in_the_queue_is_not_computed_and_is_counted(server, client):
+def test_a_deadline_that_passes_in_the_queue_is_not_computed_and_is_counted(server, client,
+                                                                            ahead_count):
     before = counters(server)
-    ahead = fill_queue(client)
+    ahead = fill_queue(client, ahead_count)
     with pytest.raises(grpc.RpcError) as error:
         client.Enhance(fsrst_pb2.EnhanceRequest(frame=FRAME), timeout=0.1)
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -90,7 +113,7 @@ def test_a_deadline_that_passes_in_the_queue_is_not_computed_and_is_counted(serv
         call.result()
     assert wait_for(lambda: counters(server)["deadline"] == before["deadline"] + 1)
     after = counters(server)
-    assert after["enhanced"] == before["enhanced"] + AHEAD
+    assert after["enhanced"] == before["enhanced"] + ahead_count
     assert after["cancelled"] == before["cancelled"]
 
 
