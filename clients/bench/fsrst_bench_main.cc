@@ -195,6 +195,7 @@ void ClosedUnaryCaller(v1::FaceSuperResolution::Stub* stub, const Workload& w, i
       recorder->RecordOk(absl::Now() - start);
     } else {
       recorder->RecordError(CodeName(status.error_code()), absl::Now() - start);
+      recorder->NoteErrorMessage(CodeName(status.error_code()), status.error_message());
     }
   }
 }
@@ -220,8 +221,9 @@ void ClosedStreamCaller(v1::FaceSuperResolution::Stub* stub, const Workload& w, 
     const absl::Time start = sent.front();
     sent.pop_front();
     if (response.has_error()) {
-      recorder->RecordError(CodeName(static_cast<grpc::StatusCode>(response.error().code())),
-                            absl::Now() - start);
+      const std::string code = CodeName(static_cast<grpc::StatusCode>(response.error().code()));
+      recorder->RecordError(code, absl::Now() - start);
+      recorder->NoteErrorMessage(code, response.error().message());
     } else {
       recorder->RecordOk(absl::Now() - start);
     }
@@ -233,6 +235,7 @@ void ClosedStreamCaller(v1::FaceSuperResolution::Stub* stub, const Workload& w, 
   grpc::Status status = stream->Finish();
   if (!status.ok() && !stop->load()) {
     recorder->RecordError(CodeName(status.error_code()), absl::InfiniteDuration());
+    recorder->NoteErrorMessage(CodeName(status.error_code()), status.error_message());
   }
 }
 
@@ -268,6 +271,7 @@ void OpenLoop(v1::FaceSuperResolution::Stub* stub, const Workload& w, LatencyRec
           } else {
             recorder->RecordError(CodeName(status.error_code()), now - call->arrival,
                                   now - call->sent);
+            recorder->NoteErrorMessage(CodeName(status.error_code()), status.error_message());
           }
           delete call;
           --in_flight;
@@ -416,6 +420,7 @@ absl::Status RunRaw(LatencyRecorder* recorder, std::map<std::string, std::string
             recorder->RecordOk(took);
           } else {
             recorder->RecordError("INTERNAL", took);
+            recorder->NoteErrorMessage("INTERNAL", std::string(status.message()));
           }
         }
       }
@@ -441,6 +446,9 @@ int Main() {
               static_cast<long long>(s.frames_ok), s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms);
   for (const auto& [code, n] : s.errors) std::printf("; %s %lld", code.c_str(), static_cast<long long>(n));
   std::printf("\n");
+  for (const auto& [code, message] : s.error_examples) {
+    std::printf("  first %s: %s\n", code.c_str(), message.c_str());
+  }
   const std::string json_out = absl::GetFlag(FLAGS_json_out);
   if (!json_out.empty()) {
     std::ofstream(json_out) << ToJson(s, config, recorder.SortedLatenciesMs());

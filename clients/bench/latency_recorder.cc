@@ -33,8 +33,14 @@ std::string Num(double v) { return absl::StrFormat("%.10g", v); }
 std::string Quote(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += absl::StrFormat("\\u%04x", c);  // error messages may hold newlines
+    } else {
+      out += c;
+    }
   }
   return out + "\"";
 }
@@ -50,6 +56,7 @@ void LatencyRecorder::StartMeasuring() {
   error_latencies_ms_.clear();
   error_latencies_from_send_ms_.clear();
   send_lags_ms_.clear();
+  error_examples_.clear();
 }
 
 void LatencyRecorder::StopMeasuring() {
@@ -84,6 +91,11 @@ void LatencyRecorder::RecordError(const std::string& code, absl::Duration latenc
   ++errors_[code];
   error_latencies_ms_[code].push_back(absl::ToDoubleMilliseconds(latency));
   error_latencies_from_send_ms_[code].push_back(absl::ToDoubleMilliseconds(since_send));
+}
+
+void LatencyRecorder::NoteErrorMessage(const std::string& code, const std::string& message) {
+  absl::MutexLock lock(&mu_);
+  if (measuring_) error_examples_.emplace(code, message);  // keeps the first
 }
 
 void LatencyRecorder::RecordSendLag(absl::Duration lag) {
@@ -132,6 +144,7 @@ LoadSummary LatencyRecorder::Summarize() const {
     const Quantiles q = QuantilesOf(latencies);
     e.p50_from_send_ms = q.p50, e.p99_from_send_ms = q.p99, e.max_from_send_ms = q.max;
   }
+  s.error_examples = error_examples_;
   s.send_lag_count = static_cast<int64_t>(send_lags_ms_.size());
   const Quantiles lag = QuantilesOf(send_lags_ms_);
   s.send_lag_p50_ms = lag.p50, s.send_lag_p99_ms = lag.p99, s.send_lag_max_ms = lag.max;
@@ -155,6 +168,10 @@ std::string ToJson(const LoadSummary& s, const std::map<std::string, std::string
     }
     error_latency_fields.push_back(absl::StrCat(Quote(code), ": {", fields, "}"));
   }
+  std::vector<std::string> example_fields;
+  for (const auto& [code, message] : s.error_examples) {
+    example_fields.push_back(Quote(code) + ": " + Quote(message));
+  }
   std::string send_lag;
   if (s.send_lag_count > 0) {
     send_lag = absl::StrCat(",\n  \"send_lag_ms\": {\"count\": ", s.send_lag_count,
@@ -171,7 +188,8 @@ std::string ToJson(const LoadSummary& s, const std::map<std::string, std::string
       ",\n  \"latency_ms\": {\"p50\": ", Num(s.p50_ms), ", \"p90\": ", Num(s.p90_ms),
       ", \"p99\": ", Num(s.p99_ms), ", \"max\": ", Num(s.max_ms), ", \"mean\": ", Num(s.mean_ms),
       "},\n  \"errors\": {", absl::StrJoin(error_fields, ", "),
-      "},\n  \"error_latency_ms\": {", absl::StrJoin(error_latency_fields, ", "), "}",
+      "},\n  \"error_latency_ms\": {", absl::StrJoin(error_latency_fields, ", "),
+      "},\n  \"error_examples\": {", absl::StrJoin(example_fields, ", "), "}",
       send_lag, ",\n  \"latency_cdf_ms\": [", absl::StrJoin(cdf, ", "), "]\n}\n");
 }
 

@@ -29,6 +29,8 @@ struct LoadSummary {
     double p50_from_send_ms = 0, p99_from_send_ms = 0, max_from_send_ms = 0;
   };
   std::map<std::string, ErrorLatency> error_latency;
+  // The first error message seen for each code: what the server said, for the reader.
+  std::map<std::string, std::string> error_examples;
   // Open loop: how late each call was issued against its scheduled arrival
   // (the load generator's own delay; count 0 in closed loop).
   int64_t send_lag_count = 0;
@@ -51,6 +53,8 @@ class LatencyRecorder {
   void RecordError(const std::string& code, absl::Duration latency);
   // Also `since_send`: from the moment the call was issued to its error.
   void RecordError(const std::string& code, absl::Duration latency, absl::Duration since_send);
+  // Keeps `message` as the example of `code` if it is the first one in the window.
+  void NoteErrorMessage(const std::string& code, const std::string& message);
   // Open loop: the call left `lag` after its scheduled arrival.
   void RecordSendLag(absl::Duration lag);
 
@@ -70,6 +74,7 @@ class LatencyRecorder {
   std::map<std::string, std::vector<double>> error_latencies_ms_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::vector<double>> error_latencies_from_send_ms_ ABSL_GUARDED_BY(mu_);
   std::vector<double> send_lags_ms_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> error_examples_ ABSL_GUARDED_BY(mu_);
 };
 
 // The summary and the run's settings as one JSON object.

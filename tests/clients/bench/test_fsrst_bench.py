@@ -32,7 +32,8 @@ def bench(tmp_path, *args):
 ])
 def test_bench_against_a_server_reports_sane_json(server, tmp_path, args):
     data, stdout = bench(tmp_path, f"--server=127.0.0.1:{server.port}", "--identities=3", *args)
-    assert data["errors"] == {} and data["error_latency_ms"] == {}
+    assert data["errors"] == {}, data["error_examples"]
+    assert data["error_latency_ms"] == {} and data["error_examples"] == {}
     assert data["frames_ok"] > 0
     assert data["throughput_fps"] == pytest.approx(data["frames_ok"] / data["duration_s"])
     latency = data["latency_ms"]
@@ -57,6 +58,9 @@ def test_bench_counts_errors_by_status_code(server, tmp_path):
     assert list(data["errors"]) == ["DEADLINE_EXCEEDED"]
     assert data["errors"]["DEADLINE_EXCEEDED"] > 10
     assert "DEADLINE_EXCEEDED" in stdout
+    # The first message of each code is kept, so a run's errors can be read, not just counted.
+    assert data["error_examples"]["DEADLINE_EXCEEDED"] == "Deadline Exceeded"
+    assert "first DEADLINE_EXCEEDED: Deadline Exceeded" in stdout
     # Every failed call was timed: from its scheduled arrival to the error, at least the 1 ms
     # deadline.
     timing = data["error_latency_ms"]["DEADLINE_EXCEEDED"]
