@@ -27,8 +27,8 @@ void EnhanceStreamReactor::OnReadDone(bool ok) {
   Slot* slot = nullptr;
   {
     absl::MutexLock lock(&mu_);
-    reading_ = false;
     if (!ok) {
+      reading_ = false;
       reads_done_ = true;
     } else {
       slots_.emplace_back();
@@ -36,7 +36,14 @@ void EnhanceStreamReactor::OnReadDone(bool ok) {
       slot->response.set_sequence_number(request_.sequence_number());
     }
   }
-  if (slot != nullptr) Submit(slot);
+  if (slot != nullptr) {
+    // reading_ stays true until Submit has copied everything out of request_: a frame of this
+    // stream that finishes meanwhile calls Advance() from a batcher thread, and a read started
+    // then would deserialize the next frame into request_ while this one is being decoded.
+    Submit(slot);
+    absl::MutexLock lock(&mu_);
+    reading_ = false;
+  }
   Advance();
 }
 

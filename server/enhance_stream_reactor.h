@@ -63,12 +63,14 @@ class EnhanceStreamReactor final
   const std::string tenant_;
   const absl::Time start_;
 
-  v1::EnhanceRequest request_;  // the read buffer; only touched between StartRead and OnReadDone
+  // The read buffer: gRPC fills it between StartRead and OnReadDone, then OnReadDone reads it
+  // until Submit returns. reading_ covers both, so no new read starts while it is in use.
+  v1::EnhanceRequest request_;
   std::atomic<bool> cancelled_{false};
 
   absl::Mutex mu_;
   std::deque<Slot> slots_ ABSL_GUARDED_BY(mu_);  // read, not yet written; front is next out
-  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;  // a read is pending or request_ is being used
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
