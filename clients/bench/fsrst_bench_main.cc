@@ -3,12 +3,16 @@
 //   fsrst_bench --server=127.0.0.1:50051 --mode=closed --concurrency=8 --rpc=unary
 //   fsrst_bench --server=... --mode=open --rate=20 --duration_s=30
 //   fsrst_bench --raw --model=model/weights/fsrst_x4.pt --batch_size=8
+//   fsrst_bench --server=... --mode=paired --model=model/weights/fsrst_x4.pt
 //
 // Closed loop: N callers, each sends its next frame when the last is answered
 // (streams keep --stream_window frames in flight per caller). Open loop: frames
 // arrive as a Poisson process at --rate per second, whatever the answers do;
 // latency counts from the scheduled arrival, so queueing is not hidden.
-// --raw runs the TorchScript model in-process with the same batch size: the
+// Paired: one caller alternates a single-frame forward of the model in-process
+// (as one of the server's instances runs it) with a unary call to the server,
+// so both see the same moments of a machine whose speed drifts; "paired_raw"
+// in the JSON is the forwards' latency. --raw runs the TorchScript model in-process with the same batch size: the
 // limit the server is measured against.
 
 #include <atomic>
@@ -32,12 +36,15 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "absl/types/span.h"
 #include "clients/bench/latency_recorder.h"
 #include "fsrst/v1/fsrst.grpc.pb.h"
 #include "model/model_runner.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "fsrst_server address");
-ABSL_FLAG(std::string, mode, "closed", "closed (N concurrent callers) or open (Poisson arrivals)");
+ABSL_FLAG(std::string, mode, "closed",
+          "closed (N concurrent callers), open (Poisson arrivals), or paired (one caller "
+          "alternating an in-process forward of --model and a unary call)");
 ABSL_FLAG(std::string, rpc, "unary", "unary (Enhance) or stream (EnhanceStream)");
 ABSL_FLAG(int, concurrency, 1, "closed loop: concurrent callers");
 ABSL_FLAG(double, rate, 10, "open loop: mean arrivals per second");
@@ -53,12 +60,15 @@ ABSL_FLAG(int, deadline_ms, 10000, "per-call deadline");
 ABSL_FLAG(bool, progress, true, "a live progress line on stderr");
 ABSL_FLAG(std::string, json_out, "", "write the results as JSON here");
 ABSL_FLAG(bool, raw, false, "run the model in-process instead of calling a server");
-ABSL_FLAG(std::string, model, "model/weights/fsrst_x4.pt", "--raw: TorchScript file");
+ABSL_FLAG(std::string, model, "model/weights/fsrst_x4.pt",
+          "--raw, --mode=paired: TorchScript file");
 ABSL_FLAG(int, batch_size, 1, "--raw: frames per model call");
 ABSL_FLAG(int, model_instances, 0,
-          "--raw: model calls side by side, as fsrst_server --model_instances (0 = auto)");
+          "--raw, --mode=paired: model calls side by side, as fsrst_server --model_instances "
+          "(0 = auto)");
 ABSL_FLAG(int, model_threads, 0,
-          "--raw: intra-op threads per call, as fsrst_server --model_threads (0 = auto)");
+          "--raw, --mode=paired: intra-op threads per call, as fsrst_server --model_threads "
+          "(0 = auto)");
 
 namespace fsrst::bench {
 namespace {
@@ -119,11 +129,15 @@ class ProgressLine {
 };
 
 // Warm-up, then the measured window, while `generators` run until `stop`.
-void RunWindow(LatencyRecorder* recorder, std::atomic<bool>* stop) {
+// `also`, if not null, is measured over the same window.
+void RunWindow(LatencyRecorder* recorder, std::atomic<bool>* stop,
+               LatencyRecorder* also = nullptr) {
   absl::SleepFor(absl::Seconds(absl::GetFlag(FLAGS_warmup_s)));
   recorder->StartMeasuring();
+  if (also != nullptr) also->StartMeasuring();
   absl::SleepFor(absl::Seconds(absl::GetFlag(FLAGS_duration_s)));
   recorder->StopMeasuring();
+  if (also != nullptr) also->StopMeasuring();
   stop->store(true);
 }
 
@@ -182,22 +196,56 @@ absl::StatusOr<Workload> Prepare(v1::FaceSuperResolution::Stub* stub,
   return w;
 }
 
+// One blocking Enhance call, recorded.
+void CallEnhance(v1::FaceSuperResolution::Stub* stub, const v1::EnhanceRequest& request,
+                 v1::EnhanceResponse* response, LatencyRecorder* recorder) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  const absl::Time start = absl::Now();
+  grpc::Status status = stub->Enhance(&context, request, response);
+  if (status.ok()) {
+    recorder->RecordOk(absl::Now() - start);
+  } else {
+    recorder->RecordError(CodeName(status.error_code()), absl::Now() - start);
+    recorder->NoteErrorMessage(CodeName(status.error_code()), status.error_message());
+  }
+}
+
 void ClosedUnaryCaller(v1::FaceSuperResolution::Stub* stub, const Workload& w, int caller,
                        LatencyRecorder* recorder, std::atomic<bool>* stop) {
   v1::EnhanceResponse response;
   for (uint64_t n = caller; !stop->load(); n += absl::GetFlag(FLAGS_concurrency)) {
-    const v1::EnhanceRequest& request = w.requests[n % w.requests.size()];
-    grpc::ClientContext context;
-    SetDeadline(&context);
-    const absl::Time start = absl::Now();
-    grpc::Status status = stub->Enhance(&context, request, &response);
-    if (status.ok()) {
-      recorder->RecordOk(absl::Now() - start);
-    } else {
-      recorder->RecordError(CodeName(status.error_code()), absl::Now() - start);
-      recorder->NoteErrorMessage(CodeName(status.error_code()), status.error_message());
-    }
+    CallEnhance(stub, w.requests[n % w.requests.size()], &response, recorder);
   }
+}
+
+// --mode=paired: a forward of `runner` on the identity's frame, then the same
+// frame served, in turn. The references are random (not the workload's); a
+// forward's cost does not depend on pixel values.
+absl::Status PairedCaller(v1::FaceSuperResolution::Stub* stub, const Workload& w,
+                          ModelRunner* runner, LatencyRecorder* recorder,
+                          LatencyRecorder* raw_recorder, std::atomic<bool>* stop) {
+  const ModelMetadata& m = runner->metadata();
+  const int refs = absl::GetFlag(FLAGS_refs_per_identity);
+  std::vector<float> luma(static_cast<size_t>(refs) * m.reference_pixels(), 0.5f);
+  absl::StatusOr<std::shared_ptr<const ReferenceFeatures>> features =
+      runner->EncodeReferences(luma, refs);
+  if (!features.ok()) return features.status();
+  std::vector<uint8_t> output(m.output_bytes());
+  v1::EnhanceResponse response;
+  for (uint64_t n = 0; !stop->load(); ++n) {
+    const v1::EnhanceRequest& request = w.requests[n % w.requests.size()];
+    FrameInput frame;
+    frame.frame_rgb = reinterpret_cast<const uint8_t*>(request.frame().data().data());
+    frame.output_rgb = output.data();
+    frame.references = features->get();
+    const absl::Time start = absl::Now();
+    const absl::Status status = runner->Enhance(absl::MakeConstSpan(&frame, 1));
+    if (!status.ok()) return status;
+    raw_recorder->RecordOk(absl::Now() - start);
+    CallEnhance(stub, request, &response, recorder);
+  }
+  return absl::OkStatus();
 }
 
 void ClosedStreamCaller(v1::FaceSuperResolution::Stub* stub, const Workload& w, int caller,
@@ -304,7 +352,26 @@ std::map<std::string, std::string> ConfigMap() {
   return c;
 }
 
-absl::Status RunServer(LatencyRecorder* recorder, std::map<std::string, std::string>* config) {
+// The model in-process, resolved as fsrst_server resolves it on this machine.
+absl::StatusOr<std::unique_ptr<ModelRunner>> LoadRawModel(
+    std::map<std::string, std::string>* config) {
+  ModelRunnerOptions options;
+  options.device = "cpu";
+  options.num_instances = absl::GetFlag(FLAGS_model_instances);
+  options.num_threads = absl::GetFlag(FLAGS_model_threads);
+  absl::StatusOr<std::unique_ptr<ModelRunner>> runner =
+      ModelRunner::Load(absl::GetFlag(FLAGS_model), options);
+  if (!runner.ok()) return runner.status();
+  const ModelParallelism& parallelism = (*runner)->parallelism();
+  (*config)["model_name"] = (*runner)->metadata().name;
+  (*config)["device"] = (*runner)->device_name();
+  (*config)["model_instances"] = absl::StrCat(parallelism.instances);
+  (*config)["model_threads"] = absl::StrCat(parallelism.threads);
+  return runner;
+}
+
+absl::Status RunServer(LatencyRecorder* recorder, LatencyRecorder* raw_recorder,
+                       std::map<std::string, std::string>* config) {
   grpc::ChannelArguments args;
   args.SetMaxSendMessageSize(64 << 20);
   args.SetMaxReceiveMessageSize(64 << 20);
@@ -328,10 +395,36 @@ absl::Status RunServer(LatencyRecorder* recorder, std::map<std::string, std::str
   if (!workload.ok()) return workload.status();
 
   std::atomic<bool> stop{false};
-  ProgressLine progress(recorder);
-  std::vector<std::thread> threads;
   const std::string mode = absl::GetFlag(FLAGS_mode);
   const std::string rpc = absl::GetFlag(FLAGS_rpc);
+  if (mode == "paired") {
+    if (rpc != "unary") return absl::InvalidArgumentError("--mode=paired supports --rpc=unary");
+    if (absl::GetFlag(FLAGS_references) != "cached") {
+      return absl::InvalidArgumentError("--mode=paired supports --references=cached");
+    }
+    std::map<std::string, std::string> raw_config;
+    absl::StatusOr<std::unique_ptr<ModelRunner>> runner = LoadRawModel(&raw_config);
+    if (!runner.ok()) return runner.status();
+    if (raw_config["model_name"] != info.model_name()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--model is ", raw_config["model_name"], " but the server serves ",
+                       info.model_name(), "; pair the same model"));
+    }
+    if (absl::Status warm = (*runner)->Warmup(1); !warm.ok()) return warm;
+    (*config)["paired_model_threads"] = raw_config["model_threads"];
+    absl::Status caller_status;
+    ProgressLine progress(recorder);
+    std::thread caller([&] {
+      caller_status = PairedCaller(stub.get(), *workload, runner->get(), recorder,
+                                   raw_recorder, &stop);
+      stop.store(true);
+    });
+    RunWindow(recorder, &stop, raw_recorder);
+    caller.join();
+    return caller_status;
+  }
+  ProgressLine progress(recorder);
+  std::vector<std::thread> threads;
   if (mode == "open") {
     if (rpc != "unary") return absl::InvalidArgumentError("--mode=open supports --rpc=unary");
     threads.emplace_back([&] { OpenLoop(stub.get(), *workload, recorder, &stop); });
@@ -346,7 +439,7 @@ absl::Status RunServer(LatencyRecorder* recorder, std::map<std::string, std::str
       }
     }
   } else {
-    return absl::InvalidArgumentError("--mode: expected closed or open");
+    return absl::InvalidArgumentError("--mode: expected closed, open or paired");
   }
   RunWindow(recorder, &stop);
   for (auto& t : threads) t.join();
@@ -354,19 +447,10 @@ absl::Status RunServer(LatencyRecorder* recorder, std::map<std::string, std::str
 }
 
 absl::Status RunRaw(LatencyRecorder* recorder, std::map<std::string, std::string>* config) {
-  ModelRunnerOptions options;
-  options.device = "cpu";
-  options.num_instances = absl::GetFlag(FLAGS_model_instances);
-  options.num_threads = absl::GetFlag(FLAGS_model_threads);
-  absl::StatusOr<std::unique_ptr<ModelRunner>> runner =
-      ModelRunner::Load(absl::GetFlag(FLAGS_model), options);
+  absl::StatusOr<std::unique_ptr<ModelRunner>> runner = LoadRawModel(config);
   if (!runner.ok()) return runner.status();
   const ModelMetadata& m = (*runner)->metadata();
   const ModelParallelism& parallelism = (*runner)->parallelism();
-  (*config)["model_name"] = m.name;
-  (*config)["device"] = (*runner)->device_name();
-  (*config)["model_instances"] = absl::StrCat(parallelism.instances);
-  (*config)["model_threads"] = absl::StrCat(parallelism.threads);
   const int batch_size = absl::GetFlag(FLAGS_batch_size);
   const int identities = absl::GetFlag(FLAGS_identities);
   const int refs = absl::GetFlag(FLAGS_refs_per_identity);
@@ -433,9 +517,10 @@ absl::Status RunRaw(LatencyRecorder* recorder, std::map<std::string, std::string
 
 int Main() {
   LatencyRecorder recorder;
+  LatencyRecorder raw_recorder;  // --mode=paired: the in-process forwards
   std::map<std::string, std::string> config = ConfigMap();
   absl::Status status = absl::GetFlag(FLAGS_raw) ? RunRaw(&recorder, &config)
-                                                 : RunServer(&recorder, &config);
+                                                 : RunServer(&recorder, &raw_recorder, &config);
   if (!status.ok()) {
     std::cerr << "fsrst_bench: " << status << std::endl;
     return 1;
@@ -449,9 +534,17 @@ int Main() {
   for (const auto& [code, message] : s.error_examples) {
     std::printf("  first %s: %s\n", code.c_str(), message.c_str());
   }
+  const bool paired = !absl::GetFlag(FLAGS_raw) && absl::GetFlag(FLAGS_mode) == "paired";
+  const LoadSummary raw = raw_recorder.Summarize();
+  if (paired) {
+    std::printf("paired raw forward: %lld frames; latency ms p50 %.2f p90 %.2f p99 %.2f max %.2f\n",
+                static_cast<long long>(raw.frames_ok), raw.p50_ms, raw.p90_ms, raw.p99_ms,
+                raw.max_ms);
+  }
   const std::string json_out = absl::GetFlag(FLAGS_json_out);
   if (!json_out.empty()) {
-    std::ofstream(json_out) << ToJson(s, config, recorder.SortedLatenciesMs());
+    std::ofstream(json_out) << ToJson(s, config, recorder.SortedLatenciesMs(),
+                                      paired ? &raw : nullptr);
   }
   return 0;
 }

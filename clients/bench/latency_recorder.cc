@@ -152,7 +152,8 @@ LoadSummary LatencyRecorder::Summarize() const {
 }
 
 std::string ToJson(const LoadSummary& s, const std::map<std::string, std::string>& config,
-                   const std::vector<double>& sorted_latencies_ms) {
+                   const std::vector<double>& sorted_latencies_ms,
+                   const LoadSummary* paired_raw) {
   std::vector<std::string> config_fields;
   for (const auto& [key, value] : config) config_fields.push_back(Quote(key) + ": " + Quote(value));
   std::vector<std::string> error_fields;
@@ -178,6 +179,14 @@ std::string ToJson(const LoadSummary& s, const std::map<std::string, std::string
                             ", \"p50\": ", Num(s.send_lag_p50_ms), ", \"p99\": ",
                             Num(s.send_lag_p99_ms), ", \"max\": ", Num(s.send_lag_max_ms), "}");
   }
+  std::string paired;
+  if (paired_raw != nullptr) {
+    const LoadSummary& r = *paired_raw;
+    paired = absl::StrCat(",\n  \"paired_raw\": {\"frames_ok\": ", r.frames_ok,
+                          ", \"latency_ms\": {\"p50\": ", Num(r.p50_ms), ", \"p90\": ",
+                          Num(r.p90_ms), ", \"p99\": ", Num(r.p99_ms), ", \"max\": ",
+                          Num(r.max_ms), ", \"mean\": ", Num(r.mean_ms), "}}");
+  }
   // A 101-point CDF (every percentile) keeps the file small and plottable.
   std::vector<std::string> cdf;
   for (int q = 0; q <= 100; ++q) cdf.push_back(Num(Percentile(sorted_latencies_ms, q / 100.0)));
@@ -190,7 +199,7 @@ std::string ToJson(const LoadSummary& s, const std::map<std::string, std::string
       "},\n  \"errors\": {", absl::StrJoin(error_fields, ", "),
       "},\n  \"error_latency_ms\": {", absl::StrJoin(error_latency_fields, ", "),
       "},\n  \"error_examples\": {", absl::StrJoin(example_fields, ", "), "}",
-      send_lag, ",\n  \"latency_cdf_ms\": [", absl::StrJoin(cdf, ", "), "]\n}\n");
+      send_lag, paired, ",\n  \"latency_cdf_ms\": [", absl::StrJoin(cdf, ", "), "]\n}\n");
 }
 
 }  // namespace fsrst::bench

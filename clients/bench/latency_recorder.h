@@ -77,9 +77,11 @@ class LatencyRecorder {
   std::map<std::string, std::string> error_examples_ ABSL_GUARDED_BY(mu_);
 };
 
-// The summary and the run's settings as one JSON object.
+// The summary and the run's settings as one JSON object. `paired_raw`, if not
+// null, adds the raw forwards of --mode=paired as "paired_raw".
 std::string ToJson(const LoadSummary& summary, const std::map<std::string, std::string>& config,
-                   const std::vector<double>& sorted_latencies_ms);
+                   const std::vector<double>& sorted_latencies_ms,
+                   const LoadSummary* paired_raw = nullptr);
 
 }  // namespace fsrst::bench
 

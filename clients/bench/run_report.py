@@ -107,6 +107,10 @@ def measure_model(variant, duration, warmup, rounds):
                     add(f"raw_{refs}_b{batch}",
                         bench(["--raw", f"--model={model}", f"--batch_size={batch}",
                                f"--references={refs}"], duration, warmup))
+            # One caller alternating a raw forward and a served call: the two see the
+            # same moments of this VM, whose speed drifts more than the 2 ms compared.
+            add("paired_c1", bench([target, "--mode=paired", f"--model={model}",
+                                    "--references=cached", "--identities=4"], duration, warmup))
             for c in levels:
                 add(f"unary_cached_c{c}", bench([target, f"--concurrency={c}",
                                                  "--references=cached",
@@ -128,8 +132,14 @@ def measure_model(variant, duration, warmup, rounds):
              "cached_inline": runs[f"unary_cached_c{saturated}"][i]["throughput_fps"]
                               / runs["unary_inline_sat"][i]["throughput_fps"],
              "stream_unary": runs["stream_cached_sat"][i]["throughput_fps"]
-                             / runs[f"unary_cached_c{saturated}"][i]["throughput_fps"]}
+                             / runs[f"unary_cached_c{saturated}"][i]["throughput_fps"],
+             "paired_gap_ms": runs["paired_c1"][i]["latency_ms"]["p50"]
+                              - runs["paired_c1"][i]["paired_raw"]["latency_ms"]["p50"]}
             for i in range(rounds)]
+        # The raw forwards of the median paired round, as a row of their own.
+        paired = r["paired_c1"]["paired_raw"]
+        r["paired_c1_raw_forwards"] = {"throughput_fps": r["paired_c1"]["throughput_fps"],
+                                       "latency_ms": paired["latency_ms"], "errors": {}}
         capacity = r[f"unary_cached_c{saturated}"]["throughput_fps"]
         r["open_80"] = bench([target, "--mode=open", f"--rate={0.8 * capacity:.2f}",
                               "--references=cached", "--identities=16"], duration * 2, warmup)
@@ -212,9 +222,13 @@ def targets(r):
     out.append(("cached / inline references, served",
                 f"{cached_inline:.2f}x (rounds {spread('cached_inline')})",
                 ">= 1.5x (fsrst_x4)", cached_inline >= 1.5))
-    p50, raw1 = r["unary_cached_c1"]["latency_ms"]["p50"], r["raw_cached_b1"]["latency_ms"]["p50"]
-    out.append(("one caller p50 vs raw batch-1 forward", f"{p50:.1f} ms vs {raw1:.1f} ms",
-                "<= raw + 2 ms", p50 <= raw1 + 2.0))
+    gap = median([x["paired_gap_ms"] for x in ratios])
+    p50 = r["paired_c1"]["latency_ms"]["p50"]
+    raw1 = r["paired_c1"]["paired_raw"]["latency_ms"]["p50"]
+    gaps = "/".join(f"{x['paired_gap_ms']:+.1f}" for x in ratios)
+    out.append(("one caller p50 vs raw batch-1 forward, paired",
+                f"{gap:+.1f} ms (rounds {gaps}; median round {p50:.1f} vs {raw1:.1f} ms)",
+                "<= raw + 2 ms", gap <= 2.0))
     stream_unary = median([x["stream_unary"] for x in ratios])
     out.append(("streaming / unary throughput",
                 f"{stream_unary:.2f}x (rounds {spread('stream_unary')})", ">= 1x",
@@ -294,7 +308,10 @@ def write_report(results, duration, rounds, argv):
              "--max_queue_delay_us 2000. Raw = the same TorchScript file through the server's "
              "ModelRunner in-process (fsrst_bench --raw), one loop per instance, as the "
              "server runs it; latency of a raw frame is its batch's forward time. Saturated "
-             "= 2 batches in flight per instance.", ""]
+             "= 2 batches in flight per instance. paired_c1: one caller alternates a "
+             "single-frame forward in-process (fsrst_bench --mode=paired) and a unary call, "
+             "so both are timed over the same seconds; the one-caller target compares their "
+             "p50s (served minus raw, median of rounds).", ""]
     for r in results:
         lines += [f"## {r['variant']}", "", "### Targets", "", "| target | measured | goal | met |",
                   "|---|---|---|---|"]
@@ -318,7 +335,7 @@ def update_readme(results):
     table = [f"| model | raw batch 8 | served, {results[0]['saturated']} callers | "
              "served / raw (median of rounds) | "
              "cached / inline | "
-             "1 caller p50 (raw fwd) | stream | open 80%: p99/p50 |",
+             "1 caller p50 (raw fwd, paired) | stream | open 80%: p99/p50 |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         sat = r[f"unary_cached_c{r['saturated']}"]
@@ -329,8 +346,8 @@ def update_readme(results):
             f"| {r['variant']} | {raw:.1f} f/s | {sat['throughput_fps']:.1f} f/s | "
             f"{median([x['served_raw'] for x in ratios]):.0%} | "
             f"{median([x['cached_inline'] for x in ratios]):.2f}x | "
-            f"{r['unary_cached_c1']['latency_ms']['p50']:.1f} ms "
-            f"({r['raw_cached_b1']['latency_ms']['p50']:.1f} ms) | "
+            f"{r['paired_c1']['latency_ms']['p50']:.1f} ms "
+            f"({r['paired_c1']['paired_raw']['latency_ms']['p50']:.1f} ms) | "
             f"{r['stream_cached_sat']['throughput_fps']:.1f} f/s | {o['p99'] / o['p50']:.2f} |")
     path = os.path.join(ROOT, "README.md")
     text = open(path).read()

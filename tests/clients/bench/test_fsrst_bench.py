@@ -80,6 +80,29 @@ def test_raw_mode_runs_the_model_in_process(tmp_path):
     assert stdout.startswith("raw:")
 
 
+def test_paired_mode_times_a_raw_forward_beside_each_served_call(server, tmp_path):
+    data, stdout = bench(tmp_path, f"--server=127.0.0.1:{server.port}", "--mode=paired",
+                         f"--model={small_model()}", "--model_threads=1", "--identities=2")
+    assert data["errors"] == {}, data["error_examples"]
+    assert data["config"]["mode"] == "paired" and data["config"]["paired_model_threads"] == "1"
+    raw = data["paired_raw"]
+    # One caller, strictly alternating: the window cuts the sequence at most one call apart.
+    assert data["frames_ok"] > 0
+    assert abs(raw["frames_ok"] - data["frames_ok"]) <= 1
+    latency = raw["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+    assert "paired raw forward:" in stdout
+
+
+def test_paired_mode_refuses_a_different_model_than_the_servers(server, tmp_path):
+    result = subprocess.run(
+        [BENCH_BIN, f"--server=127.0.0.1:{server.port}", "--mode=paired", "--progress=false",
+         "--model=" + os.path.join(os.path.dirname(small_model()), "fsrst_x4.pt")],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "--model is fsrst_x4 but the server serves fsrst_x4_small" in result.stderr
+
+
 def test_unreachable_server_fails_clearly(tmp_path):
     result = subprocess.run([BENCH_BIN, "--server=127.0.0.1:1",
                              "--progress=false"], capture_output=True, text=True, timeout=60)
