@@ -115,14 +115,22 @@ def measure_model(variant, duration, warmup, rounds):
                 add(f"unary_cached_c{c}", bench([target, f"--concurrency={c}",
                                                  "--references=cached",
                                                  f"--identities={max(c, 4)}"], duration, warmup))
-            add("unary_inline_sat", bench([target, f"--concurrency={saturated}",
-                                           "--references=inline", "--identities=16"],
-                                          duration, warmup))
-            # Streams with 2 frames in flight each: as many frames in flight as saturated unary.
+            # Streams with 2 frames in flight each: as many frames in flight as saturated
+            # unary, and right after it, so their ratio compares neighbouring seconds.
             add("stream_cached_sat", bench([target, f"--concurrency={saturated // 2}",
                                             "--rpc=stream", "--stream_window=2",
                                             "--references=cached", "--identities=16"],
                                            duration, warmup))
+            add("unary_inline_sat", bench([target, f"--concurrency={saturated}",
+                                           "--references=inline", "--identities=16"],
+                                          duration, warmup))
+            # Poisson arrivals at 80% of this round's saturated throughput. One run's p99
+            # rests on a few dozen frames and this VM's speed drifts by 10-15%, so every
+            # round has its own and the target takes the median round.
+            rate = 0.8 * runs[f"unary_cached_c{saturated}"][-1]["throughput_fps"]
+            add("open_80", dict(bench([target, "--mode=open", f"--rate={rate:.2f}",
+                                       "--references=cached", "--identities=16"],
+                                      duration * 2, warmup), rate=rate))
         r = {"variant": variant, "instances": instances, "saturated": saturated,
              "concurrency": levels}
         r.update({key: median_run(data) for key, data in runs.items()})
@@ -134,16 +142,14 @@ def measure_model(variant, duration, warmup, rounds):
              "stream_unary": runs["stream_cached_sat"][i]["throughput_fps"]
                              / runs[f"unary_cached_c{saturated}"][i]["throughput_fps"],
              "paired_gap_ms": runs["paired_c1"][i]["latency_ms"]["p50"]
-                              - runs["paired_c1"][i]["paired_raw"]["latency_ms"]["p50"]}
+                              - runs["paired_c1"][i]["paired_raw"]["latency_ms"]["p50"],
+             "open_p99_p50": runs["open_80"][i]["latency_ms"]["p99"]
+                             / runs["open_80"][i]["latency_ms"]["p50"]}
             for i in range(rounds)]
         # The raw forwards of the median paired round, as a row of their own.
         paired = r["paired_c1"]["paired_raw"]
         r["paired_c1_raw_forwards"] = {"throughput_fps": r["paired_c1"]["throughput_fps"],
                                        "latency_ms": paired["latency_ms"], "errors": {}}
-        capacity = r[f"unary_cached_c{saturated}"]["throughput_fps"]
-        r["open_80"] = bench([target, "--mode=open", f"--rate={0.8 * capacity:.2f}",
-                              "--references=cached", "--identities=16"], duration * 2, warmup)
-        r["open_80"]["rate"] = 0.8 * capacity
     finally:
         server.stop()
     if os.path.exists(NAIVE):
@@ -242,13 +248,15 @@ def targets(r):
                     ">= 1.5x at equal or better p99",
                     ours["throughput_fps"] >= 1.5 * naive["throughput_fps"]
                     and ours["latency_ms"]["p99"] <= naive["latency_ms"]["p99"]))
+    open_ratio = median([x["open_p99_p50"] for x in ratios])
     o = r["open_80"]["latency_ms"]
     ideal = ideal_batcher_latency(r)
     ideal_text = ("ideal batcher: rate beyond the raw capacity" if ideal is None else
                   f"ideal batcher {ideal[1] / ideal[0]:.2f}: {ideal[0]:.0f} / {ideal[1]:.0f} ms")
     out.append(("open loop at 80% capacity: p99 / p50",
-                f"{o['p99'] / o['p50']:.2f} ({o['p50']:.0f} / {o['p99']:.0f} ms; {ideal_text})",
-                "<= 3", o["p99"] <= 3 * o["p50"]))
+                f"{open_ratio:.2f} (rounds {spread('open_p99_p50')}; median-throughput round "
+                f"{o['p50']:.0f} / {o['p99']:.0f} ms; {ideal_text})",
+                "<= 3", open_ratio <= 3))
     return out
 
 
@@ -340,7 +348,6 @@ def update_readme(results):
     for r in results:
         sat = r[f"unary_cached_c{r['saturated']}"]
         raw = r[f"raw_cached_b{MAX_BATCH}"]["throughput_fps"]
-        o = r["open_80"]["latency_ms"]
         ratios = r["round_ratios"]
         table.append(
             f"| {r['variant']} | {raw:.1f} f/s | {sat['throughput_fps']:.1f} f/s | "
@@ -348,7 +355,8 @@ def update_readme(results):
             f"{median([x['cached_inline'] for x in ratios]):.2f}x | "
             f"{r['paired_c1']['latency_ms']['p50']:.1f} ms "
             f"({r['paired_c1']['paired_raw']['latency_ms']['p50']:.1f} ms) | "
-            f"{r['stream_cached_sat']['throughput_fps']:.1f} f/s | {o['p99'] / o['p50']:.2f} |")
+            f"{r['stream_cached_sat']['throughput_fps']:.1f} f/s | "
+            f"{median([x['open_p99_p50'] for x in ratios]):.2f} |")
     path = os.path.join(ROOT, "README.md")
     text = open(path).read()
     block = ("<!-- bench:start -->\n" + "\n".join(table) + "\n\nFull report, naive-server "
