@@ -51,6 +51,8 @@ def add_model_arguments(parser) -> None:
     """--weights or --checkpoint (with --variant), and --data: what load_module reads."""
     parser.add_argument("--weights", help="exported TorchScript file")
     parser.add_argument("--checkpoint", help="training checkpoint (with --variant)")
+    parser.add_argument("--ema", action="store_true",
+                        help="the checkpoint's weight average instead of its last weights")
     parser.add_argument("--variant", default="fsrst_x4")
     parser.add_argument("--data", default="../../shared/data/faces/val")
 
@@ -59,7 +61,7 @@ def load_module(args):
     if args.weights:
         return torch.jit.load(args.weights, map_location="cpu")
     from fsrst.export import build_model
-    model, _ = build_model(args.variant, args.checkpoint)
+    model, _ = build_model(args.variant, args.checkpoint, ema=args.ema)
     return model
 
 

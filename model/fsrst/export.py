@@ -1,6 +1,6 @@
 """Exports an FSRST variant to TorchScript with its metadata, and checks it.
 
-    /usr/bin/python3 -m fsrst.export --variant fsrst_x4 [--checkpoint ckpt.pt] \
+    /usr/bin/python3 -m fsrst.export --variant fsrst_x4 [--checkpoint ckpt.pt [--ema]] \
         [--out weights/fsrst_x4.pt]
 
 Export = script, save (metadata.json inside the file), reload, compare with
@@ -23,15 +23,26 @@ METADATA_FILE = "metadata.json"
 FORMAT_VERSION = 1
 
 
-def build_model(variant: str, checkpoint: Optional[str] = None, seed: int = 0):
-    """Returns (eager model in eval mode, training info dict from the checkpoint or {})."""
+def build_model(variant: str, checkpoint: Optional[str] = None, seed: int = 0,
+                ema: bool = False):
+    """Returns (eager model in eval mode, training info dict from the checkpoint or {}).
+    ema: the checkpoint's weight average instead of its last weights; the info then says
+    so ("weights": "ema") and its val_psnr is the average's."""
     torch.manual_seed(seed)
     model = FSRST(config_for(variant))
     info = {}
     if checkpoint:
         state = torch.load(checkpoint, map_location="cpu")
-        model.load_state_dict(state["model"])
-        info = state.get("info", {})
+        info = dict(state.get("info", {}))
+        if ema:
+            if "ema" not in state:
+                raise ValueError(f"{checkpoint}: no weight average (train.ema_decay was not set)")
+            model.load_state_dict(state["ema"])
+            info.update(weights="ema", val_psnr=info.get("val_psnr_ema"))
+        else:
+            model.load_state_dict(state["model"])
+    elif ema:
+        raise ValueError("--ema needs --checkpoint")
     return model.eval(), info
 
 
@@ -78,8 +89,9 @@ def check_faithful(model: FSRST, scripted, atol: float = 1e-5) -> float:
     return float((script_out - eager_out).abs().max())
 
 
-def export(variant: str, out: str, checkpoint: Optional[str] = None) -> dict:
-    model, info = build_model(variant, checkpoint)
+def export(variant: str, out: str, checkpoint: Optional[str] = None,
+           ema: bool = False) -> dict:
+    model, info = build_model(variant, checkpoint, ema=ema)
     metadata = metadata_for(model, variant, info)
     scripted = torch.jit.script(model)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -98,11 +110,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variant", required=True, help="fsrst_x4 or fsrst_x4_small")
     parser.add_argument("--checkpoint", help="training checkpoint to export (default: random init)")
+    parser.add_argument("--ema", action="store_true",
+                        help="export the checkpoint's weight average (train.ema_decay)")
     parser.add_argument("--out", help="output file (default: weights/<variant>.pt beside fsrst/)")
     args = parser.parse_args()
     out = args.out or os.path.join(os.path.dirname(os.path.dirname(__file__)), "weights",
                                    args.variant + ".pt")
-    metadata = export(args.variant, out, args.checkpoint)
+    metadata = export(args.variant, out, args.checkpoint, args.ema)
     print(f"exported {out}: {metadata['parameters']} parameters, trained={metadata['trained']}")
 
 

@@ -2,13 +2,14 @@
 
     /usr/bin/python3 -m fsrst.train --config configs/fsrst_x4.yaml [--max_minutes 170]
 
-Run from model/. Checkpoints (model, optimizer, step, RNG position) go to
-checkpoints/<variant>.pt every log.checkpoint_every_s seconds and at exit; a
-new run resumes from there. Loss and validation PSNR are appended to
-checkpoints/<variant>.log.jsonl.
+Run from model/. Checkpoints (model, optimizer, step, RNG position, and the
+weight average when train.ema_decay is set) go to checkpoints/<variant>.pt every
+log.checkpoint_every_s seconds and at exit; a new run resumes from there. Loss and
+validation PSNR (of the average too) are appended to checkpoints/<variant>.log.jsonl.
 """
 
 import argparse
+import copy
 import json
 import os
 import signal
@@ -55,6 +56,30 @@ def validate(model: FSRST, samples, batch_size: int = 16) -> float:
     return float(torch.cat(scores).mean())
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights (as BasicSR's ema_decay): after
+    each optimizer step, average = decay * average + (1 - decay) * weights. At a low
+    learning rate it smooths out the last steps' noise. Owns its copy of the model;
+    not thread-safe."""
+
+    def __init__(self, model: FSRST, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"train.ema_decay: expected a value in (0, 1), got {decay}")
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: FSRST) -> None:
+        current = model.state_dict()
+        for name, average in self.model.state_dict().items():
+            if average.is_floating_point():
+                average.mul_(self.decay).add_(current[name], alpha=1.0 - self.decay)
+            else:
+                average.copy_(current[name])
+
+
 class Trainer:
     def __init__(self, config: dict, config_path: str):
         self.config = config
@@ -66,6 +91,7 @@ class Trainer:
         self.train_root, self.val_root = resolve(data["train"]), resolve(data["val"])
         self.checkpoint_path = os.path.join(model_dir, "checkpoints", self.variant + ".pt")
         self.log_path = os.path.join(model_dir, "checkpoints", self.variant + ".log.jsonl")
+        os.makedirs(os.path.dirname(self.checkpoint_path), exist_ok=True)
         train = config["train"]
         torch.manual_seed(config["seed"])
         self.model = FSRST(config_for(self.variant))
@@ -77,8 +103,15 @@ class Trainer:
         self.val_samples = evaluation_samples(self.val_root, data["num_references"])[
             :config["log"]["validate_samples"]]
         self.best_val = None
+        self.ema_val = None
+        self.ema = None
+        self.ema_since = None  # the step the average started from
         if os.path.exists(self.checkpoint_path):
             self._resume()
+        if train.get("ema_decay") and self.ema is None:
+            # From the current weights: at step 0, or when a run without it resumes.
+            self.ema = WeightAverage(self.model, train["ema_decay"])
+            self.ema_since = self.step
 
     def _resume(self) -> None:
         state = torch.load(self.checkpoint_path, map_location="cpu")
@@ -87,6 +120,12 @@ class Trainer:
         self.step = state["step"]
         self.samples_seen = state["samples_seen"]
         self.best_val = state["info"].get("val_psnr")
+        decay = self.config["train"].get("ema_decay")
+        if decay and "ema" in state:
+            self.ema = WeightAverage(self.model, decay)
+            self.ema.model.load_state_dict(state["ema"])
+            self.ema_since = state["info"]["ema"]["since_step"]
+            self.ema_val = state["info"].get("val_psnr_ema")
         print(f"resumed {self.variant} at step {self.step}", flush=True)
 
     def learning_rate(self) -> float:
@@ -94,9 +133,11 @@ class Trainer:
         passed = sum(1 for m in train["lr_milestones"] if self.step >= m)
         return train["learning_rate"] * train["lr_gamma"] ** passed
 
-    def save(self, val_psnr: float = None) -> None:
+    def save(self, val_psnr: float = None, ema_val_psnr: float = None) -> None:
         if val_psnr is not None:
             self.best_val = val_psnr
+        if ema_val_psnr is not None:
+            self.ema_val = ema_val_psnr
         info = {"trained": self.step > 0, "variant": self.variant, "steps": self.step,
                 "samples_seen": self.samples_seen, "val_psnr": self.best_val,
                 "data": os.path.basename(os.path.dirname(self.train_root)) + "/" +
@@ -104,8 +145,11 @@ class Trainer:
                 "config": self.config, "version": f"{self.step}"}
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "step": self.step, "samples_seen": self.samples_seen, "info": info}
+        if self.ema is not None:
+            info["ema"] = {"decay": self.ema.decay, "since_step": self.ema_since}
+            info["val_psnr_ema"] = self.ema_val
+            state["ema"] = self.ema.model.state_dict()
         tmp = self.checkpoint_path + ".tmp"
-        os.makedirs(os.path.dirname(tmp), exist_ok=True)
         torch.save(state, tmp)
         os.replace(tmp, self.checkpoint_path)
 
@@ -145,6 +189,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
             self.step += 1
             self.samples_seen += len(indices)
             loss_sum += float(loss)
@@ -152,12 +198,17 @@ class Trainer:
             if self.step % log["validate_every_steps"] == 0:
                 elapsed = time.time() - window_start
                 val = validate(self.model, self.val_samples)
-                self.log({"loss": loss_sum / loss_count, "val_psnr": val,
-                          "lr": self.learning_rate(),
-                          "samples_per_s": loss_count * batch_size / elapsed,
-                          "epoch": self.samples_seen / per_epoch})
+                record = {"loss": loss_sum / loss_count, "val_psnr": val}
+                ema_val = None
+                if self.ema is not None:
+                    ema_val = validate(self.ema.model, self.val_samples)
+                    record["val_psnr_ema"] = ema_val
+                record.update({"lr": self.learning_rate(),
+                               "samples_per_s": loss_count * batch_size / elapsed,
+                               "epoch": self.samples_seen / per_epoch})
+                self.log(record)
                 loss_sum, loss_count, window_start = 0.0, 0, time.time()
-                self.save(val)
+                self.save(val, ema_val)
                 last_save = time.time()
             elif time.time() - last_save > log["checkpoint_every_s"]:
                 self.save()

@@ -1,28 +1,13 @@
 """The evaluation command: its other-person reference row and its table of rows."""
 
-import os
-
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from face_folders import write_faces
 from fsrst import FSRST
 from fsrst.evaluate import evaluate, other_identity_references
 from fsrst.face_data import evaluation_samples, list_identities
 from fsrst.variants import config_for
-
-
-def write_faces(root, identities=3, photos=4):
-    """Identity k's photos are noise around grey level 60 + 60 k, so people differ."""
-    rng = np.random.default_rng(0)
-    for k in range(identities):
-        folder = os.path.join(root, f"person{k}")
-        os.makedirs(folder)
-        for n in range(photos):
-            pixels = np.clip(60 + 60 * k + rng.normal(0, 20, (128, 128, 3)), 0, 255)
-            Image.fromarray(pixels.astype(np.uint8)).save(os.path.join(folder, f"{n}.png"))
-    return str(root)
 
 
 def test_other_identity_references_come_from_the_next_person(tmp_path):

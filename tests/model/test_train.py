@@ -1,0 +1,104 @@
+"""Training's weight average: its update, and that it survives a checkpoint, a resume and
+an export."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from face_folders import write_faces
+from fsrst import FSRST
+from fsrst.export import build_model
+from fsrst.train import Trainer, WeightAverage
+from fsrst.variants import config_for
+
+
+def small_model(seed=0):
+    torch.manual_seed(seed)
+    return FSRST(config_for("fsrst_x4_small"))
+
+
+def test_weight_average_moves_by_one_minus_decay():
+    model = small_model()
+    average = WeightAverage(model, decay=0.75)
+    before = {k: v.clone() for k, v in average.model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    average.update(model)
+    for name, value in average.model.state_dict().items():
+        assert torch.allclose(value, before[name] + 0.25, atol=1e-6), name
+    # The average is a copy: training the model does not move it.
+    assert not any(p.requires_grad for p in average.model.parameters())
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, -0.5, 1.5])
+def test_weight_average_names_the_setting_and_the_range(decay):
+    with pytest.raises(ValueError, match=r"train.ema_decay: expected a value in \(0, 1\)"):
+        WeightAverage(small_model(), decay)
+
+
+def config(tmp_path, max_steps, ema_decay):
+    return {
+        "variant": "fsrst_x4_small", "seed": 1,
+        "data": {"train": write_faces(tmp_path / "train", identities=2, photos=4)
+                 if not (tmp_path / "train").exists() else str(tmp_path / "train"),
+                 "val": str(tmp_path / "train"), "num_references": 3,
+                 "reference_dropout": 0.1},
+        "augment": {"flip": True, "rot90": True},
+        "train": {"batch_size": 2, "learning_rate": 1e-3, "lr_milestones": [], "lr_gamma": 0.5,
+                  "max_steps": max_steps, "threads": 1, "ema_decay": ema_decay},
+        "log": {"checkpoint_every_s": 300, "validate_every_steps": 2, "validate_samples": 2},
+    }
+
+
+def test_training_keeps_resumes_and_exports_its_weight_average(tmp_path):
+    config_path = str(tmp_path / "configs" / "small.yaml")  # checkpoints/ goes beside configs/
+    checkpoint = str(tmp_path / "checkpoints" / "fsrst_x4_small.pt")
+    Trainer(config(tmp_path, max_steps=2, ema_decay=0.5), config_path).train(max_minutes=10)
+
+    state = torch.load(checkpoint)
+    assert state["step"] == 2
+    assert state["info"]["ema"] == {"decay": 0.5, "since_step": 0}
+    for name, value in state["model"].items():
+        if value.is_floating_point() and not torch.equal(value, state["ema"][name]):
+            break
+    else:
+        pytest.fail("after two steps the average equals the last weights")
+    with open(tmp_path / "checkpoints" / "fsrst_x4_small.log.jsonl") as f:
+        record = json.loads(f.readlines()[-1])
+    assert record["step"] == 2
+    assert record["val_psnr_ema"] == state["info"]["val_psnr_ema"]
+
+    # A resumed run continues the saved average instead of restarting it.
+    resumed = Trainer(config(tmp_path, max_steps=3, ema_decay=0.5), config_path)
+    for name, value in resumed.ema.model.state_dict().items():
+        assert torch.equal(value, state["ema"][name]), name
+    assert resumed.ema_since == 0
+
+    model, info = build_model("fsrst_x4_small", checkpoint, ema=True)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, state["ema"][name]), name
+    assert info["weights"] == "ema"
+    assert info["val_psnr"] == state["info"]["val_psnr_ema"]
+    _, info = build_model("fsrst_x4_small", checkpoint)
+    assert "weights" not in info and info["val_psnr"] == state["info"]["val_psnr"]
+
+
+def test_a_run_without_the_setting_has_no_average_to_export(tmp_path):
+    config_path = str(tmp_path / "configs" / "small.yaml")
+    Trainer(config(tmp_path, max_steps=1, ema_decay=None), config_path).train(max_minutes=10)
+    checkpoint = str(tmp_path / "checkpoints" / "fsrst_x4_small.pt")
+    assert "ema" not in torch.load(checkpoint)
+    with pytest.raises(ValueError, match="no weight average"):
+        build_model("fsrst_x4_small", checkpoint, ema=True)
+
+
+def test_an_average_starts_from_a_checkpoint_made_without_one(tmp_path):
+    config_path = str(tmp_path / "configs" / "small.yaml")
+    Trainer(config(tmp_path, max_steps=1, ema_decay=None), config_path).train(max_minutes=10)
+    resumed = Trainer(config(tmp_path, max_steps=2, ema_decay=0.9), config_path)
+    assert resumed.step == 1 and resumed.ema_since == 1
+    for name, value in resumed.model.state_dict().items():
+        assert torch.equal(value, resumed.ema.model.state_dict()[name]), name
