@@ -93,18 +93,31 @@ def evaluate(module, samples, other_refs, scale: int = 4, batch_size: int = 16) 
                    "images": int(torch.cat(p).numel())} for name, (p, s) in rows.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def protocol_samples(root: str):
+    """The evaluation protocol's samples of a face folder and, per sample, another
+    person's references (other_identity_references)."""
+    samples = evaluation_samples(root)
+    counts = [len(photos) for photos in list_identities(root)]
+    return samples, other_identity_references(samples, counts)
+
+
+def parse_model_command(parser):
+    """Adds the model arguments, --threads and --json, parses the command line and sets
+    torch's thread count: the shared front of the commands that score a model on val."""
     add_model_arguments(parser)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json")
+    parser.add_argument("--json", help="file to write the numbers to")
     args = parser.parse_args()
     if not args.weights and not args.checkpoint:
         parser.error("give --weights or --checkpoint")
     torch.set_num_threads(args.threads)
-    samples = evaluation_samples(args.data)
-    counts = [len(photos) for photos in list_identities(args.data)]
-    results = evaluate(load_module(args), samples, other_identity_references(samples, counts))
+    return args
+
+
+def main() -> None:
+    args = parse_model_command(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
+    samples, others = protocol_samples(args.data)
+    results = evaluate(load_module(args), samples, others)
     name = args.weights or args.checkpoint
     print(f"{name} on {args.data}\n")
     print("| method | PSNR (dB) | SSIM |\n|---|---|---|")
