@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <unistd.h>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,6 +20,13 @@ namespace fsrst::testing {
 inline std::string SourceDir() {
   const char* dir = std::getenv("FSRST_SOURCE_DIR");
   return dir != nullptr ? dir : ".";
+}
+
+// A path under the test temp dir that no other test process shares: ctest runs
+// each test of a binary as its own process, in parallel, so a fixed name would
+// let one test truncate a file another is reading.
+inline std::string ProcessTempPath(const std::string& name) {
+  return absl::StrCat(::testing::TempDir(), "/", getpid(), "_", name);
 }
 
 // A server config for tests: the small shipped model, free ports, one thread.

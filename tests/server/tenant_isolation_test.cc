@@ -24,6 +24,7 @@ namespace fsrst {
 namespace {
 
 using ::fsrst::testing::Connect;
+using ::fsrst::testing::ProcessTempPath;
 using ::fsrst::testing::Rgb8Image;
 using ::fsrst::testing::TestConfig;
 using ::testing::HasSubstr;
@@ -34,7 +35,7 @@ constexpr char kUnknownKey[] = "key-nobody-was-given-00000000000";
 
 // A config whose server requires the keys of tenants "tenant-a" and "tenant-b".
 ServerConfig AuthConfig() {
-  const std::string path = ::testing::TempDir() + "/tenant_isolation_keys.txt";
+  const std::string path = ProcessTempPath("tenant_isolation_keys.txt");
   std::ofstream file(path);
   file << "# test keys\n" << kKeyA << " tenant-a\n" << kKeyB << " tenant-b\n";
   ServerConfig config = TestConfig();
@@ -333,7 +334,7 @@ TEST(TenantIsolationMetrics, DeleteReferencesReturnsTheCacheGaugesToZero) {
 }
 
 TEST(TenantIsolationStart, MalformedKeyFileFailsToStart) {
-  const std::string path = ::testing::TempDir() + "/tenant_isolation_bad_keys.txt";
+  const std::string path = ProcessTempPath("tenant_isolation_bad_keys.txt");
   {
     std::ofstream file(path);
     file << "this-line-has-no-tenant-0000000\n";
