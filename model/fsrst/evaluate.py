@@ -1,14 +1,19 @@
-"""Evaluates FSRST on a face folder: PSNR (RGB, uint8) and SSIM.
+"""Evaluates FSRST on face photos and on calls: PSNR (RGB, uint8) and SSIM.
 
-    /usr/bin/python3 -m fsrst.evaluate --weights weights/fsrst_x4.pt [--data ../../shared/data/faces/val]
+    /usr/bin/python3 -m fsrst.evaluate --weights weights/fsrst_x4.pt \
+        [--data ../../shared/data/faces/val] [--video ../../shared/data/video/val] \
+        [--conditions clean jpeg75]
     /usr/bin/python3 -m fsrst.evaluate --checkpoint checkpoints/fsrst_x4.pt --variant fsrst_x4
 
-Protocol: each photo of each identity is a target; LR = PIL bicubic 128->32;
-its references are the next three photos of the identity (cyclically). Rows:
-bicubic (PIL, 32->128), the model with references, the same model with none
-(K = 0), and with another person's references (those of the first photo of the
-next identity): a model that uses who the references show scores below its
-own-reference row there. Prints a Markdown table; --json writes the numbers.
+Faces protocol: each photo of each identity is a target, its references are the
+next three photos of the identity (cyclically). Video protocol (fsrst.video_data):
+references = the frames nearest 0, 1.6 and 3.2 s of a clip, targets = 10 frames
+evenly from 5 s to the end. LR = PIL bicubic 128->32, then the frame condition
+(clean, or JPEG of the 32x32 frame: jpeg75 = quality 75, 4:2:0). Rows: bicubic of
+the same LR frame (PIL, 32->128), the model with the person's references, with none
+(K = 0), and with another person's references (the next identity's, or the next
+clip's): a model that uses who the references show scores below its own-reference
+row there. Prints a Markdown table; --json writes the numbers.
 """
 
 import argparse
@@ -18,8 +23,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fsrst.face_data import evaluation_samples, list_identities
+from fsrst.degradation import apply_condition
+from fsrst.face_data import downscale, evaluation_samples, list_identities, to_tensor
 from fsrst.image_metrics import psnr, ssim
+from fsrst.video_data import list_clips, other_clip_references, video_evaluation_samples
+
+ROWS = ("bicubic", "own refs", "no refs (K=0)", "another person's refs")
 
 
 def bicubic_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
@@ -54,7 +63,8 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--ema", action="store_true",
                         help="the checkpoint's weight average instead of its last weights")
     parser.add_argument("--variant", default="fsrst_x4")
-    parser.add_argument("--data", default="../../shared/data/faces/val")
+    parser.add_argument("--data", default="../../shared/data/faces/val",
+                        help="face folder (identity folders of photos)")
 
 
 def load_module(args):
@@ -68,8 +78,7 @@ def load_module(args):
 @torch.no_grad()
 def evaluate(module, samples, other_refs, scale: int = 4, batch_size: int = 16) -> dict:
     """`other_refs`: per sample, references of another person (other_identity_references)."""
-    rows = {name: ([], []) for name in ("bicubic", "fsrst (3 refs)", "fsrst (no refs)",
-                                        "fsrst (another person's 3 refs)")}
+    rows = {name: ([], []) for name in ROWS}
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
         lr = torch.stack([s[0] for s in chunk])
@@ -80,12 +89,11 @@ def evaluate(module, samples, other_refs, scale: int = 4, batch_size: int = 16) 
         feats = module.encode_references(refs.flatten(0, 1)).unflatten(0, (b, k))
         other_feats = module.encode_references(others.flatten(0, 1)).unflatten(0, (b, k))
         all_slots = torch.ones(b, k, dtype=torch.bool)
-        outputs = {
-            "bicubic": bicubic_upscale(lr, scale),
-            "fsrst (3 refs)": module(lr, feats, all_slots),
-            "fsrst (no refs)": module(lr, feats[:, :0], torch.zeros(b, 0, dtype=torch.bool)),
-            "fsrst (another person's 3 refs)": module(lr, other_feats, all_slots),
-        }
+        outputs = dict(zip(ROWS, (
+            bicubic_upscale(lr, scale),
+            module(lr, feats, all_slots),
+            module(lr, feats[:, :0], torch.zeros(b, 0, dtype=torch.bool)),
+            module(lr, other_feats, all_slots))))
         for name, out in outputs.items():
             rows[name][0].append(psnr(out, hr))
             rows[name][1].append(ssim(out, hr))
@@ -99,6 +107,53 @@ def protocol_samples(root: str):
     samples = evaluation_samples(root)
     counts = [len(photos) for photos in list_identities(root)]
     return samples, other_identity_references(samples, counts)
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """[3,H,W] in [0,1] (from uint8 levels) -> the RGB image it came from."""
+    return Image.fromarray((image.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8))
+
+
+def with_condition(samples, condition: str, scale: int = 4):
+    """The samples (lr, refs, hr) with their LR made again from hr under `condition`
+    (clean = PIL bicubic, as evaluation_samples makes it)."""
+    out = []
+    for _, refs, hr in samples:
+        lr = apply_condition(downscale(to_pil(hr), scale), condition)
+        out.append((to_tensor(lr), refs, hr))
+    return out
+
+
+def video_protocol_samples(root: str, scale: int = 4):
+    """The video protocol's samples of a clip folder as (lr, refs, hr), clean LR, and per
+    sample another person's references (the next clip's)."""
+    protocol = video_evaluation_samples(root)
+    others = other_clip_references(protocol, list_clips(root))
+    samples = [(to_tensor(downscale(hr, scale)), refs, to_tensor(hr)) for hr, refs, _ in protocol]
+    return samples, others
+
+
+def evaluate_sets(module, sets: dict, conditions) -> dict:
+    """sets: name -> (samples, other_refs). Returns {set: {condition: evaluate rows}}."""
+    return {name: {condition: evaluate(module, with_condition(samples, condition), others)
+                   for condition in conditions}
+            for name, (samples, others) in sets.items()}
+
+
+def markdown_table(results: dict) -> str:
+    """PSNR per row, and the three differences the targets are stated in."""
+    lines = ["| set | frame | " + " | ".join(ROWS) + " | over bicubic | own - none | "
+             "own - another's |", "|---|---|" + "---|" * (len(ROWS) + 3)]
+    for name, by_condition in results.items():
+        for condition, rows in by_condition.items():
+            p = [rows[r]["psnr"] for r in ROWS]
+            lines.append(f"| {name} | {condition} | " + " | ".join(f"{v:.2f}" for v in p) +
+                         f" | {p[1] - p[0]:+.2f} | {p[1] - p[2]:+.3f} | {p[1] - p[3]:+.3f} |")
+    lines.append("")
+    lines.append("SSIM, own refs: " + ", ".join(
+        f"{name} {condition} {rows[ROWS[1]]['ssim']:.4f} (bicubic {rows[ROWS[0]]['ssim']:.4f})"
+        for name, by_condition in results.items() for condition, rows in by_condition.items()))
+    return "\n".join(lines)
 
 
 def parse_model_command(parser):
@@ -115,14 +170,20 @@ def parse_model_command(parser):
 
 
 def main() -> None:
-    args = parse_model_command(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
-    samples, others = protocol_samples(args.data)
-    results = evaluate(load_module(args), samples, others)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--video", default="../../shared/data/video/val",
+                        help="clip folder; '' for faces only")
+    parser.add_argument("--conditions", nargs="+", default=["clean", "jpeg75"],
+                        help="frame conditions: clean, jpeg<q>[_420|_422|_444]")
+    args = parse_model_command(parser)
+    sets = {"faces": protocol_samples(args.data)}
+    if args.video:
+        sets["video"] = video_protocol_samples(args.video)
+    results = evaluate_sets(load_module(args), sets, args.conditions)
     name = args.weights or args.checkpoint
-    print(f"{name} on {args.data}\n")
-    print("| method | PSNR (dB) | SSIM |\n|---|---|---|")
-    for method, r in results.items():
-        print(f"| {method} | {r['psnr']:.2f} | {r['ssim']:.4f} |")
+    print(f"{name}{' (weight average)' if args.ema else ''} on {args.data}"
+          f"{' and ' + args.video if args.video else ''}, PSNR (dB)\n")
+    print(markdown_table(results))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from fsrst.fsrst_net import FSRST
+from fsrst.fsrst_net import FSRST, load_weights
 from fsrst.variants import config_for
 
 METADATA_FILE = "metadata.json"
@@ -37,10 +37,10 @@ def build_model(variant: str, checkpoint: Optional[str] = None, seed: int = 0,
         if ema:
             if "ema" not in state:
                 raise ValueError(f"{checkpoint}: no weight average (train.ema_decay was not set)")
-            model.load_state_dict(state["ema"])
+            load_weights(model, state["ema"])
             info.update(weights="ema", val_psnr=info.get("val_psnr_ema"))
         else:
-            model.load_state_dict(state["model"])
+            load_weights(model, state["model"])
     elif ema:
         raise ValueError("--ema needs --checkpoint")
     return model.eval(), info

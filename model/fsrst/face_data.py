@@ -80,62 +80,6 @@ def flip_rotate(image: Image.Image, flip: bool, quarter_turns: int) -> Image.Ima
     return image
 
 
-class TrainingSamples(torch.utils.data.Dataset):
-    """Every photo once per epoch as a target, with references drawn at random.
-
-    Augmentation keeps HR and references consistent: the same flip and quarter
-    turn for all of them, and an independent small affine on each photo (the
-    misalignment the spatial transformer learns to undo).
-
-    Args:
-        root: folder of identity folders.
-        num_references: references per sample (3, as the paper).
-        scale: LR = HR downscaled by this (bicubic).
-        hr_size: HR size.
-        augment: dict with degrees, shift, scale_min, scale_max, flip, rot90.
-        seed: base seed; each (epoch, index) draws from its own generator.
-    """
-
-    def __init__(self, root: str, num_references: int = 3, scale: int = 4, hr_size: int = 128,
-                 augment: dict = None, seed: int = 0):
-        self.identities = list_identities(root)
-        self.samples = [(i, j) for i, photos in enumerate(self.identities)
-                        for j in range(len(photos))]
-        self.images = [[load_rgb(p, hr_size) for p in photos] for photos in self.identities]
-        self.num_references = num_references
-        self.scale = scale
-        self.augment = augment or {}
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        rng = random.Random((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
-        identity, target = self.samples[index]
-        photos = self.images[identity]
-        others = [j for j in range(len(photos)) if j != target]
-        refs = rng.sample(others, min(self.num_references, len(others)))
-        aug = self.augment
-        flip = aug.get("flip", False) and rng.random() < 0.5
-        turns = rng.randrange(4) if aug.get("rot90", False) else 0
-
-        def augmented(image: Image.Image) -> Image.Image:
-            if aug.get("degrees", 0) or aug.get("shift", 0):
-                image = random_affine(image, rng, aug.get("degrees", 0.0), aug.get("shift", 0.0),
-                                      (aug.get("scale_min", 1.0), aug.get("scale_max", 1.0)))
-            return flip_rotate(image, flip, turns)
-
-        hr = augmented(photos[target])
-        lr = downscale(hr, self.scale)
-        ref_images = [luma(augmented(photos[j])) for j in refs]
-        return to_tensor(lr), torch.stack([to_tensor(r) for r in ref_images]), to_tensor(hr)
-
-
 def evaluation_samples(root: str, num_references: int = 3, scale: int = 4,
                        hr_size: int = 128) -> Sequence[Tuple[torch.Tensor, torch.Tensor,
                                                              torch.Tensor]]:

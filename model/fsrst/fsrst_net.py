@@ -1,5 +1,5 @@
 from dataclasses import dataclass, asdict
-from typing import List
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
@@ -9,6 +9,18 @@ from fsrst.distance_aggregation import DistanceAggregation
 from fsrst.feature_extractor import FeatureExtractor
 from fsrst.output_constructor import OutputConstructor
 from fsrst.spatial_transformer import SpatialTransformer
+
+
+# -ln(1e-9): before the aggregation learned its threshold, its normaliser had a constant 1e-9
+# where exp(-threshold) now is; weights saved then load with this value and behave as they did.
+LEGACY_THRESHOLD = 20.7233
+
+
+def load_weights(model: nn.Module, state: Dict[str, torch.Tensor]) -> None:
+    """load_state_dict that also takes weights saved before the aggregation threshold existed."""
+    state = dict(state)
+    state.setdefault("aggregation.threshold", torch.tensor(LEGACY_THRESHOLD))
+    model.load_state_dict(state)
 
 
 @dataclass

@@ -1,12 +1,14 @@
-"""Draws a picture of FSRST on a few faces: LR | bicubic | FSRST | ground truth | references.
+"""Draws a picture of FSRST: LR | bicubic | FSRST | ground truth | references, one row per frame.
 
-    /usr/bin/python3 -m fsrst.gallery --weights weights/fsrst_x4.pt --out ../docs/model/gallery.png
+    /usr/bin/python3 -m fsrst.gallery --weights weights/fsrst_x4.pt --out ../docs/model/gallery_fsrst_x4.png
     /usr/bin/python3 -m fsrst.gallery --checkpoint checkpoints/fsrst_x4.pt --variant fsrst_x4 ...
 
-The faces follow the evaluation protocol (fsrst.evaluate): the first photo of
-each of the first --faces identities is the target, the next three photos of
-the identity its references. The LR face is shown enlarged with nearest
-neighbours, the references as the luma the model sees.
+Rows, each labelled on its LR tile: face photos (the evaluation protocol's first photo of
+each of the first --faces identities, references = the next three photos), call frames
+(the video protocol's first target of each of the first --clips clips, references = the
+frames at 0, 1.6 and 3.2 s), then the first face and the first call frame again with the
+32x32 frame compressed as JPEG q75 (4:2:0), as callers send it. The LR tile is the frame
+enlarged with nearest neighbours, the references the luma the model sees.
 """
 
 import argparse
@@ -17,8 +19,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from fsrst.evaluate import add_model_arguments, bicubic_upscale, load_module
-from fsrst.face_data import evaluation_samples, list_identities
+from fsrst.evaluate import add_model_arguments, bicubic_upscale, load_module, with_condition
+from fsrst.face_data import downscale, evaluation_samples, list_identities, to_tensor
+from fsrst.video_data import TARGETS_PER_CLIP, list_clips, video_evaluation_samples
 
 COLUMNS = ["LR 32x32", "bicubic", "FSRST", "ground truth", "references (luma)"]
 
@@ -40,8 +43,23 @@ def first_photo_of_each_identity(root: str, faces: int):
     return indices[:faces]
 
 
+def gallery_rows(faces_root: str, video_root: str, faces: int, clips: int):
+    """[(label, (lr, refs, hr))]: the rows the module docstring lists."""
+    face_samples = evaluation_samples(faces_root)
+    rows = [("face", face_samples[i]) for i in first_photo_of_each_identity(faces_root, faces)]
+    if video_root:
+        protocol = video_evaluation_samples(video_root)
+        firsts = [c * TARGETS_PER_CLIP for c in range(min(clips, len(list_clips(video_root))))]
+        rows += [("call", (to_tensor(downscale(protocol[i][0], 4)), protocol[i][1],
+                           to_tensor(protocol[i][0]))) for i in firsts]
+    compressed = [rows[0]] + ([rows[faces]] if video_root and clips else [])
+    rows += [(label + " q75", with_condition([sample], "jpeg75")[0])
+             for label, sample in compressed]
+    return rows
+
+
 @torch.no_grad()
-def draw(module, samples, scale: int = 4) -> Image.Image:
+def draw(module, samples, scale: int = 4, labels=None) -> Image.Image:
     lr = torch.stack([s[0] for s in samples])
     refs = torch.stack([s[1] for s in samples])
     hr = torch.stack([s[2] for s in samples])
@@ -63,23 +81,29 @@ def draw(module, samples, scale: int = 4) -> Image.Image:
         tiles += [to_image(refs[row, i]) for i in range(k)]
         for column, tile in enumerate(tiles):
             canvas.paste(tile, (column * (size + gap), y))
+        if labels:
+            pen.rectangle((0, y, 6 * len(labels[row]) + 4, y + 12), fill="white")
+            pen.text((2, y + 1), labels[row], fill="black")
     return canvas
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_model_arguments(parser)
-    parser.add_argument("--faces", type=int, default=4)
+    parser.add_argument("--faces", type=int, default=3)
+    parser.add_argument("--video", default="../../shared/data/video/val",
+                        help="clip folder for the call rows; '' for none")
+    parser.add_argument("--clips", type=int, default=2)
     parser.add_argument("--out", required=True, help="PNG file to write")
     args = parser.parse_args()
     if not args.weights and not args.checkpoint:
         parser.error("give --weights or --checkpoint")
-    samples = evaluation_samples(args.data)
-    chosen = [samples[i] for i in first_photo_of_each_identity(args.data, args.faces)]
-    picture = draw(load_module(args), chosen)
+    rows = gallery_rows(args.data, args.video, args.faces, args.clips)
+    picture = draw(load_module(args), [sample for _, sample in rows],
+                   labels=[label for label, _ in rows])
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     picture.save(args.out)
-    print(f"wrote {args.out} ({len(chosen)} faces)")
+    print(f"wrote {args.out} ({len(rows)} rows)")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,17 @@
 """Trains an FSRST variant, resumably.
 
-    /usr/bin/python3 -m fsrst.train --config configs/fsrst_x4.yaml [--max_minutes 170]
+    /usr/bin/python3 -m fsrst.train --config configs/fsrst_x4_calls.yaml [--max_minutes 170]
 
-Run from model/. Checkpoints (model, optimizer, step, RNG position, and the
-weight average when train.ema_decay is set) go to checkpoints/<variant>.pt every
-log.checkpoint_every_s seconds and at exit; a new run resumes from there. Loss and
-validation PSNR (of the average too) are appended to checkpoints/<variant>.log.jsonl.
+Run from model/. A run is named by the config's `name` (default: the variant). Its
+resume point (weights, step, samples seen, and the weight average when train.ema_decay
+is set; no optimizer state, so it is small enough to commit) goes to
+checkpoints/<name>.pt every log.checkpoint_every_s seconds and at exit; the optimizer's
+state goes beside it to checkpoints/<name>.optimizer.pt (not committed). A new run
+resumes from both; from the resume point alone (a fresh clone) Adam restarts its
+moments, which costs a few hundred steps of warm-up and nothing else. A run with
+`init.checkpoint` and no resume point of its own starts from that checkpoint's weights
+(its average with init.ema) at step 0. Loss and validation PSNR (of the average too)
+are appended to checkpoints/<name>.log.jsonl.
 """
 
 import argparse
@@ -19,10 +25,13 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from fsrst.face_data import TrainingSamples, evaluation_samples
-from fsrst.fsrst_net import FSRST
+from fsrst.degradation import apply_condition
+from fsrst.face_data import downscale, evaluation_samples, to_tensor
+from fsrst.fsrst_net import FSRST, load_weights
 from fsrst.image_metrics import psnr
+from fsrst.training_mix import TrainingMix
 from fsrst.variants import config_for
+from fsrst.video_data import list_clips, other_clip_references, video_evaluation_samples
 
 
 def load_config(path: str) -> dict:
@@ -43,17 +52,38 @@ def run_model(model: FSRST, lr: torch.Tensor, refs: torch.Tensor,
 
 @torch.no_grad()
 def validate(model: FSRST, samples, batch_size: int = 16) -> float:
+    """Mean PSNR over samples of (lr, refs, hr), or (lr, refs, mask, hr)."""
     model.eval()
     scores = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
         lr = torch.stack([s[0] for s in chunk])
         refs = torch.stack([s[1] for s in chunk])
-        hr = torch.stack([s[2] for s in chunk])
-        mask = torch.ones(refs.shape[:2], dtype=torch.bool)
+        hr = torch.stack([s[-1] for s in chunk])
+        mask = torch.stack([s[2] for s in chunk]) if len(chunk[0]) == 4 else torch.ones(
+            refs.shape[:2], dtype=torch.bool)
         scores.append(psnr(run_model(model, lr, refs, mask), hr))
     model.train()
     return float(torch.cat(scores).mean())
+
+
+def video_validation_sets(root: str) -> dict:
+    """The training curve's call rows on a clip folder (the evaluation protocol): JPEG q75
+    frames with the person's references, with none, with another person's; clean frames
+    with the person's references. Name -> samples of (lr, refs, mask, hr)."""
+    clips = list_clips(root)
+    protocol = video_evaluation_samples(root)
+    others = other_clip_references(protocol, clips)
+    sets = {"video_clean": [], "video_q75": [], "video_q75_none": [], "video_q75_other": []}
+    for (hr, refs, _), other in zip(protocol, others):
+        own = torch.ones(refs.shape[0], dtype=torch.bool)
+        lr = downscale(hr, 4)
+        q75 = to_tensor(apply_condition(lr, "jpeg75"))
+        sets["video_clean"].append((to_tensor(lr), refs, own, to_tensor(hr)))
+        sets["video_q75"].append((q75, refs, own, to_tensor(hr)))
+        sets["video_q75_none"].append((q75, refs, ~own, to_tensor(hr)))
+        sets["video_q75_other"].append((q75, other, own, to_tensor(hr)))
+    return sets
 
 
 class WeightAverage:
@@ -80,6 +110,12 @@ class WeightAverage:
                 average.copy_(current[name])
 
 
+def atomic_save(state: dict, path: str) -> None:
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 class Trainer:
     def __init__(self, config: dict, config_path: str):
         self.config = config
@@ -89,8 +125,15 @@ class Trainer:
         resolve = lambda p: p if os.path.isabs(p) else os.path.normpath(os.path.join(model_dir, p))
         data = config["data"]
         self.train_root, self.val_root = resolve(data["train"]), resolve(data["val"])
-        self.checkpoint_path = os.path.join(model_dir, "checkpoints", self.variant + ".pt")
-        self.log_path = os.path.join(model_dir, "checkpoints", self.variant + ".log.jsonl")
+        self.name = config.get("name", self.variant)
+        self.checkpoint_path = os.path.join(model_dir, "checkpoints", self.name + ".pt")
+        self.optimizer_path = os.path.join(model_dir, "checkpoints", self.name + ".optimizer.pt")
+        self.log_path = os.path.join(model_dir, "checkpoints", self.name + ".log.jsonl")
+        self.video_train = resolve(data["video_train"]) if data.get("video_train") else None
+        self.video_val = resolve(data["video_val"]) if data.get("video_val") else None
+        self.init = dict(config.get("init") or {})
+        if self.init.get("checkpoint"):
+            self.init["checkpoint"] = resolve(self.init["checkpoint"])
         os.makedirs(os.path.dirname(self.checkpoint_path), exist_ok=True)
         train = config["train"]
         torch.manual_seed(config["seed"])
@@ -98,35 +141,61 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train["learning_rate"])
         self.step = 0
         self.samples_seen = 0
-        self.dataset = TrainingSamples(self.train_root, data["num_references"],
-                                       augment=config["augment"], seed=config["seed"])
+        self.dataset = TrainingMix(self.train_root, self.video_train, data,
+                                   augment=config["augment"], degrade=config.get("degrade"),
+                                   seed=config["seed"])
         self.val_samples = evaluation_samples(self.val_root, data["num_references"])[
             :config["log"]["validate_samples"]]
+        self.video_val_sets = video_validation_sets(self.video_val) if self.video_val else {}
         self.best_val = None
         self.ema_val = None
+        self.val_extra = {}
         self.ema = None
         self.ema_since = None  # the step the average started from
         if os.path.exists(self.checkpoint_path):
             self._resume()
+        elif self.init.get("checkpoint"):
+            self._warm_start()
         if train.get("ema_decay") and self.ema is None:
             # From the current weights: at step 0, or when a run without it resumes.
             self.ema = WeightAverage(self.model, train["ema_decay"])
             self.ema_since = self.step
 
+    def _warm_start(self) -> None:
+        """Weights (or their average) of another run's checkpoint, at step 0. Weights saved
+        before the aggregation learned its threshold get init.threshold."""
+        state = torch.load(self.init["checkpoint"], map_location="cpu")
+        weights = state["ema"] if self.init.get("ema") else state["model"]
+        load_weights(self.model, weights)
+        if "aggregation.threshold" not in weights and "threshold" in self.init:
+            with torch.no_grad():
+                self.model.aggregation.threshold.fill_(float(self.init["threshold"]))
+        self.init["from_step"] = state["step"]
+        print(f"{self.name}: warm start from {self.init['checkpoint']} step {state['step']}"
+              f"{' (weight average)' if self.init.get('ema') else ''}", flush=True)
+
     def _resume(self) -> None:
         state = torch.load(self.checkpoint_path, map_location="cpu")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_weights(self.model, state["model"])
         self.step = state["step"]
+        if "optimizer" in state:  # checkpoints written before resume points left it out
+            self.optimizer.load_state_dict(state["optimizer"])
+        elif os.path.exists(self.optimizer_path):
+            saved = torch.load(self.optimizer_path, map_location="cpu")
+            if saved["step"] == self.step:
+                self.optimizer.load_state_dict(saved["optimizer"])
+            else:
+                print(f"{self.optimizer_path}: step {saved['step']} is not the resume point's "
+                      f"{self.step}; Adam restarts", flush=True)
         self.samples_seen = state["samples_seen"]
         self.best_val = state["info"].get("val_psnr")
         decay = self.config["train"].get("ema_decay")
         if decay and "ema" in state:
             self.ema = WeightAverage(self.model, decay)
-            self.ema.model.load_state_dict(state["ema"])
+            load_weights(self.ema.model, state["ema"])
             self.ema_since = state["info"]["ema"]["since_step"]
             self.ema_val = state["info"].get("val_psnr_ema")
-        print(f"resumed {self.variant} at step {self.step}", flush=True)
+        print(f"resumed {self.name} at step {self.step}", flush=True)
 
     def learning_rate(self) -> float:
         train = self.config["train"]
@@ -143,15 +212,24 @@ class Trainer:
                 "data": os.path.basename(os.path.dirname(self.train_root)) + "/" +
                 os.path.basename(self.train_root),
                 "config": self.config, "version": f"{self.step}"}
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "step": self.step, "samples_seen": self.samples_seen, "info": info}
+        if self.video_train:
+            info["data"] += " + " + os.path.basename(os.path.dirname(self.video_train)) + "/" + \
+                os.path.basename(self.video_train)
+        if self.init.get("checkpoint"):
+            info["init"] = {"checkpoint": os.path.basename(self.init["checkpoint"]),
+                            "ema": bool(self.init.get("ema")),
+                            "from_step": self.init.get("from_step")}
+        if self.val_extra:
+            info["val"] = self.val_extra
+        state = {"model": self.model.state_dict(), "step": self.step,
+                 "samples_seen": self.samples_seen, "info": info}
         if self.ema is not None:
             info["ema"] = {"decay": self.ema.decay, "since_step": self.ema_since}
             info["val_psnr_ema"] = self.ema_val
             state["ema"] = self.ema.model.state_dict()
-        tmp = self.checkpoint_path + ".tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, self.checkpoint_path)
+        atomic_save({"optimizer": self.optimizer.state_dict(), "step": self.step},
+                    self.optimizer_path)
+        atomic_save(state, self.checkpoint_path)
 
     def log(self, record: dict) -> None:
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "step": self.step, **record}
@@ -162,12 +240,10 @@ class Trainer:
     def train(self, max_minutes: float) -> None:
         train, log = self.config["train"], self.config["log"]
         batch_size = train["batch_size"]
-        dropout = self.config["data"]["reference_dropout"]
         stop_at = time.time() + max_minutes * 60
         last_save = time.time()
         stopping = []
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-        gen = torch.Generator().manual_seed(self.config["seed"])
         self.model.train()
         loss_sum, loss_count, window_start = 0.0, 0, time.time()
         per_epoch = len(self.dataset)
@@ -180,9 +256,8 @@ class Trainer:
             batch = [self.dataset[i] for i in indices]
             lr = torch.stack([b[0] for b in batch])
             refs = torch.stack([b[1] for b in batch])
-            hr = torch.stack([b[2] for b in batch])
-            gen.manual_seed(self.config["seed"] + self.step)
-            mask = torch.rand(refs.shape[:2], generator=gen) >= dropout
+            mask = torch.stack([b[2] for b in batch])
+            hr = torch.stack([b[3] for b in batch])
             for group in self.optimizer.param_groups:
                 group["lr"] = self.learning_rate()
             loss = F.l1_loss(run_model(self.model, lr, refs, mask), hr)
@@ -203,6 +278,10 @@ class Trainer:
                 if self.ema is not None:
                     ema_val = validate(self.ema.model, self.val_samples)
                     record["val_psnr_ema"] = ema_val
+                scored = self.ema.model if self.ema is not None else self.model
+                self.val_extra = {name: round(validate(scored, samples), 4)
+                                  for name, samples in self.video_val_sets.items()}
+                record.update(self.val_extra)
                 record.update({"lr": self.learning_rate(),
                                "samples_per_s": loss_count * batch_size / elapsed,
                                "epoch": self.samples_seen / per_epoch})

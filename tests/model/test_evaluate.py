@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from face_folders import write_faces
+from face_folders import write_clips, write_faces
 from fsrst import FSRST
-from fsrst.evaluate import evaluate, other_identity_references
+from fsrst.evaluate import (evaluate, evaluate_sets, markdown_table, other_identity_references,
+                            video_protocol_samples, with_condition)
 from fsrst.face_data import evaluation_samples, list_identities
 from fsrst.variants import config_for
 
@@ -37,11 +38,42 @@ def test_evaluate_reports_every_row_over_every_photo(tmp_path):
     torch.manual_seed(0)
     model = FSRST(config_for("fsrst_x4_small")).eval()
     rows = evaluate(model, samples, others, batch_size=3)
-    assert list(rows) == ["bicubic", "fsrst (3 refs)", "fsrst (no refs)",
-                          "fsrst (another person's 3 refs)"]
+    assert list(rows) == ["bicubic", "own refs", "no refs (K=0)", "another person's refs"]
     for name, row in rows.items():
         assert row["images"] == 8, name
         assert 5.0 < row["psnr"] < 60.0, (name, row)
         assert 0.0 < row["ssim"] <= 1.0, (name, row)
     # An untrained model's aligner starts at identity, so references reach the output.
-    assert rows["fsrst (3 refs)"]["psnr"] != rows["fsrst (another person's 3 refs)"]["psnr"]
+    assert rows["own refs"]["psnr"] != rows["another person's refs"]["psnr"]
+
+
+def test_clean_condition_remakes_exactly_the_protocol_frames(tmp_path):
+    samples = evaluation_samples(write_faces(tmp_path, identities=2, photos=4))
+    clean = with_condition(samples, "clean")
+    for (lr, refs, hr), (lr2, refs2, hr2) in zip(samples, clean):
+        assert torch.equal(lr, lr2) and refs2 is refs and hr2 is hr
+
+
+def test_jpeg_condition_degrades_the_frame_and_only_the_frame(tmp_path):
+    samples = evaluation_samples(write_faces(tmp_path, identities=2, photos=4))
+    q30 = with_condition(samples, "jpeg30")
+    for (lr, _, hr), (lr2, _, hr2) in zip(samples, q30):
+        assert lr2.shape == lr.shape and hr2 is hr
+        error = float((lr2 - lr).abs().mean()) * 255
+        # Noise photos compress badly: a q30 frame is several levels off on average.
+        assert error > 3.0, error
+
+
+def test_video_protocol_rows_and_table(tmp_path):
+    root = write_clips(tmp_path / "clips", clips=2, seconds=8.0, fps=10.0)
+    samples, others = video_protocol_samples(root)
+    assert len(samples) == len(others) == 20   # 10 targets per clip
+    torch.manual_seed(0)
+    model = FSRST(config_for("fsrst_x4_small")).eval()
+    results = evaluate_sets(model, {"video": (samples, others)}, ["clean", "jpeg75"])
+    assert list(results["video"]) == ["clean", "jpeg75"]
+    table = markdown_table(results)
+    assert table.count("| video |") == 2
+    clean = results["video"]["clean"]
+    own, bicubic = clean["own refs"]["psnr"], clean["bicubic"]["psnr"]
+    assert f"{own - bicubic:+.2f}" in table.splitlines()[2]

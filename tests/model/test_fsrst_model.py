@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from fsrst import FSRST
+from fsrst.distance_aggregation import DistanceAggregation
+from fsrst.fsrst_net import LEGACY_THRESHOLD, load_weights
 from fsrst.export import METADATA_FILE, check_faithful, export, read_metadata
 from fsrst.spatial_transformer import SpatialTransformer
 from fsrst.variants import config_for
@@ -31,7 +33,7 @@ def encode(model, refs, batch, k):
         return model.encode_references(refs).reshape(batch, k, 3, 32, 32)
 
 
-@pytest.mark.parametrize("variant,count", [("fsrst_x4", 2_552_576), ("fsrst_x4_small", 869_792)])
+@pytest.mark.parametrize("variant,count", [("fsrst_x4", 2_552_577), ("fsrst_x4_small", 869_793)])
 def test_parameter_count(variant, count):
     assert sum(p.numel() for p in make(variant).parameters()) == count
 
@@ -75,6 +77,36 @@ def test_masked_slot_content_does_not_leak():
         base = model(lr, feats, mask)
         assert torch.equal(model(lr, shuffled, mask), base)
         assert torch.equal(model(lr, poisoned, mask), base)
+
+
+def test_the_none_slot_takes_weight_from_references_that_match_nothing():
+    aggregation = DistanceAggregation(initial_threshold=1.0)
+    lr_feat = torch.zeros(1, 3, 4, 4)
+    near = torch.full((1, 1, 3, 4, 4), 0.1)    # distance 0.1 * sqrt(3)
+    far = torch.full((1, 1, 3, 4, 4), 3.0)     # distance 3 * sqrt(3)
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    with torch.no_grad():
+        w_near = aggregation.weights(lr_feat, near, mask)
+        w_far = aggregation.weights(lr_feat, far, mask)
+    e = torch.exp(torch.tensor(-1.0))
+    expected_near = torch.exp(-0.1 * torch.tensor(3.0).sqrt())
+    assert torch.allclose(w_near, expected_near / (expected_near + e))
+    expected_far = torch.exp(-3.0 * torch.tensor(3.0).sqrt())
+    assert torch.allclose(w_far, expected_far / (expected_far + e))
+    assert float(w_far.max()) < 0.02 < 0.6 < float(w_near.min())
+
+
+def test_weights_saved_before_the_threshold_behave_as_they_did():
+    """Old checkpoints had a normaliser eps of 1e-9 where exp(-threshold) is now."""
+    old = make()
+    state = {k: v for k, v in old.state_dict().items() if k != "aggregation.threshold"}
+    model = make(seed=5)
+    load_weights(model, state)
+    assert float(model.aggregation.threshold) == pytest.approx(LEGACY_THRESHOLD)
+    assert float(torch.exp(-model.aggregation.threshold)) == pytest.approx(1e-9, rel=1e-3)
+    for name, value in old.state_dict().items():
+        if name != "aggregation.threshold":
+            assert torch.equal(model.state_dict()[name], value), name
 
 
 def test_all_masked_equals_no_references():

@@ -1,0 +1,89 @@
+"""Training samples as callers send them: sources, wrong and missing references, degradation."""
+
+import pytest
+import torch
+
+from face_folders import write_clips, write_faces
+from fsrst.training_mix import TrainingMix
+
+# write_faces: person k is grey level 60 + 60 k; write_clips: clip c is 60 + 60 c. Faces and
+# clips are made to differ by level: faces at 60/120, clips at 180/240 via offsets below.
+
+
+@pytest.fixture
+def roots(tmp_path):
+    faces = write_faces(tmp_path / "faces", identities=2, photos=4)      # levels 60, 120
+    clips = tmp_path / "clips"
+    write_clips(clips, clips=4, seconds=8.0, fps=10.0)                   # 60, 120, 180, 240
+    # Keep only the two brightest clips, so a level names its source and person.
+    import shutil
+    shutil.rmtree(clips / "clip0")
+    shutil.rmtree(clips / "clip1")
+    return faces, str(clips)
+
+
+def level(t):
+    return round(float(t.mean()) * 255 / 60) * 60
+
+
+def data(**overrides):
+    base = {"num_references": 3, "reference_dropout": 0.0, "video_fraction": 0.5}
+    base.update(overrides)
+    return base
+
+
+def test_references_are_the_same_persons_and_the_sample_is_reproducible(roots):
+    mix = TrainingMix(*roots, data(), seed=3)
+    sources = set()
+    for i in range(40):
+        lr, refs, mask, hr = mix[i]
+        assert lr.shape == (3, 32, 32) and refs.shape == (3, 1, 128, 128)
+        assert hr.shape == (3, 128, 128) and mask.dtype == torch.bool and bool(mask.all())
+        assert {level(r) for r in refs} == {level(hr)}
+        sources.add(level(hr))
+    assert sources == {60, 120, 180, 240}   # both sources and every person
+    again = TrainingMix(*roots, data(), seed=3)[5]
+    assert all(torch.equal(a, b) for a, b in zip(mix[5], again))
+
+
+def test_wrong_references_are_another_persons(roots):
+    mix = TrainingMix(*roots, data(references_wrong=1.0), seed=1)
+    for i in range(20):
+        _, refs, _, hr = mix[i]
+        assert level(hr) not in {level(r) for r in refs}
+
+
+def test_one_wrong_reference_is_one_slot(roots):
+    mix = TrainingMix(*roots, data(one_reference_wrong=1.0), seed=1)
+    for i in range(20):
+        _, refs, _, hr = mix[i]
+        assert sorted(level(r) == level(hr) for r in refs) == [False, True, True]
+
+
+def test_missing_references_mask_every_slot(roots):
+    mix = TrainingMix(*roots, data(references_missing=1.0), seed=1)
+    assert not any(bool(mix[i][2].any()) for i in range(10))
+
+
+def test_call_references_keep_their_distance_from_the_target(roots):
+    faces, clips = roots
+    mix = TrainingMix(faces, clips, data(video_fraction=1.0, min_reference_gap_s=2.0), seed=2)
+    for i in range(20):
+        import random
+        rng = random.Random(i)
+        hr, refs, who = mix._clip_sample(rng)
+        assert who[0] == "clip" and len(refs) == 3
+        frames = mix.clip_frames[[c.person for c in mix.clips].index(who[1])]
+        target = frames.index(hr)
+        clip = mix.clips[[c.person for c in mix.clips].index(who[1])]
+        for r in refs:
+            assert abs(clip.time_s(frames.index(r)) - clip.time_s(target)) >= 2.0
+
+
+def test_degraded_frames_differ_from_clean_ones(roots):
+    clean = TrainingMix(*roots, data(), seed=4)
+    compressed = TrainingMix(*roots, data(), degrade={"clean_fraction": 0.0, "jpeg_quality": [30, 30]},
+                             seed=4)
+    for i in range(5):
+        a, b = clean[i], compressed[i]
+        assert torch.equal(a[3], b[3]) and not torch.equal(a[0], b[0])
