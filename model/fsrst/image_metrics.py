@@ -15,11 +15,10 @@ def psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 10.0 * torch.log10(255.0 ** 2 / mse.clamp_min(1e-10))
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def _gaussian_taps(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
     g = torch.exp(-coords ** 2 / (2 * sigma ** 2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).float()
+    return g / g.sum()
 
 
 def ssim(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -27,11 +26,16 @@ def ssim(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     averaged over the RGB channels, on uint8 levels."""
     x, y = quantize(prediction).double(), quantize(target).double()
     c = x.shape[1]
-    window = _gaussian_window().double().expand(c, 1, 11, 11)
+    taps = _gaussian_taps()
+    rows = taps.view(1, 1, 1, -1).expand(c, 1, 1, taps.numel())
+    columns = taps.view(1, 1, -1, 1).expand(c, 1, taps.numel(), 1)
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 
     def blur(t):
-        return F.conv2d(t, window, groups=c)
+        # The 11x11 Gaussian is separable: two 11-tap passes give the same sums (to float64
+        # rounding) at a tenth of the work of one 11x11 pass, which CPU torch runs slowly in
+        # float64.
+        return F.conv2d(F.conv2d(t, rows, groups=c), columns, groups=c)
 
     mu_x, mu_y = blur(x), blur(y)
     sxx = blur(x * x) - mu_x ** 2
