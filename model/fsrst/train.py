@@ -197,6 +197,16 @@ class Trainer:
             self.ema_val = state["info"].get("val_psnr_ema")
         print(f"resumed {self.name} at step {self.step}", flush=True)
 
+    def version(self) -> str:
+        """The exported model's version: the step, prefixed by the run's name beyond the
+        variant's (fsrst_x4_calls at step 1,200 -> "calls-1200"), so a warm-started run's
+        versions never repeat its parent's."""
+        if self.name == self.variant:
+            return f"{self.step}"
+        suffix = self.name[len(self.variant) + 1:] if self.name.startswith(
+            self.variant + "_") else self.name
+        return f"{suffix}-{self.step}"
+
     def learning_rate(self) -> float:
         train = self.config["train"]
         passed = sum(1 for m in train["lr_milestones"] if self.step >= m)
@@ -211,7 +221,7 @@ class Trainer:
                 "samples_seen": self.samples_seen, "val_psnr": self.best_val,
                 "data": os.path.basename(os.path.dirname(self.train_root)) + "/" +
                 os.path.basename(self.train_root),
-                "config": self.config, "version": f"{self.step}"}
+                "config": self.config, "version": self.version()}
         if self.video_train:
             info["data"] += " + " + os.path.basename(os.path.dirname(self.video_train)) + "/" + \
                 os.path.basename(self.video_train)

@@ -102,3 +102,45 @@ def test_an_average_starts_from_a_checkpoint_made_without_one(tmp_path):
     assert resumed.step == 1 and resumed.ema_since == 1
     for name, value in resumed.model.state_dict().items():
         assert torch.equal(value, resumed.ema.model.state_dict()[name]), name
+
+
+def test_resume_point_is_weights_only_and_adam_resumes_from_beside_it(tmp_path):
+    config_path = str(tmp_path / "configs" / "small.yaml")
+    Trainer(config(tmp_path, max_steps=2, ema_decay=0.5), config_path).train(max_minutes=10)
+    state = torch.load(tmp_path / "checkpoints" / "fsrst_x4_small.pt")
+    assert set(state) == {"model", "ema", "step", "samples_seen", "info"}
+    beside = torch.load(tmp_path / "checkpoints" / "fsrst_x4_small.optimizer.pt")
+    assert beside["step"] == 2
+    resumed = Trainer(config(tmp_path, max_steps=3, ema_decay=0.5), config_path)
+    moments = resumed.optimizer.state_dict()["state"]
+    assert moments and all(int(s["step"]) == 2 for s in moments.values())
+    # A fresh clone has the resume point only: Adam restarts, the weights carry on.
+    os.remove(tmp_path / "checkpoints" / "fsrst_x4_small.optimizer.pt")
+    fresh = Trainer(config(tmp_path, max_steps=3, ema_decay=0.5), config_path)
+    assert fresh.step == 2 and not fresh.optimizer.state_dict()["state"]
+    for name, value in fresh.model.state_dict().items():
+        assert torch.equal(value, state["model"][name]), name
+
+
+def test_a_named_run_warm_starts_from_another_runs_average(tmp_path):
+    config_path = str(tmp_path / "configs" / "small.yaml")
+    Trainer(config(tmp_path, max_steps=2, ema_decay=0.5), config_path).train(max_minutes=10)
+    parent = torch.load(tmp_path / "checkpoints" / "fsrst_x4_small.pt")
+    # A parent saved before the aggregation's threshold existed gets init.threshold.
+    del parent["ema"]["aggregation.threshold"]
+    torch.save(parent, tmp_path / "checkpoints" / "parent.pt")
+    calls = config(tmp_path, max_steps=1, ema_decay=0.5)
+    calls["name"] = "fsrst_x4_small_calls"
+    calls["init"] = {"checkpoint": "checkpoints/parent.pt", "ema": True, "threshold": 2.5}
+    run = Trainer(calls, config_path)
+    assert run.step == 0
+    for name, value in run.model.state_dict().items():
+        expected = torch.tensor(2.5) if name == "aggregation.threshold" else parent["ema"][name]
+        assert torch.equal(value, expected), name
+    run.train(max_minutes=10)
+    state = torch.load(tmp_path / "checkpoints" / "fsrst_x4_small_calls.pt")
+    assert state["step"] == 1 and state["info"]["version"] == "calls-1"
+    assert state["info"]["init"] == {"checkpoint": "parent.pt", "ema": True, "from_step": 2}
+    # Its own resume point wins over init from now on.
+    again = Trainer(dict(calls, train=dict(calls["train"], max_steps=2)), config_path)
+    assert again.step == 1
