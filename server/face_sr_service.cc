@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/enhance_stream_reactor.h"
+#include "server/register_references_reactor.h"
 #include "server/request_validation.h"
 #include "server/status_util.h"
 
@@ -24,10 +25,12 @@ class RefusedStreamReactor final
 
 }  // namespace
 
-FaceSrService::FaceSrService(ModelRunner* runner, DynamicBatcher* batcher, ReferenceCache* cache,
-                             ServerMetrics* metrics, ServiceOptions options)
+FaceSrService::FaceSrService(ModelRunner* runner, DynamicBatcher* batcher, WorkerPool* decoder,
+                             ReferenceCache* cache, ServerMetrics* metrics,
+                             ServiceOptions options)
     : runner_(runner),
       batcher_(batcher),
+      decoder_(decoder),
       cache_(cache),
       metrics_(metrics),
       options_(options),
@@ -69,38 +72,38 @@ grpc::ServerUnaryReactor* FaceSrService::RegisterReferences(
     grpc::CallbackServerContext* context, const v1::RegisterReferencesRequest* request,
     v1::RegisterReferencesResponse* response) {
   const absl::Time start = absl::Now();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   absl::StatusOr<std::string> tenant = Authenticate(*context);
   absl::Status status = tenant.ok() ? Accepting() : tenant.status();
   if (status.ok()) status = ValidateIdentityId(request->identity_id(), "identity_id");
-  absl::StatusOr<std::vector<float>> luma =
-      status.ok() ? DecodeReferences(request->references(), runner_->metadata(),
-                                     options_.image_limits)
-                  : absl::StatusOr<std::vector<float>>(status);
-  if (!luma.ok()) {
-    FinishUnary(reactor, Rpc::kRegisterReferences, start, luma.status());
+  if (status.ok()) {
+    status = ValidateReferenceCount(request->references_size(), runner_->metadata());
+  }
+  // Admission: a slot per registration until it is answered, taken here, so
+  // a flood is refused at once instead of queueing without bound.
+  if (status.ok() &&
+      pending_registrations_.fetch_add(1) >= options_.max_pending_registrations) {
+    pending_registrations_.fetch_sub(1);
+    status = absl::ResourceExhaustedError(absl::StrCat(
+        "RegisterReferences: ", options_.max_pending_registrations,
+        " registrations are already in progress (max_pending_registrations); retry with "
+        "backoff"));
+  }
+  if (!status.ok()) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    FinishUnary(reactor, Rpc::kRegisterReferences, start, status);
     return reactor;
   }
-  const int count = request->references_size();
-  // Encoding runs the model: on the batcher's thread, between batches.
-  auto job = [this, reactor, response, start, count,
-              key = ReferenceCacheKey(*tenant, request->identity_id()),
-              luma = *std::move(luma)] {
-    const absl::Time encode_start = absl::Now();
-    absl::StatusOr<std::shared_ptr<const ReferenceFeatures>> features =
-        runner_->EncodeReferences(luma, count);
-    metrics_->RecordReferenceEncode(absl::Now() - encode_start);
-    if (!features.ok()) {
-      FinishUnary(reactor, Rpc::kRegisterReferences, start, features.status());
-      return;
-    }
-    response->set_reference_count(count);
-    response->set_feature_bytes((*features)->byte_size());
-    cache_->Insert(key, *std::move(features));
-    FinishUnary(reactor, Rpc::kRegisterReferences, start, absl::OkStatus());
-  };
-  status = batcher_->RunExclusive(std::move(job));
-  if (!status.ok()) FinishUnary(reactor, Rpc::kRegisterReferences, start, status);
+  RegistrationDeps deps;
+  deps.runner = runner_;
+  deps.batcher = batcher_;
+  deps.decoder = decoder_;
+  deps.cache = cache_;
+  deps.metrics = metrics_;
+  deps.image_limits = options_.image_limits;
+  auto* reactor = new RegisterReferencesReactor(
+      context, request, response, ReferenceCacheKey(*tenant, request->identity_id()), deps,
+      start, [this] { pending_registrations_.fetch_sub(1); });
+  reactor->Start();
   return reactor;
 }
 
