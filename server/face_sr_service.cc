@@ -118,13 +118,38 @@ grpc::ServerUnaryReactor* FaceSrService::Enhance(grpc::CallbackServerContext* co
     FinishUnary(reactor, Rpc::kEnhance, start, status);
     return reactor;
   }
-  ResponseFormat format;
-  absl::StatusOr<std::unique_ptr<FrameTask>> task =
-      handler_.Prepare(*request, *tenant, ToAbslTime(context->deadline()), &format);
-  if (!task.ok()) {
-    FinishUnary(reactor, Rpc::kEnhance, start, task.status());
+  if (request->references_size() == 0) {
+    PrepareAndSubmit(context, request, response, reactor, start, *tenant);
     return reactor;
   }
+  // Inline references can be up to 8 large images: decoded on the decode pool
+  // like a registration's, never on this gRPC thread.
+  auto job = std::make_unique<JobTask>();
+  job->deadline = ToAbslTime(context->deadline());
+  job->is_cancelled = [context] { return context->IsCancelled(); };
+  job->run = [this, context, request, response, reactor, start,
+              tenant = *std::move(tenant)](absl::Status status) {
+    if (!status.ok()) return FinishUnary(reactor, Rpc::kEnhance, start, status);
+    PrepareAndSubmit(context, request, response, reactor, start, tenant);
+  };
+  status = decoder_->Submit(&job);
+  if (!status.ok()) {
+    FinishUnary(reactor, Rpc::kEnhance, start,
+                absl::Status(status.code(), absl::StrCat("Enhance: reference decoding: ",
+                                                         status.message())));
+  }
+  return reactor;
+}
+
+void FaceSrService::PrepareAndSubmit(grpc::CallbackServerContext* context,
+                                     const v1::EnhanceRequest* request,
+                                     v1::EnhanceResponse* response,
+                                     grpc::ServerUnaryReactor* reactor, absl::Time start,
+                                     const std::string& tenant) {
+  ResponseFormat format;
+  absl::StatusOr<std::unique_ptr<FrameTask>> task =
+      handler_.Prepare(*request, tenant, ToAbslTime(context->deadline()), &format);
+  if (!task.ok()) return FinishUnary(reactor, Rpc::kEnhance, start, task.status());
   // The context lives until Finish, and Finish comes only from `done`.
   (*task)->is_cancelled = [context] { return context->IsCancelled(); };
   (*task)->done = [this, reactor, response, start, format, sequence = request->sequence_number()](
@@ -134,9 +159,8 @@ grpc::ServerUnaryReactor* FaceSrService::Enhance(grpc::CallbackServerContext* co
     response->set_sequence_number(sequence);
     FinishUnary(reactor, Rpc::kEnhance, start, status);
   };
-  status = handler_.Submit(&*task);
+  const absl::Status status = handler_.Submit(&*task);
   if (!status.ok()) FinishUnary(reactor, Rpc::kEnhance, start, status);
-  return reactor;
 }
 
 grpc::ServerBidiReactor<v1::EnhanceRequest, v1::EnhanceResponse>* FaceSrService::EnhanceStream(

@@ -87,6 +87,11 @@ class FaceSrService final : public v1::FaceSuperResolution::CallbackService {
   absl::Status Accepting() const;
   // The caller's tenant ("" without API keys), or UNAUTHENTICATED.
   absl::StatusOr<std::string> Authenticate(const grpc::CallbackServerContext& context) const;
+  // Enhance's work after the checks: decode, look up, hand to the batcher.
+  // On a gRPC thread, or on the decode pool for requests with inline references.
+  void PrepareAndSubmit(grpc::CallbackServerContext* context, const v1::EnhanceRequest* request,
+                        v1::EnhanceResponse* response, grpc::ServerUnaryReactor* reactor,
+                        absl::Time start, const std::string& tenant);
   // Finishes a unary call and records it.
   void FinishUnary(grpc::ServerUnaryReactor* reactor, Rpc rpc, absl::Time start,
                    const absl::Status& status);

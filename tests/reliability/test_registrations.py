@@ -217,13 +217,20 @@ def test_a_drain_that_runs_out_of_time_exits_at_once_and_answers_every_call():
         server.stop()
 
 
-def test_decoding_large_references_leaves_health_checks_answered():
-    # 4 calls of four 4096x4096 JPEGs: seconds of decoding each. Decoded on gRPC threads, they
-    # made 1 s readiness probes fail; now they queue for the one decode thread (bounded).
+@pytest.mark.parametrize("rpc", ["RegisterReferences", "Enhance"])
+def test_decoding_large_references_leaves_health_checks_answered(rpc):
+    # 4 calls of four 4096x4096 JPEGs (registered, or inline with a frame): seconds of
+    # decoding each. Decoded on gRPC threads, they made 1 s readiness probes fail; now they
+    # queue for the one decode thread (bounded).
     refs = jpeg_refs(4, 4096)
     with Server("--decode_threads=1", "--max_queued_decodes=2") as server:
         health = health_pb2_grpc.HealthStub(server.channel)
-        calls = [register(server.stub, f"large-{i}", refs, timeout=300) for i in range(4)]
+        if rpc == "RegisterReferences":
+            calls = [register(server.stub, f"large-{i}", refs, timeout=300) for i in range(4)]
+        else:
+            calls = [server.stub.Enhance.future(
+                fsrst_pb2.EnhanceRequest(frame=FRAME, references=refs), timeout=300)
+                for _ in range(4)]
         assert wait_for(lambda: read_metric(server.process, "fsrst_decode_queue_depth") >= 1
                         or any(c.done() for c in calls))
         answered = 0
@@ -234,12 +241,12 @@ def test_decoding_large_references_leaves_health_checks_answered():
         still_decoding = sum(1 for c in calls if not c.done())
         assert still_decoding >= 1, "the decodes ended before the probes could test anything"
         assert answered == 5
+
         # Beyond one decoding and two queued, the last to arrive was refused at once.
         def refused():
             return [c for c in calls
                     if c.done() and code_of(c) == grpc.StatusCode.RESOURCE_EXHAUSTED]
         assert wait_for(lambda: refused()), [code_of(c) for c in calls if c.done()]
-        refused = refused()
-        assert "reference decoding" in refused[0].exception().details()
+        assert "reference decoding" in refused()[0].exception().details()
         for c in calls:
             c.cancel()
