@@ -29,14 +29,18 @@ DynamicBatcher::DynamicBatcher(DynamicBatcherOptions options, BatchFunction run_
   }
 }
 
-DynamicBatcher::~DynamicBatcher() {
+DynamicBatcher::~DynamicBatcher() { Stop(); }
+
+void DynamicBatcher::Stop() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
     draining_ = true;
   }
   // The workers answer what is still queued before they end.
-  for (std::thread& worker : workers_) worker.join();
+  for (std::thread& worker : workers_) {
+    if (worker.joinable()) worker.join();
+  }
 }
 
 absl::Status DynamicBatcher::Enqueue(std::unique_ptr<FrameTask>* task) {
@@ -56,12 +60,28 @@ absl::Status DynamicBatcher::Enqueue(std::unique_ptr<FrameTask>* task) {
   return absl::OkStatus();
 }
 
-absl::Status DynamicBatcher::RunExclusive(std::function<void()> job) {
-  if (!job) return absl::InvalidArgumentError("no job to run");
+absl::Status DynamicBatcher::EnqueueJob(std::unique_ptr<JobTask>* job) {
+  if (job == nullptr || *job == nullptr) return absl::InvalidArgumentError("no job to enqueue");
+  if (!(*job)->run) return absl::InvalidArgumentError("the job has no run callback");
   absl::MutexLock lock(&mu_);
   if (draining_) return absl::UnavailableError("the server is shutting down; retry elsewhere");
-  jobs_.push_back(std::move(job));
+  if (static_cast<int>(jobs_.size()) >= options_.max_queued_jobs) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the model's job queue is full (", options_.max_queued_jobs,
+        " jobs waiting); retry with backoff"));
+  }
+  (*job)->enqueue_time = options_.now();
+  jobs_.push_back(std::move(*job));
   return absl::OkStatus();
+}
+
+absl::Status DynamicBatcher::RunExclusive(std::function<void()> job) {
+  if (!job) return absl::InvalidArgumentError("no job to run");
+  auto task = std::make_unique<JobTask>();
+  task->run = [job = std::move(job)](absl::Status status) {
+    if (status.ok()) job();
+  };
+  return EnqueueJob(&task);
 }
 
 void DynamicBatcher::StartDraining() {
@@ -80,6 +100,11 @@ bool DynamicBatcher::WaitUntilIdle(absl::Duration timeout) {
 int DynamicBatcher::queue_size() const {
   absl::MutexLock lock(&mu_);
   return static_cast<int>(queue_.size());
+}
+
+int DynamicBatcher::job_queue_size() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(jobs_.size());
 }
 
 int DynamicBatcher::idle_workers() const {
@@ -105,14 +130,36 @@ bool DynamicBatcher::ShouldWait(int queued, int expected_frames, int max_batch_s
   return now < oldest + max_delay;
 }
 
-bool DynamicBatcher::WaitForWorkLocked(int expected_frames) {
+DynamicBatcher::Work DynamicBatcher::WaitForWorkLocked(int expected_frames) {
   const absl::Duration max_delay = absl::Microseconds(options_.max_queue_delay_us);
   while (true) {
     // Whatever is decided below is decided in this critical section, so a
     // Poke() that returns has seen its outcome.
     evaluated_pokes_ = pokes_;
-    if (!jobs_.empty()) return true;  // jobs go first, even when stopping
-    if (stopping_) return false;
+    if (stopping_) return Work::kStop;
+    // Frames are ready when a batch should start now; draining, no more
+    // frames can come, so waiting cannot help.
+    bool frames_ready = false;
+    absl::Time now;
+    absl::Time oldest;
+    if (!queue_.empty()) {
+      frames_ready = draining_;
+      if (!frames_ready) {
+        now = options_.now();
+        oldest = queue_.front()->enqueue_time;
+        frames_ready = !ShouldWait(static_cast<int>(queue_.size()), expected_frames,
+                                   static_cast<int>(max_batch_size_), oldest, now, max_delay);
+      }
+    }
+    // Turns: a job when frames are not ready or the last choice was frames.
+    if (!jobs_.empty() && (!frames_ready || !last_took_job_)) {
+      last_took_job_ = true;
+      return Work::kJob;
+    }
+    if (frames_ready) {
+      last_took_job_ = false;
+      return Work::kBatch;
+    }
     if (queue_.empty()) {
       const int64_t pokes = pokes_;
       auto has_work = [this, pokes]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -120,14 +167,6 @@ bool DynamicBatcher::WaitForWorkLocked(int expected_frames) {
       };
       mu_.Await(absl::Condition(&has_work));
       continue;
-    }
-    if (draining_) return true;  // no more frames can come, so waiting cannot help
-    const absl::Time now = options_.now();
-    const absl::Time oldest = queue_.front()->enqueue_time;
-    if (!ShouldWait(static_cast<int>(queue_.size()), expected_frames,
-                    static_cast<int>(max_batch_size_),
-                    oldest, now, max_delay)) {
-      return true;
     }
     // Wait for a frame, a job, a poke, draining, or the delay to pass. The
     // real timeout only prompts a new look; options.now() decides.
@@ -183,7 +222,7 @@ void DynamicBatcher::Loop() {
   std::vector<FrameTask*> pointers;
   pointers.reserve(max_batch_size_);
   Dropped dropped;
-  std::function<void()> job;
+  std::unique_ptr<JobTask> job;
   int expected_frames = 0;  // this worker's; see the class comment
   while (true) {
     absl::Time start;
@@ -191,11 +230,11 @@ void DynamicBatcher::Loop() {
     {
       absl::MutexLock lock(&mu_);
       ++idle_workers_;
-      const bool work = WaitForWorkLocked(expected_frames);
+      const Work work = WaitForWorkLocked(expected_frames);
       --idle_workers_;
-      if (!work) break;
+      if (work == Work::kStop) break;
       ++running_;
-      if (!jobs_.empty()) {
+      if (work == Work::kJob) {
         job = std::move(jobs_.front());
         jobs_.pop_front();
       } else {
@@ -209,9 +248,9 @@ void DynamicBatcher::Loop() {
         TakeFramesLocked(share, &batch);
       }
     }
-    if (job) {
-      job();
-      job = nullptr;
+    if (job != nullptr) {
+      RunOrSkipJob(*job, options_.now());
+      job.reset();
     } else {
       DropDeadFrames(start, share, &batch, &dropped);
       for (auto& [task, status] : dropped) task->done(std::move(status), *task);
@@ -224,14 +263,22 @@ void DynamicBatcher::Loop() {
   }
 
   // Stopping: answer what is still queued, here like every other done (the
-  // first worker to get here takes it all).
+  // first worker to get here takes it all), without running any of it.
   std::deque<std::unique_ptr<FrameTask>> left;
+  std::deque<std::unique_ptr<JobTask>> left_jobs;
   {
     absl::MutexLock lock(&mu_);
     left.swap(queue_);
+    left_jobs.swap(jobs_);
   }
   for (auto& task : left) {
-    task->done(absl::UnavailableError("the batcher was shut down before this frame ran"), *task);
+    task->done(absl::UnavailableError(
+                   "the server shut down before this frame's turn; retry on another replica"),
+               *task);
+  }
+  for (auto& queued_job : left_jobs) {
+    queued_job->run(absl::UnavailableError(
+        "the server shut down before this call's turn; retry on another replica"));
   }
 }
 

@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "batching/frame_task.h"
+#include "batching/job_task.h"
 
 namespace fsrst {
 
@@ -22,6 +23,7 @@ struct DynamicBatcherOptions {
   int max_batch_size = 8;            // frames per model call at most
   int64_t max_queue_delay_us = 2000;  // a partial batch waits at most this long, from its oldest frame
   int max_queue_size = 256;          // Enqueue beyond this fails with RESOURCE_EXHAUSTED
+  int max_queued_jobs = 64;          // EnqueueJob/RunExclusive beyond this: RESOURCE_EXHAUSTED
   // Model instances: worker threads that each run one batch or job at a time,
   // side by side. At least 1.
   int num_workers = 1;
@@ -59,8 +61,14 @@ struct DynamicBatcherOptions {
 // Frames whose deadline has passed or whose caller cancelled are dropped just
 // before their batch runs, and finished with DEADLINE_EXCEEDED / CANCELLED.
 //
-// Exclusive jobs (e.g. encoding an identity's references) run on a worker
-// between its batches, so one instance never runs two things at once.
+// Jobs (e.g. encoding an identity's references) run on a worker between its
+// batches, so one instance never runs two things at once. They wait in a
+// queue of their own, bounded like the frames', and are skipped like frames
+// when their deadline passes or their caller cancels. Frames and jobs share
+// the model by turns: when both are ready, a worker takes whichever kind the
+// last worker to choose did not, so a flood of jobs delays a frame by at most
+// one job per worker, and a flood of frames delays a job by one batch. A job
+// also goes ahead of a partial batch that is still waiting for frames.
 //
 // Thread-safe: every public method may be called from any thread.
 class DynamicBatcher {
@@ -73,10 +81,7 @@ class DynamicBatcher {
   // Starts the worker threads. The batch function is called from several
   // workers at once when num_workers > 1.
   DynamicBatcher(DynamicBatcherOptions options, BatchFunction run_batch);
-  // Stops accepting, lets the running batches and jobs finish, runs the jobs
-  // already accepted, finishes every queued frame with UNAVAILABLE (on a
-  // worker thread, like every done), and joins.
-  // REQUIRES: not called on a worker thread (from a done or a job).
+  // Stop(), then frees the batcher.
   ~DynamicBatcher();
 
   DynamicBatcher(const DynamicBatcher&) = delete;
@@ -88,13 +93,29 @@ class DynamicBatcher {
   // INVALID_ARGUMENT (no task, or no task->done).
   absl::Status Enqueue(std::unique_ptr<FrameTask>* task);
 
-  // Runs `job` on a worker between its batches, jobs in FIFO order (started
-  // in order; with several workers they may overlap), ahead of queued frames. Fails with UNAVAILABLE once draining
-  // (INVALID_ARGUMENT if `job` is empty), and then `job` is not run.
+  // Hands *job to the batcher: it runs on a worker between batches, jobs in
+  // FIFO order (started in order; with several workers they may overlap),
+  // taking turns with frames (see the class comment). On success *job is
+  // null and job->run will be called exactly once. On failure *job is
+  // untouched: RESOURCE_EXHAUSTED (max_queued_jobs are waiting), UNAVAILABLE
+  // (draining or stopped), or INVALID_ARGUMENT (no job, or no job->run).
+  absl::Status EnqueueJob(std::unique_ptr<JobTask>* job);
+
+  // EnqueueJob of a job without deadline that runs `job` (and does nothing if
+  // skipped because the batcher stopped first). Errors as EnqueueJob's.
   absl::Status RunExclusive(std::function<void()> job);
 
   // Refuses new frames and jobs from now on (UNAVAILABLE); queued ones still run.
   void StartDraining();
+
+  // Refuses new work, lets the running batches and jobs finish, answers every
+  // queued frame and job with UNAVAILABLE without running it (on a worker
+  // thread, like every done), and joins the workers: when it returns, every
+  // task ever accepted has been answered. For a shutdown whose drain ran out
+  // of time. Idempotent.
+  // REQUIRES: not called on a worker thread (from a done or a job), nor
+  // concurrently with itself.
+  void Stop();
 
   // Blocks until nothing is queued or running, or until `timeout` (real time)
   // passes. Returns true if everything finished, every done included.
@@ -102,6 +123,9 @@ class DynamicBatcher {
 
   // Frames queued and not yet taken into a batch.
   int queue_size() const;
+
+  // Jobs queued and not yet started.
+  int job_queue_size() const;
 
   // Workers waiting for work (not running a batch or a job).
   int idle_workers() const;
@@ -125,9 +149,12 @@ class DynamicBatcher {
   using Dropped = std::vector<std::pair<std::unique_ptr<FrameTask>, absl::Status>>;
 
   void Loop();
-  // Waits (releasing mu_) until a batch or a job should run; false when stopping.
-  // `expected_frames` is the calling worker's (see the class comment).
-  bool WaitForWorkLocked(int expected_frames) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  enum class Work { kStop, kBatch, kJob };
+
+  // Waits (releasing mu_) until a batch or a job should run, and says which
+  // (kStop when stopping). `expected_frames` is the calling worker's (see the
+  // class comment).
+  Work WaitForWorkLocked(int expected_frames) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves queued frames into `batch` until it holds `limit` (at most max_batch_size).
   void TakeFramesLocked(size_t limit, Batch* batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves the expired (deadline < start) or cancelled frames of `batch` into
@@ -145,7 +172,8 @@ class DynamicBatcher {
 
   mutable absl::Mutex mu_;
   std::deque<std::unique_ptr<FrameTask>> queue_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::function<void()>> jobs_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::unique_ptr<JobTask>> jobs_ ABSL_GUARDED_BY(mu_);
+  bool last_took_job_ ABSL_GUARDED_BY(mu_) = false;  // the last choice between the two kinds
   int running_ ABSL_GUARDED_BY(mu_) = 0;  // batches and jobs executing now
   int idle_workers_ ABSL_GUARDED_BY(mu_) = 0;  // workers inside WaitForWorkLocked
   bool draining_ ABSL_GUARDED_BY(mu_) = false;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/enhance_stream_reactor.h"
+#include "server/register_references_reactor.h"
 #include "server/request_validation.h"
 #include "server/status_util.h"
 
@@ -24,10 +25,12 @@ class RefusedStreamReactor final
 
 }  // namespace
 
-FaceSrService::FaceSrService(ModelRunner* runner, DynamicBatcher* batcher, ReferenceCache* cache,
-                             ServerMetrics* metrics, ServiceOptions options)
+FaceSrService::FaceSrService(ModelRunner* runner, DynamicBatcher* batcher, WorkerPool* decoder,
+                             ReferenceCache* cache, ServerMetrics* metrics,
+                             ServiceOptions options)
     : runner_(runner),
       batcher_(batcher),
+      decoder_(decoder),
       cache_(cache),
       metrics_(metrics),
       options_(options),
@@ -69,38 +72,38 @@ grpc::ServerUnaryReactor* FaceSrService::RegisterReferences(
     grpc::CallbackServerContext* context, const v1::RegisterReferencesRequest* request,
     v1::RegisterReferencesResponse* response) {
   const absl::Time start = absl::Now();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   absl::StatusOr<std::string> tenant = Authenticate(*context);
   absl::Status status = tenant.ok() ? Accepting() : tenant.status();
   if (status.ok()) status = ValidateIdentityId(request->identity_id(), "identity_id");
-  absl::StatusOr<std::vector<float>> luma =
-      status.ok() ? DecodeReferences(request->references(), runner_->metadata(),
-                                     options_.image_limits)
-                  : absl::StatusOr<std::vector<float>>(status);
-  if (!luma.ok()) {
-    FinishUnary(reactor, Rpc::kRegisterReferences, start, luma.status());
+  if (status.ok()) {
+    status = ValidateReferenceCount(request->references_size(), runner_->metadata());
+  }
+  // Admission: a slot per registration until it is answered, taken here, so
+  // a flood is refused at once instead of queueing without bound.
+  if (status.ok() &&
+      pending_registrations_.fetch_add(1) >= options_.max_pending_registrations) {
+    pending_registrations_.fetch_sub(1);
+    status = absl::ResourceExhaustedError(absl::StrCat(
+        "RegisterReferences: ", options_.max_pending_registrations,
+        " registrations are already in progress (max_pending_registrations); retry with "
+        "backoff"));
+  }
+  if (!status.ok()) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    FinishUnary(reactor, Rpc::kRegisterReferences, start, status);
     return reactor;
   }
-  const int count = request->references_size();
-  // Encoding runs the model: on the batcher's thread, between batches.
-  auto job = [this, reactor, response, start, count,
-              key = ReferenceCacheKey(*tenant, request->identity_id()),
-              luma = *std::move(luma)] {
-    const absl::Time encode_start = absl::Now();
-    absl::StatusOr<std::shared_ptr<const ReferenceFeatures>> features =
-        runner_->EncodeReferences(luma, count);
-    metrics_->RecordReferenceEncode(absl::Now() - encode_start);
-    if (!features.ok()) {
-      FinishUnary(reactor, Rpc::kRegisterReferences, start, features.status());
-      return;
-    }
-    response->set_reference_count(count);
-    response->set_feature_bytes((*features)->byte_size());
-    cache_->Insert(key, *std::move(features));
-    FinishUnary(reactor, Rpc::kRegisterReferences, start, absl::OkStatus());
-  };
-  status = batcher_->RunExclusive(std::move(job));
-  if (!status.ok()) FinishUnary(reactor, Rpc::kRegisterReferences, start, status);
+  RegistrationDeps deps;
+  deps.runner = runner_;
+  deps.batcher = batcher_;
+  deps.decoder = decoder_;
+  deps.cache = cache_;
+  deps.metrics = metrics_;
+  deps.image_limits = options_.image_limits;
+  auto* reactor = new RegisterReferencesReactor(
+      context, request, response, ReferenceCacheKey(*tenant, request->identity_id()), deps,
+      start, [this] { pending_registrations_.fetch_sub(1); });
+  reactor->Start();
   return reactor;
 }
 
@@ -115,13 +118,38 @@ grpc::ServerUnaryReactor* FaceSrService::Enhance(grpc::CallbackServerContext* co
     FinishUnary(reactor, Rpc::kEnhance, start, status);
     return reactor;
   }
-  ResponseFormat format;
-  absl::StatusOr<std::unique_ptr<FrameTask>> task =
-      handler_.Prepare(*request, *tenant, ToAbslTime(context->deadline()), &format);
-  if (!task.ok()) {
-    FinishUnary(reactor, Rpc::kEnhance, start, task.status());
+  if (request->references_size() == 0) {
+    PrepareAndSubmit(context, request, response, reactor, start, *tenant);
     return reactor;
   }
+  // Inline references can be up to 8 large images: decoded on the decode pool
+  // like a registration's, never on this gRPC thread.
+  auto job = std::make_unique<JobTask>();
+  job->deadline = ToAbslTime(context->deadline());
+  job->is_cancelled = [context] { return context->IsCancelled(); };
+  job->run = [this, context, request, response, reactor, start,
+              tenant = *std::move(tenant)](absl::Status status) {
+    if (!status.ok()) return FinishUnary(reactor, Rpc::kEnhance, start, status);
+    PrepareAndSubmit(context, request, response, reactor, start, tenant);
+  };
+  status = decoder_->Submit(&job);
+  if (!status.ok()) {
+    FinishUnary(reactor, Rpc::kEnhance, start,
+                absl::Status(status.code(), absl::StrCat("Enhance: reference decoding: ",
+                                                         status.message())));
+  }
+  return reactor;
+}
+
+void FaceSrService::PrepareAndSubmit(grpc::CallbackServerContext* context,
+                                     const v1::EnhanceRequest* request,
+                                     v1::EnhanceResponse* response,
+                                     grpc::ServerUnaryReactor* reactor, absl::Time start,
+                                     const std::string& tenant) {
+  ResponseFormat format;
+  absl::StatusOr<std::unique_ptr<FrameTask>> task =
+      handler_.Prepare(*request, tenant, ToAbslTime(context->deadline()), &format);
+  if (!task.ok()) return FinishUnary(reactor, Rpc::kEnhance, start, task.status());
   // The context lives until Finish, and Finish comes only from `done`.
   (*task)->is_cancelled = [context] { return context->IsCancelled(); };
   (*task)->done = [this, reactor, response, start, format, sequence = request->sequence_number()](
@@ -131,9 +159,8 @@ grpc::ServerUnaryReactor* FaceSrService::Enhance(grpc::CallbackServerContext* co
     response->set_sequence_number(sequence);
     FinishUnary(reactor, Rpc::kEnhance, start, status);
   };
-  status = handler_.Submit(&*task);
+  const absl::Status status = handler_.Submit(&*task);
   if (!status.ok()) FinishUnary(reactor, Rpc::kEnhance, start, status);
-  return reactor;
 }
 
 grpc::ServerBidiReactor<v1::EnhanceRequest, v1::EnhanceResponse>* FaceSrService::EnhanceStream(

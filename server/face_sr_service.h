@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "batching/dynamic_batcher.h"
+#include "batching/worker_pool.h"
 #include "fsrst/v1/fsrst.grpc.pb.h"
 #include "model/model_runner.h"
 #include "server/api_key_auth.h"
@@ -28,13 +29,17 @@ struct ServiceOptions {
   int max_queue_size = 256;             // reported by GetServerInfo
   int64_t max_queue_delay_us = 2000;    // reported by GetServerInfo
   int64_t max_message_bytes = 0;        // reported by GetServerInfo
+  // RegisterReferences calls accepted and not yet answered; beyond it
+  // RESOURCE_EXHAUSTED at once.
+  int max_pending_registrations = 32;
   // Null: every call is served and all share one namespace of identities.
   // Set: every call needs a key of it, and identities are per tenant.
   std::shared_ptr<const ApiKeys> api_keys;
 };
 
 // fsrst.v1.FaceSuperResolution on the gRPC callback API. Every handler
-// validates, hands the work to the batcher and returns; the batcher's thread
+// validates, hands the work to the batcher (registrations: first to the
+// decode pool, see RegisterReferencesReactor) and returns; a worker thread
 // finishes the call. Until SetServing(), and after StartDraining(), new work
 // is refused with UNAVAILABLE.
 //
@@ -48,13 +53,17 @@ struct ServiceOptions {
 // service and the gRPC server it is registered with.
 class FaceSrService final : public v1::FaceSuperResolution::CallbackService {
  public:
-  FaceSrService(ModelRunner* runner, DynamicBatcher* batcher, ReferenceCache* cache,
-                ServerMetrics* metrics, ServiceOptions options);
+  // `decoder` decodes the references of registrations.
+  FaceSrService(ModelRunner* runner, DynamicBatcher* batcher, WorkerPool* decoder,
+                ReferenceCache* cache, ServerMetrics* metrics, ServiceOptions options);
 
   // From now on new calls are served (model loaded and warmed up).
   void SetServing();
   // From now on new calls and frames are refused with UNAVAILABLE.
   void StartDraining();
+
+  // RegisterReferences calls accepted and not yet answered.
+  int pending_registrations() const { return pending_registrations_.load(); }
 
   grpc::ServerUnaryReactor* RegisterReferences(grpc::CallbackServerContext* context,
                                                const v1::RegisterReferencesRequest* request,
@@ -78,17 +87,24 @@ class FaceSrService final : public v1::FaceSuperResolution::CallbackService {
   absl::Status Accepting() const;
   // The caller's tenant ("" without API keys), or UNAUTHENTICATED.
   absl::StatusOr<std::string> Authenticate(const grpc::CallbackServerContext& context) const;
+  // Enhance's work after the checks: decode, look up, hand to the batcher.
+  // On a gRPC thread, or on the decode pool for requests with inline references.
+  void PrepareAndSubmit(grpc::CallbackServerContext* context, const v1::EnhanceRequest* request,
+                        v1::EnhanceResponse* response, grpc::ServerUnaryReactor* reactor,
+                        absl::Time start, const std::string& tenant);
   // Finishes a unary call and records it.
   void FinishUnary(grpc::ServerUnaryReactor* reactor, Rpc rpc, absl::Time start,
                    const absl::Status& status);
 
   ModelRunner* const runner_;
   DynamicBatcher* const batcher_;
+  WorkerPool* const decoder_;
   ReferenceCache* const cache_;
   ServerMetrics* const metrics_;
   const ServiceOptions options_;
   const EnhanceRequestHandler handler_;
   std::atomic<State> state_{State::kStarting};
+  std::atomic<int> pending_registrations_{0};
 };
 
 }  // namespace fsrst

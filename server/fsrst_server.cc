@@ -8,6 +8,7 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "server/api_key_auth.h"
 #include "server/batch_runner.h"
 #include "server/thread_priority.h"
@@ -16,19 +17,7 @@
 namespace fsrst {
 
 absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConfig& config) {
-  if (config.max_batch_size < 1 || config.max_queue_size < 1 ||
-      config.max_stream_frames_in_flight < 1 || config.max_queue_delay_us < 0 ||
-      config.cache_bytes < 0 || config.identity_ttl_s < 1 || config.model_instances < 0 ||
-      config.model_threads < 0) {
-    return absl::InvalidArgumentError(
-        "--max_batch_size, --max_queue_size, --max_stream_frames_in_flight and "
-        "--identity_ttl_s must be >= 1; --max_queue_delay_us, --cache_bytes, "
-        "--model_instances and --model_threads >= 0");
-  }
-  if (config.model_nice < 0 || config.model_nice > 19) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--model_nice=", config.model_nice, ": expected 0..19"));
-  }
+  FSRST_RETURN_IF_ERROR(ValidateServerConfig(config));
   // Security settings are checked before the model loads: a typo fails fast.
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
       MakeServerCredentials({config.tls_cert, config.tls_key, config.tls_client_ca});
@@ -61,13 +50,24 @@ absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConf
   FsrstServer* self = s.get();
   sources.cache_stats = [cache] { return cache->stats(); };
   sources.queue_depth = [self] { return self->batcher_ ? self->batcher_->queue_size() : 0; };
+  sources.registration_queue_depth = [self] {
+    return self->batcher_ ? self->batcher_->job_queue_size() : 0;
+  };
+  sources.decode_queue_depth = [self] { return self->decoder_ ? self->decoder_->queued() : 0; };
+  sources.registrations_pending = [self] {
+    return self->service_ ? self->service_->pending_registrations() : 0;
+  };
   const ModelParallelism& parallelism = s->runner_->parallelism();
   s->metrics_ = std::make_unique<ServerMetrics>(
       model.name, model.version, s->runner_->device_name(), model.trained,
       parallelism.instances, parallelism.threads, std::move(sources));
   if (config.metrics_port >= 0) {
-    absl::StatusOr<int> port =
-        s->metrics_->StartExposer(absl::StrCat(config.host, ":", config.metrics_port));
+    ExposerOptions exposer;
+    exposer.host = config.metrics_host.empty() ? config.host : config.metrics_host;
+    exposer.port = config.metrics_port;
+    exposer.num_threads = config.metrics_threads;
+    exposer.request_timeout_ms = config.metrics_request_timeout_ms;
+    absl::StatusOr<int> port = s->metrics_->StartExposer(exposer);
     if (!port.ok()) return port.status();
     s->metrics_port_ = *port;
   }
@@ -76,6 +76,9 @@ absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConf
   batcher_options.max_batch_size = config.max_batch_size;
   batcher_options.max_queue_delay_us = config.max_queue_delay_us;
   batcher_options.max_queue_size = config.max_queue_size;
+  // Every job is an admitted registration (or the warm-up), so this bound is
+  // reached only through --max_pending_registrations.
+  batcher_options.max_queued_jobs = config.max_pending_registrations + 1;
   batcher_options.num_workers = parallelism.instances;
   const int model_nice = config.model_nice;
   batcher_options.on_worker_start = [model_nice] {
@@ -86,6 +89,18 @@ absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConf
   s->batcher_ = std::make_unique<DynamicBatcher>(
       batcher_options, MakeBatchFunction(s->runner_.get(), s->metrics_.get()));
 
+  // Decoding a registration's images (up to 8 x 16 Mpixel JPEGs) takes CPU
+  // seconds: on threads of its own, at the model's priority, so gRPC threads
+  // stay free for health checks, refusals and frames.
+  WorkerPoolOptions decoder_options;
+  decoder_options.num_threads = config.decode_threads;
+  decoder_options.max_queued = config.max_queued_decodes;
+  decoder_options.on_thread_start = [model_nice] {
+    absl::Status lowered = LowerCurrentThreadPriority(model_nice);
+    if (!lowered.ok()) std::cerr << "fsrst_server: decode thread: " << lowered << std::endl;
+  };
+  s->decoder_ = std::make_unique<WorkerPool>(decoder_options);
+
   ServiceOptions service_options;
   service_options.image_limits.max_pixels = config.max_image_pixels;
   service_options.image_limits.max_bytes = config.max_message_bytes;
@@ -95,22 +110,33 @@ absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConf
   service_options.max_queue_size = config.max_queue_size;
   service_options.max_queue_delay_us = config.max_queue_delay_us;
   service_options.max_message_bytes = config.max_message_bytes;
+  service_options.max_pending_registrations = config.max_pending_registrations;
   service_options.api_keys = std::move(api_keys);
   s->service_ = std::make_unique<FaceSrService>(s->runner_.get(), s->batcher_.get(),
-                                                s->cache_.get(), s->metrics_.get(),
-                                                service_options);
+                                                s->decoder_.get(), s->cache_.get(),
+                                                s->metrics_.get(), service_options);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(absl::StrCat(config.host, ":", config.port),
                            *std::move(credentials), &s->port_);
+  // Without this gRPC sets SO_REUSEPORT, and a second server on a port in use
+  // starts, binds and takes part of the traffic.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_message_bytes));
+  // A compressed request is inflated whole before the size limit above is
+  // checked, so 1 MB of gzip could cost 1 GB. Refusing request compression
+  // (UNIMPLEMENTED, before inflating) keeps a request's memory within
+  // --max_message_bytes; images are JPEG or raw pixels that gzip barely shrinks.
+  builder.SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_DEFLATE, false);
+  builder.SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_GZIP, false);
   builder.RegisterService(s->service_.get());
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {
-    return absl::UnavailableError(
-        absl::StrCat("--port: cannot listen on ", config.host, ":", config.port));
+    return absl::UnavailableError(absl::StrCat(
+        "--port: cannot listen on ", config.host, ":", config.port,
+        " (in use by another process, or not an address of this host; see the log above)"));
   }
   grpc::HealthCheckServiceInterface* health = s->server_->GetHealthCheckService();
   health->SetServingStatus(false);
@@ -146,10 +172,20 @@ bool FsrstServer::Shutdown(absl::Duration drain_timeout) {
     if (shut_down_) return true;
     shut_down_ = true;
   }
+  const absl::Time deadline = absl::Now() + drain_timeout;
   server_->GetHealthCheckService()->SetServingStatus(false);
   service_->StartDraining();
+  // Registrations being decoded go on to the model, so the batcher takes jobs
+  // until the decoders are idle; it takes no new frames or calls meanwhile,
+  // since the service refuses them.
+  bool drained = decoder_->WaitUntilIdle(deadline - absl::Now());
   batcher_->StartDraining();
-  const bool drained = batcher_->WaitUntilIdle(drain_timeout);
+  drained = batcher_->WaitUntilIdle(std::max(deadline - absl::Now(), absl::ZeroDuration())) &&
+            drained;
+  // Whatever is still queued now is answered UNAVAILABLE, not computed: only
+  // the decodes and model calls running now finish.
+  decoder_->Stop();
+  batcher_->Stop();
   // Answers of drained frames are on their way; give the calls a moment to end.
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   StopJanitor();

@@ -3,7 +3,8 @@
 //   fsrst_server --model=model/weights/fsrst_x4.pt [--port=50051] [--metrics_port=9464]
 //
 // SIGTERM or SIGINT: report NOT_SERVING, refuse new work with UNAVAILABLE,
-// finish what is queued within --drain_timeout_s, exit 0.
+// finish what is queued within --drain_timeout_s, answer what is still queued
+// then with UNAVAILABLE (without computing it), exit 0.
 
 #include <signal.h>
 
@@ -13,6 +14,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
 #include "server/fsrst_server.h"
 
@@ -34,10 +36,19 @@ ABSL_FLAG(int, model_nice, kDefaults.model_nice,
           "how much lower the model threads' CPU priority is than the gRPC threads' (nice "
           "increment 0..19): when the model saturates the cores, refusals, health checks and "
           "new frames are still handled at once");
-ABSL_FLAG(std::string, host, kDefaults.host, "address the gRPC and metrics ports bind");
+ABSL_FLAG(std::string, host, kDefaults.host,
+          "address the gRPC port binds (and the metrics port, unless --metrics_host is set)");
 ABSL_FLAG(int, port, kDefaults.port, "gRPC port; 0 picks a free one (printed at start)");
+ABSL_FLAG(std::string, metrics_host, kDefaults.metrics_host,
+          "address the metrics port binds, e.g. a private network's; empty: --host");
 ABSL_FLAG(int, metrics_port, kDefaults.metrics_port,
           "Prometheus /metrics port; 0 picks a free one, -1 disables");
+ABSL_FLAG(int, metrics_threads, kDefaults.metrics_threads,
+          "HTTP worker threads of the metrics port: each slow or idle connection holds one "
+          "until --metrics_request_timeout_ms");
+ABSL_FLAG(int64_t, metrics_request_timeout_ms, kDefaults.metrics_request_timeout_ms,
+          "a connection to the metrics port that has not sent a whole request within this is "
+          "closed");
 ABSL_FLAG(int, max_batch_size, kDefaults.max_batch_size,
           "most frames per model call (frames of any identities share a batch)");
 ABSL_FLAG(int64_t, max_queue_delay_us, kDefaults.max_queue_delay_us,
@@ -45,6 +56,14 @@ ABSL_FLAG(int64_t, max_queue_delay_us, kDefaults.max_queue_delay_us,
           "while more frames are expected (fewer queued than the last batch carried)");
 ABSL_FLAG(int, max_queue_size, kDefaults.max_queue_size,
           "most frames waiting for the model; beyond it RESOURCE_EXHAUSTED at once");
+ABSL_FLAG(int, max_pending_registrations, kDefaults.max_pending_registrations,
+          "RegisterReferences calls accepted and not yet answered (decoding, waiting for the "
+          "model or encoding); beyond it RESOURCE_EXHAUSTED at once");
+ABSL_FLAG(int, decode_threads, kDefaults.decode_threads,
+          "threads that decode and normalise reference images, at the model's lower priority, "
+          "off the gRPC threads");
+ABSL_FLAG(int, max_queued_decodes, kDefaults.max_queued_decodes,
+          "reference decodes waiting for a decode thread; beyond it RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, cache_bytes, kDefaults.cache_bytes,
           "byte budget of cached reference features on the model's device (LRU eviction)");
 ABSL_FLAG(int64_t, identity_ttl_s, kDefaults.identity_ttl_s,
@@ -65,10 +84,19 @@ ABSL_FLAG(std::string, tls_client_ca, "",
 ABSL_FLAG(std::string, api_keys_file, "",
           "file of `<key> <tenant>` lines (# comments); when set, every FaceSuperResolution call "
           "needs `authorization: Bearer <key>` and identities are per tenant; empty: open");
-ABSL_FLAG(int, drain_timeout_s, 20,
-          "on SIGTERM/SIGINT, how long queued frames may take to finish before exit");
+ABSL_FLAG(int64_t, drain_timeout_s, kDefaults.drain_timeout_s,
+          "on SIGTERM/SIGINT, how long queued work may take to finish; then what is still "
+          "queued is answered UNAVAILABLE and the process exits");
 
 int main(int argc, char** argv) {
+  // --help names the file that defines each flag; the build's absolute path
+  // would be noise (and tells nothing a user can act on).
+  absl::FlagsUsageConfig usage_config;
+  usage_config.normalize_filename = [](absl::string_view file) {
+    const size_t slash = file.rfind('/');
+    return std::string(slash == absl::string_view::npos ? file : file.substr(slash + 1));
+  };
+  absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(
       "reference-based face super-resolution (FSRST) over gRPC.\n"
       "  fsrst_server --model=model/weights/fsrst_x4.pt --port=50051 --metrics_port=9464");
@@ -90,10 +118,16 @@ int main(int argc, char** argv) {
   config.model_nice = absl::GetFlag(FLAGS_model_nice);
   config.host = absl::GetFlag(FLAGS_host);
   config.port = absl::GetFlag(FLAGS_port);
+  config.metrics_host = absl::GetFlag(FLAGS_metrics_host);
   config.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  config.metrics_threads = absl::GetFlag(FLAGS_metrics_threads);
+  config.metrics_request_timeout_ms = absl::GetFlag(FLAGS_metrics_request_timeout_ms);
   config.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   config.max_queue_delay_us = absl::GetFlag(FLAGS_max_queue_delay_us);
   config.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
+  config.max_pending_registrations = absl::GetFlag(FLAGS_max_pending_registrations);
+  config.decode_threads = absl::GetFlag(FLAGS_decode_threads);
+  config.max_queued_decodes = absl::GetFlag(FLAGS_max_queued_decodes);
   config.cache_bytes = absl::GetFlag(FLAGS_cache_bytes);
   config.identity_ttl_s = absl::GetFlag(FLAGS_identity_ttl_s);
   config.max_stream_frames_in_flight = absl::GetFlag(FLAGS_max_stream_frames_in_flight);
@@ -104,6 +138,7 @@ int main(int argc, char** argv) {
   config.tls_key = absl::GetFlag(FLAGS_tls_key);
   config.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
   config.api_keys_file = absl::GetFlag(FLAGS_api_keys_file);
+  config.drain_timeout_s = absl::GetFlag(FLAGS_drain_timeout_s);
 
   std::cerr << "fsrst_server: loading " << config.model_path << std::endl;
   absl::StatusOr<std::unique_ptr<fsrst::FsrstServer>> server = fsrst::FsrstServer::Start(config);
@@ -131,7 +166,7 @@ int main(int argc, char** argv) {
   sigwait(&signals, &signal_number);
   std::cerr << "fsrst_server: signal " << signal_number << ": draining" << std::endl;
   const bool drained =
-      (*server)->Shutdown(absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)));
+      (*server)->Shutdown(absl::Seconds(config.drain_timeout_s));
   std::cerr << "fsrst_server: " << (drained ? "drained, exiting" : "drain timed out, exiting")
             << std::endl;
   server->reset();

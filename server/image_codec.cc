@@ -40,14 +40,20 @@ absl::Status InvalidImage(absl::string_view field, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
 }
 
-// width*height against the limit; both are > 0 and ints, so the product fits.
+// width*height against the limit, without overflow for any int64 sides > 0.
 absl::Status CheckPixelLimit(int64_t width, int64_t height, const ImageLimits& limits,
                              absl::string_view what, absl::string_view field) {
-  const int64_t pixels = width * height;
-  if (pixels > limits.max_pixels || pixels > std::numeric_limits<int64_t>::max() / 3) {
-    return InvalidImage(field,
-                        absl::StrCat(what, " is ", width, "x", height, " = ", pixels,
-                                     " pixels, over the limit of ", limits.max_pixels, " pixels"));
+  if (width > limits.max_pixels / height || width > std::numeric_limits<int>::max() ||
+      height > std::numeric_limits<int>::max() ||
+      width * height > std::numeric_limits<int64_t>::max() / 3) {
+    // Request sizes are uint32, so their product fits a uint64.
+    const bool fits = width <= UINT32_MAX && height <= UINT32_MAX;
+    const std::string pixels =
+        fits ? absl::StrCat(" = ", static_cast<uint64_t>(width) * static_cast<uint64_t>(height))
+             : "";
+    return InvalidImage(field, absl::StrCat(what, " is ", width, "x", height, pixels,
+                                            " pixels, over the limit of ", limits.max_pixels,
+                                            " pixels"));
   }
   return absl::OkStatus();
 }
@@ -58,26 +64,26 @@ bool IsWellFormed(const RgbImage& image) {
              static_cast<size_t>(image.width) * static_cast<size_t>(image.height) * 3;
 }
 
-absl::StatusOr<RgbImage> DecodeRgb8(absl::string_view data, int width, int height,
+absl::StatusOr<RgbImage> DecodeRgb8(absl::string_view data, int64_t width, int64_t height,
                                     const ImageLimits& limits, absl::string_view field) {
   if (width <= 0 || height <= 0) {
     return InvalidImage(field,
                         absl::StrCat("RGB8 needs width and height > 0, got ", width, "x", height));
   }
   FSRST_RETURN_IF_ERROR(CheckPixelLimit(width, height, limits, "RGB8 image", field));
-  const int64_t expected_bytes = int64_t{width} * height * 3;
+  const int64_t expected_bytes = width * height * 3;
   if (static_cast<int64_t>(data.size()) != expected_bytes) {
     return InvalidImage(field, absl::StrCat("RGB8 data is ", data.size(), " bytes, expected ",
                                             expected_bytes, " (", width, "x", height, "x3)"));
   }
   RgbImage image;
-  image.width = width;
-  image.height = height;
+  image.width = static_cast<int>(width);  // within the pixel limit, so an int
+  image.height = static_cast<int>(height);
   image.pixels.assign(data.begin(), data.end());
   return image;
 }
 
-absl::StatusOr<RgbImage> DecodeJpeg(absl::string_view data, int width, int height,
+absl::StatusOr<RgbImage> DecodeJpeg(absl::string_view data, int64_t width, int64_t height,
                                     const ImageLimits& limits, absl::string_view field) {
   if (data.empty()) return InvalidImage(field, "empty JPEG data");
   TjHandle handle(tjInitDecompress());
@@ -188,8 +194,8 @@ static_assert(kLumaR[255] == 4880 && kLumaG[255] == 9580 && kLumaB[255] == 1860,
 
 }  // namespace
 
-absl::StatusOr<RgbImage> DecodeImage(ImageEncoding encoding, absl::string_view data, int width,
-                                     int height, const ImageLimits& limits,
+absl::StatusOr<RgbImage> DecodeImage(ImageEncoding encoding, absl::string_view data,
+                                     int64_t width, int64_t height, const ImageLimits& limits,
                                      absl::string_view field) {
   if (static_cast<int64_t>(data.size()) > limits.max_bytes) {
     return InvalidImage(field,
@@ -311,8 +317,8 @@ std::vector<float> ToLumaFloat(const RgbImage& image) {
 }
 
 absl::StatusOr<std::vector<float>> DecodeReferenceLuma(ImageEncoding encoding,
-                                                       absl::string_view data, int width,
-                                                       int height, int size,
+                                                       absl::string_view data, int64_t width,
+                                                       int64_t height, int size,
                                                        const ImageLimits& limits,
                                                        absl::string_view field) {
   if (size <= 0) {

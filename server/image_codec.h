@@ -50,8 +50,10 @@ struct ImageLimits {
 // CMYK/YCCK JPEGs are rejected. Corrupt, truncated or otherwise suspect data
 // (anything libjpeg warns about, and progressive JPEGs with an unreasonable
 // number of scans) is rejected with libjpeg's message as the cause.
-absl::StatusOr<RgbImage> DecodeImage(ImageEncoding encoding, absl::string_view data, int width,
-                                     int height, const ImageLimits& limits,
+// width and height are int64_t so that a request's uint32 sizes arrive, and
+// are printed in errors, as sent (never wrapped to negative values).
+absl::StatusOr<RgbImage> DecodeImage(ImageEncoding encoding, absl::string_view data,
+                                     int64_t width, int64_t height, const ImageLimits& limits,
                                      absl::string_view field);
 
 // Encodes `image` as a baseline JPEG with 4:4:4 chroma (no subsampling).
@@ -92,8 +94,8 @@ std::vector<float> ToLumaFloat(const RgbImage& image);
 // CenterCropSquare, ResizeSquare(size) and ToLumaFloat; size*size values.
 // Errors are DecodeImage's; size <= 0 is INVALID_ARGUMENT.
 absl::StatusOr<std::vector<float>> DecodeReferenceLuma(ImageEncoding encoding,
-                                                       absl::string_view data, int width,
-                                                       int height, int size,
+                                                       absl::string_view data, int64_t width,
+                                                       int64_t height, int size,
                                                        const ImageLimits& limits,
                                                        absl::string_view field);
 

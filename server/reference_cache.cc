@@ -27,22 +27,50 @@ ReferenceCache::~ReferenceCache() {
   for (Entry* entry : lru_) delete entry;
 }
 
-void ReferenceCache::Insert(const std::string& key,
-                            std::shared_ptr<const ReferenceFeatures> features) {
+std::shared_ptr<const ReferenceFeatures> ReferenceCache::Insert(
+    const std::string& key, std::shared_ptr<const ReferenceFeatures> features) {
   // Allocate and copy the key before taking the lock.
   auto owned = std::make_unique<Entry>();
   owned->key = key;
   owned->charge = features->byte_size();
   owned->features = std::move(features);
-  EntryList node{owned.get()};
-
   absl::MutexLock lock(&mu_);
+  return InsertLocked(std::move(owned));
+}
+
+bool ReferenceCache::Restore(const std::string& key, const ReferenceFeatures* inserted,
+                             std::shared_ptr<const ReferenceFeatures> previous) {
+  std::unique_ptr<Entry> owned;
+  if (previous != nullptr) {
+    owned = std::make_unique<Entry>();
+    owned->key = key;
+    owned->charge = previous->byte_size();
+    owned->features = std::move(previous);
+  }
+  absl::MutexLock lock(&mu_);
+  auto it = table_.find(key);
+  if (it == table_.end() || it->second->features.get() != inserted) return false;
+  if (owned != nullptr) {
+    InsertLocked(std::move(owned));
+  } else {
+    Entry* entry = it->second;
+    table_.erase(it);
+    DetachLocked(entry);
+  }
+  return true;
+}
+
+std::shared_ptr<const ReferenceFeatures> ReferenceCache::InsertLocked(
+    std::unique_ptr<Entry> owned) {
+  EntryList node{owned.get()};
+  std::shared_ptr<const ReferenceFeatures> replaced;
   owned->last_use = options_.now();
   auto [it, inserted] = table_.try_emplace(owned->key, owned.get());
   if (!inserted) {
     // The slot's key views the old entry's key, which may outlive the slot
     // (pinned) or not: the slot is rebuilt around the new entry's key.
     Entry* old = it->second;
+    replaced = old->features;
     table_.erase(it);
     DetachLocked(old);
     table_.emplace(owned->key, owned.get());
@@ -53,6 +81,7 @@ void ReferenceCache::Insert(const std::string& key,
   stats_.entries += 1;
   stats_.bytes += entry->charge;
   EvictLocked(entry);
+  return replaced;
 }
 
 std::shared_ptr<const ReferenceFeatures> ReferenceCache::Lookup(const std::string& key) {

@@ -58,8 +58,20 @@ class ReferenceCache {
   ReferenceCache& operator=(const ReferenceCache&) = delete;
 
   // Caches `features` under `key`, replacing any earlier entry of that key.
-  // The charge is features->byte_size(). REQUIRES: features != nullptr.
-  void Insert(const std::string& key, std::shared_ptr<const ReferenceFeatures> features);
+  // The charge is features->byte_size(). Returns the features of the entry it
+  // replaced (null if none), so the caller can undo the insert with Restore.
+  // REQUIRES: features != nullptr.
+  std::shared_ptr<const ReferenceFeatures> Insert(const std::string& key,
+                                                  std::shared_ptr<const ReferenceFeatures> features);
+
+  // Undoes an Insert whose success could not be delivered to its caller: if
+  // `key` still holds the entry Insert made for `inserted`, puts `previous`
+  // (what that Insert returned) back in its place as a fresh entry, or, when
+  // `previous` is null, removes the key. Returns whether it changed anything;
+  // false when the key was replaced, erased, evicted or expired since, and is
+  // then left as it is. Handles pinning `inserted` keep its features alive.
+  bool Restore(const std::string& key, const ReferenceFeatures* inserted,
+               std::shared_ptr<const ReferenceFeatures> previous);
 
   // The features of `key`, pinned, and marks it most recently used; null if
   // the key is unknown, evicted or expired (expired entries are removed here).
@@ -80,6 +92,10 @@ class ReferenceCache {
   // Lists of entries; an entry moves between them by splice, without allocating.
   using EntryList = std::list<Entry*>;
 
+  // Publishes `owned` under its key, replacing (and returning the features of)
+  // any earlier entry, and evicts for capacity.
+  std::shared_ptr<const ReferenceFeatures> InsertLocked(std::unique_ptr<Entry> owned)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes `entry` out of the table and the entry count. Frees it now if
   // unpinned; a pinned one stays on in_use_, charged, until its last Release.
   void RemoveLocked(Entry* entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -2,6 +2,7 @@
 #define FSRST_SERVER_REQUEST_VALIDATION_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -21,7 +22,8 @@ namespace fsrst {
 
 inline constexpr int kMaxIdentityIdLength = 128;
 
-// 1..128 characters of [A-Za-z0-9._:@-].
+// 1..128 characters of [A-Za-z0-9._:@-]. The error names the first other
+// character, quoted, and its position counting from 1.
 absl::Status ValidateIdentityId(absl::string_view id, absl::string_view field);
 
 // The encoding of an Image: JPEG or RGB8; UNSPECIFIED and unknown values are errors.
@@ -32,11 +34,17 @@ absl::StatusOr<std::vector<uint8_t>> DecodeFrame(const v1::Image& frame,
                                                  const ModelMetadata& model,
                                                  const ImageLimits& limits);
 
+// 1..max_references references: INVALID_ARGUMENT naming the field otherwise.
+absl::Status ValidateReferenceCount(int count, const ModelMetadata& model);
+
 // 1..max_references reference photos, each centre-cropped, resized to the
-// model's reference size and converted to luma; concatenated.
+// model's reference size and converted to luma; concatenated. `cancelled`, if
+// set, is polled before each image: true stops with CANCELLED (a caller that
+// left, or a shutdown, does not wait for up to 8 large decodes).
 absl::StatusOr<std::vector<float>> DecodeReferences(
     const google::protobuf::RepeatedPtrField<v1::Image>& references,
-    const ModelMetadata& model, const ImageLimits& limits);
+    const ModelMetadata& model, const ImageLimits& limits,
+    const std::function<bool()>& cancelled = nullptr);
 
 }  // namespace fsrst
 

@@ -4,6 +4,7 @@
 #include <utility>
 #include <vector>
 
+#include <CivetServer.h>
 #include <prometheus/collectable.h>
 #include <prometheus/text_serializer.h>
 
@@ -49,6 +50,12 @@ prometheus::MetricFamily Level(const std::string& name, const std::string& help,
   return family;
 }
 
+// What civetweb logged on this thread since it was last cleared.
+std::string& CivetStartError() {
+  thread_local std::string message;
+  return message;
+}
+
 }  // namespace
 
 // Reads levels owned elsewhere (the cache's counters, the queue) at scrape time.
@@ -62,6 +69,23 @@ class ServerMetrics::LevelCollector final : public prometheus::Collectable {
     if (sources_.queue_depth) {
       families.push_back(Level("fsrst_queue_depth", "Frames waiting in the batcher's queue.",
                                MetricType::Gauge, sources_.queue_depth()));
+    }
+    if (sources_.registrations_pending) {
+      families.push_back(Level(
+          "fsrst_registrations_pending",
+          "RegisterReferences calls accepted and not yet answered (decoding, waiting for the "
+          "model or encoding); at --max_pending_registrations new ones are refused.",
+          MetricType::Gauge, sources_.registrations_pending()));
+    }
+    if (sources_.registration_queue_depth) {
+      families.push_back(Level("fsrst_registration_queue_depth",
+                               "Registrations decoded and waiting for the model to encode them.",
+                               MetricType::Gauge, sources_.registration_queue_depth()));
+    }
+    if (sources_.decode_queue_depth) {
+      families.push_back(Level("fsrst_decode_queue_depth",
+                               "Registrations waiting for a decode thread (--decode_threads).",
+                               MetricType::Gauge, sources_.decode_queue_depth()));
     }
     if (sources_.cache_stats) {
       const ReferenceCacheStats s = sources_.cache_stats();
@@ -164,6 +188,13 @@ ServerMetrics::ServerMetrics(const std::string& model_name, const std::string& m
                          .Help("Open EnhanceStream calls.")
                          .Register(*registry_)
                          .Add({});
+  registrations_undone_ =
+      &prometheus::BuildCounter()
+           .Name("fsrst_registrations_undone_total")
+           .Help("Registrations stored whose OK did not reach the caller (deadline or "
+                 "cancellation won the race), and so were undone.")
+           .Register(*registry_)
+           .Add({});
   prometheus::BuildGauge()
       .Name("fsrst_model_info")
       .Help("The model this server runs (always 1; the labels carry the information).")
@@ -179,12 +210,33 @@ ServerMetrics::ServerMetrics(const std::string& model_name, const std::string& m
 
 ServerMetrics::~ServerMetrics() = default;
 
-absl::StatusOr<int> ServerMetrics::StartExposer(const std::string& address) {
+absl::StatusOr<int> ServerMetrics::StartExposer(const ExposerOptions& options) {
+  const std::string address = absl::StrCat(options.host, ":", options.port);
+  // civetweb's options (docs/UserManual.md of civetweb 1.15). request_timeout_ms
+  // bounds the whole wait for a request's headers, not each read, so a client
+  // that trickles a byte at a time is dropped too.
+  std::vector<std::string> civet_options = {
+      "listening_ports", address,
+      "num_threads", absl::StrCat(options.num_threads),
+      "request_timeout_ms", absl::StrCat(options.request_timeout_ms),
+      "linger_timeout_ms", "0",
+  };
+  // civetweb reports why it could not start (e.g. the bind error) only to its
+  // log callback; the exception says "null context". The log callback runs on
+  // the thread that constructs the server, so a thread_local catches it.
+  CivetCallbacks callbacks;
+  callbacks.log_message = [](const mg_connection*, const char* message) {
+    std::string& log = CivetStartError();
+    absl::StrAppend(&log, log.empty() ? "" : "; ", message);
+    return 1;
+  };
+  CivetStartError().clear();
   try {
-    exposer_ = std::make_unique<prometheus::Exposer>(address, /*num_threads=*/1);
+    exposer_ = std::make_unique<prometheus::Exposer>(std::move(civet_options), &callbacks);
   } catch (const std::exception& e) {
     return absl::UnavailableError(
-        absl::StrCat("--metrics_port: cannot listen on ", address, ": ", e.what()));
+        absl::StrCat("--metrics_port: cannot serve /metrics on ", address, ": ",
+                     CivetStartError().empty() ? e.what() : CivetStartError()));
   }
   exposer_->RegisterCollectable(registry_);
   exposer_->RegisterCollectable(levels_);
@@ -224,6 +276,8 @@ void ServerMetrics::RecordFrameDone(absl::StatusCode code) {
 void ServerMetrics::RecordReferenceEncode(absl::Duration duration) {
   encode_duration_->Observe(absl::ToDoubleSeconds(duration));
 }
+
+void ServerMetrics::RecordRegistrationUndone() { registrations_undone_->Increment(); }
 
 void ServerMetrics::StreamOpened() { active_streams_->Increment(); }
 void ServerMetrics::StreamClosed() { active_streams_->Decrement(); }

@@ -24,10 +24,21 @@ enum class Rpc { kRegisterReferences, kEnhance, kEnhanceStream, kDeleteReference
 inline constexpr int kNumRpcs = 5;
 inline constexpr int kNumStatusCodes = 17;  // absl::StatusCode 0..16
 
+// Where and how /metrics is served.
+struct ExposerOptions {
+  std::string host = "0.0.0.0";  // address to bind
+  int port = 9464;               // 0 picks a free one
+  int num_threads = 4;           // HTTP workers; a slow or idle connection holds one
+  int64_t request_timeout_ms = 2000;  // a request not received whole by then is dropped
+};
+
 // Levels read when Prometheus scrapes, instead of being pushed on every change.
 struct MetricSources {
   std::function<ReferenceCacheStats()> cache_stats;
-  std::function<int()> queue_depth;
+  std::function<int()> queue_depth;              // frames waiting for the model
+  std::function<int()> registrations_pending;    // admitted, not yet answered
+  std::function<int()> registration_queue_depth;  // decoded, waiting for the model
+  std::function<int()> decode_queue_depth;       // waiting for a decode thread
 };
 
 // Owns the Prometheus registry and every fsrst_* metric family, built once.
@@ -48,9 +59,13 @@ class ServerMetrics {
   ServerMetrics(const ServerMetrics&) = delete;
   ServerMetrics& operator=(const ServerMetrics&) = delete;
 
-  // Serves /metrics on `address` ("0.0.0.0:9464"; port 0 picks one).
-  // Returns the port it listens on, or UNAVAILABLE with the cause.
-  absl::StatusOr<int> StartExposer(const std::string& address);
+  // Serves /metrics as `options` say. Returns the port it listens on, or
+  // UNAVAILABLE naming the address and the cause (e.g. "Address already in
+  // use"). Slow or idle connections hold a worker each for at most
+  // options.request_timeout_ms, so scrapes go on while fewer than
+  // options.num_threads of them are open, and are delayed by at most that
+  // timeout when more are. Call at most once.
+  absl::StatusOr<int> StartExposer(const ExposerOptions& options);
 
   // A finished RPC (for streams: the whole stream) and its end-to-end duration.
   void RecordRequest(Rpc rpc, absl::StatusCode code, absl::Duration duration);
@@ -65,6 +80,8 @@ class ServerMetrics {
   // CANCELLED mean the batcher dropped it before inference.
   void RecordFrameDone(absl::StatusCode code);
   void RecordReferenceEncode(absl::Duration duration);
+  // A registration was stored, but its OK never reached the caller, so it was undone.
+  void RecordRegistrationUndone();
   void StreamOpened();
   void StreamClosed();
 
@@ -90,6 +107,7 @@ class ServerMetrics {
   prometheus::Counter* dropped_deadline_ = nullptr;
   prometheus::Counter* dropped_cancelled_ = nullptr;
   prometheus::Gauge* active_streams_ = nullptr;
+  prometheus::Counter* registrations_undone_ = nullptr;
 };
 
 }  // namespace fsrst

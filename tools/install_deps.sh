@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   # C++ libraries
   libtorch-dev libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev libturbojpeg0-dev prometheus-cpp-dev nlohmann-json3-dev libgtest-dev libgmock-dev
+  libabsl-dev libturbojpeg0-dev prometheus-cpp-dev libcivetweb-dev nlohmann-json3-dev libgtest-dev libgmock-dev
   # Python: model, tests, clients
   python3-torch python3-torchvision python3-pil python3-numpy python3-grpcio python3-protobuf
   python3-pytest python3-yaml python3-matplotlib

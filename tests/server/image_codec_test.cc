@@ -170,6 +170,20 @@ TEST(DecodeImage, Rgb8OverPixelLimitRejectedBeforeLengthCheck) {
       DecodeImage(ImageEncoding::kRgb8, std::string(300, 'x'), 10, 10, limits, "frame").ok());
 }
 
+// Regression (issue 19): sizes from the request's uint32 fields were cast to
+// int, so a width of 2^31 was reported as "got -2147483648x32".
+TEST(DecodeImage, PrintsRequestSizesAsSentNeverNegative) {
+  absl::StatusOr<RgbImage> image =
+      DecodeImage(ImageEncoding::kRgb8, "", int64_t{2147483648}, 32, kDefaultLimits, "frame");
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(image.status().message(), HasSubstr("2147483648x32"));
+  EXPECT_THAT(image.status().message(), ::testing::Not(HasSubstr("-")));
+  image = DecodeImage(ImageEncoding::kRgb8, "", int64_t{4294967295}, int64_t{4294967295},
+                      kDefaultLimits, "frame");
+  EXPECT_THAT(image.status().message(),
+              HasSubstr("4294967295x4294967295 = 18446744065119617025 pixels, over the limit"));
+}
+
 TEST(DecodeImage, DataOverMaxBytesRejectedForBothEncodings) {
   ImageLimits limits;
   limits.max_bytes = 11;

@@ -56,6 +56,62 @@ TEST(ReferenceCache, LookupCountsHitsAndMisses) {
   EXPECT_EQ(s.bytes, 10);
 }
 
+// Restore undoes a registration whose OK never reached its caller (issue 19,
+// defect 2: store iff the caller is answered OK).
+TEST(ReferenceCacheRestore, PutsBackWhatTheInsertReplaced) {
+  ReferenceCache cache(Options(1000));
+  std::shared_ptr<const ReferenceFeatures> old_features = Features(10);
+  EXPECT_EQ(cache.Insert("a", old_features), nullptr);
+  std::shared_ptr<const ReferenceFeatures> new_features = Features(20);
+  std::shared_ptr<const ReferenceFeatures> replaced = cache.Insert("a", new_features);
+  EXPECT_EQ(replaced, old_features);
+  EXPECT_TRUE(cache.Restore("a", new_features.get(), std::move(replaced)));
+  EXPECT_EQ(cache.Lookup("a").get(), old_features.get());
+  EXPECT_EQ(cache.stats().entries, 1);
+  EXPECT_EQ(cache.stats().bytes, 10);
+}
+
+TEST(ReferenceCacheRestore, RemovesAKeyThatDidNotExistBefore) {
+  ReferenceCache cache(Options(1000));
+  std::shared_ptr<const ReferenceFeatures> features = Features(10);
+  EXPECT_EQ(cache.Insert("a", features), nullptr);
+  EXPECT_TRUE(cache.Restore("a", features.get(), nullptr));
+  EXPECT_EQ(cache.Lookup("a"), nullptr);
+  EXPECT_EQ(cache.stats().entries, 0);
+  EXPECT_EQ(cache.stats().bytes, 0);
+}
+
+TEST(ReferenceCacheRestore, LeavesAKeyThatChangedSinceAlone) {
+  ReferenceCache cache(Options(1000));
+  std::shared_ptr<const ReferenceFeatures> mine = Features(10);
+  cache.Insert("a", mine);
+  std::shared_ptr<const ReferenceFeatures> theirs = Features(30);
+  cache.Insert("a", theirs);  // another registration of the same identity won
+  EXPECT_FALSE(cache.Restore("a", mine.get(), nullptr));
+  EXPECT_EQ(cache.Lookup("a").get(), theirs.get());
+  cache.Insert("b", Features(10));
+  ASSERT_TRUE(cache.Erase("b"));  // deleted meanwhile: stays deleted
+  EXPECT_FALSE(cache.Restore("b", mine.get(), Features(5)));
+  EXPECT_EQ(cache.Lookup("b"), nullptr);
+}
+
+TEST(ReferenceCacheRestore, FramesInFlightKeepTheFeaturesTheyPinned) {
+  ReferenceCache cache(Options(1000));
+  std::atomic<int> destroyed{0};
+  std::shared_ptr<const ReferenceFeatures> features = Features(10, &destroyed);
+  cache.Insert("a", features);
+  std::shared_ptr<const ReferenceFeatures> pinned = cache.Lookup("a");
+  const ReferenceFeatures* raw = features.get();
+  features.reset();
+  EXPECT_TRUE(cache.Restore("a", raw, nullptr));
+  EXPECT_EQ(cache.Lookup("a"), nullptr);
+  EXPECT_EQ(destroyed.load(), 0);
+  EXPECT_EQ(cache.stats().bytes, 10);  // still charged while pinned
+  pinned.reset();
+  EXPECT_EQ(destroyed.load(), 1);
+  EXPECT_EQ(cache.stats().bytes, 0);
+}
+
 TEST(ReferenceCache, EvictsTheLeastRecentlyUsed) {
   ReferenceCache cache(Options(300));
   cache.Insert("a", Features(100));

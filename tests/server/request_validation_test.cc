@@ -40,10 +40,29 @@ TEST(ValidateIdentityId, RejectsEmptyLongAndOddCharacters) {
               HasSubstr("identity_id: expected 1 to 128 characters, got 0"));
   EXPECT_EQ(ValidateIdentityId(std::string(129, 'a'), "id").code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(ValidateIdentityId("a/b", "identity_id").message(),
-              HasSubstr("character 1 is not allowed"));
   EXPECT_EQ(ValidateIdentityId(std::string("a\0b", 3), "id").code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// Regression (issue 19): the position counted from 0 and the character was
+// not shown ("character 1 is not allowed" for the '/' of "a/b").
+TEST(ValidateIdentityId, NamesTheCharacterQuotedAndItsPositionFromOne) {
+  EXPECT_THAT(ValidateIdentityId("a/b", "identity_id").message(),
+              HasSubstr("identity_id: character 2 ('/') is not allowed; expected only "
+                        "[A-Za-z0-9._:@-]"));
+  EXPECT_THAT(ValidateIdentityId("jos\xc3\xa9", "identity_id").message(),
+              HasSubstr("character 4 ('\xc3\xa9', U+00E9) is not allowed"));
+  EXPECT_THAT(ValidateIdentityId("ab\tc", "id").message(),
+              HasSubstr("character 3 (U+0009) is not allowed"));
+  EXPECT_THAT(ValidateIdentityId(std::string("a\0b", 3), "id").message(),
+              HasSubstr("character 2 (U+0000) is not allowed"));
+  // Not UTF-8: a lone continuation byte, a truncated sequence, an overlong form.
+  EXPECT_THAT(ValidateIdentityId("x\x80", "id").message(),
+              HasSubstr("character 2 (byte 0x80) is not allowed"));
+  EXPECT_THAT(ValidateIdentityId("x\xe2\x82", "id").message(),
+              HasSubstr("character 2 (byte 0xE2) is not allowed"));
+  EXPECT_THAT(ValidateIdentityId("\xc0\xaf", "id").message(),
+              HasSubstr("character 1 (byte 0xC0) is not allowed"));
 }
 
 TEST(ToImageEncoding, RejectsUnspecifiedAndUnknownValues) {

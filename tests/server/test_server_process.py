@@ -185,11 +185,12 @@ def thread_nice_values(pid: int) -> list:
 
 def test_model_instances_run_at_the_lower_priority_and_the_rest_does_not():
     server = ServerProcess(small_model(), "--model_instances=3", "--model_threads=1",
-                           "--model_nice=7")
+                           "--model_nice=7", "--decode_threads=2")
     try:
         nice = thread_nice_values(server.proc.pid)
-        # One worker thread per instance is niced; gRPC, metrics and main threads are not.
-        assert nice.count(7) == 3, nice
+        # One worker thread per instance and every reference decode thread are niced; gRPC,
+        # metrics and main threads are not.
+        assert nice.count(7) == 3 + 2, nice
         assert nice.count(0) >= 2, nice
         text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
                                       timeout=10).read().decode()
