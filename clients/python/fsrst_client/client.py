@@ -14,7 +14,6 @@ re-registers once, not once per frame.
 
 import collections
 import io
-import json
 import os
 import random
 import threading
@@ -224,6 +223,9 @@ class FsrstClient:
         self._wait_for_ready = wait_for_ready
         self._lock = threading.Lock()
         self._identities = {}  # identity_id -> _Identity, guarded by _lock
+        self._calls_retried = 0  # guarded by _lock
+        self._streams_reopened = 0  # guarded by _lock
+        self._reregistrations = 0  # guarded by _lock
 
     def close(self) -> None:
         self._channel.close()
@@ -298,7 +300,9 @@ class FsrstClient:
         or with a reset stream), the call is cancelled and a new one opened, and
         the frames not yet answered are sent again on it, in order; through an
         identity-hashing proxy it reaches another replica, which answers
-        NOT_FOUND and gets the references again. Up to 10 reopens in a row with
+        NOT_FOUND and gets the references again (a frame answered NOT_FOUND again
+        after that also reopens: the call and the registration reached different
+        replicas). Up to 10 reopens in a row with
         no frame answered in between, 50 ms to 2 s apart, within timeout_s; then
         the last error is raised. Any other failed frame
         raises FsrstError (its sequence_number is the frame's index) when its
@@ -344,6 +348,24 @@ class FsrstClient:
                               "", self._deadline())
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
+    @property
+    def calls_retried(self) -> int:
+        """Unary calls made again after a refusal or a lost connection, so far."""
+        with self._lock:
+            return self._calls_retried
+
+    @property
+    def streams_reopened(self) -> int:
+        """Streams opened again after a refusal or a cut, so far (each reopen counts)."""
+        with self._lock:
+            return self._streams_reopened
+
+    @property
+    def reregistrations(self) -> int:
+        """Identities registered again after a NOT_FOUND, so far."""
+        with self._lock:
+            return self._reregistrations
+
     # Details ------------------------------------------------------------------------------
 
     def _deadline(self) -> Optional[float]:
@@ -369,6 +391,8 @@ class FsrstClient:
             wait = _backoff_s(attempt)
             if deadline is not None and time.monotonic() + wait >= deadline:
                 break
+            with self._lock:
+                self._calls_retried += 1
             time.sleep(wait)
         raise FsrstError(code, message)
 
@@ -405,6 +429,8 @@ class FsrstClient:
             if identity.epoch == seen_epoch:
                 self._register(identity_id, identity.references, deadline)
                 identity.epoch += 1
+                with self._lock:
+                    self._reregistrations += 1
         return True
 
     def _enhance_request(self, identity_id, frame, output, encoding, jpeg_quality,
@@ -418,8 +444,9 @@ class FsrstClient:
 
 
 class _FrameStream:
-    """One enhance_stream() call. gRPC's request thread runs requests(); the
-    caller's thread runs run(). Shared state is guarded by `cond`."""
+    """One enhance_stream() call. gRPC's request thread of each call opened runs
+    requests(); the caller's thread runs run(). Shared state is guarded by `cond`;
+    `frames` is only advanced under `pull_lock`."""
 
     def __init__(self, client: FsrstClient, identity_id, frames, output, encoding, jpeg_quality,
                  frame_timeout_ms, max_in_flight):
@@ -430,6 +457,7 @@ class _FrameStream:
             identity_id, frame, output, encoding, jpeg_quality, frame_timeout_ms, seq)
         self.max_in_flight = max_in_flight
         self.cond = threading.Condition()
+        self.pull_lock = threading.Lock()  # held while taking a frame from `frames`
         self.pulled = 0  # frames taken from `frames`
         self.delivered = 0  # results handed to the caller
         self.unanswered = {}  # seq -> request sent and not finally answered
@@ -440,49 +468,59 @@ class _FrameStream:
         self.source_error = None
         self.closed = False
         self.generation = 0  # bumped when the call is lost and opened again
-        self.reopens = 0  # calls opened again, in all
 
     def requests(self, generation):
+        """The requests of the call opened at `generation`; ends when the call is
+        replaced, the stream closes, or every frame has its final answer."""
+        while True:
+            # One puller at a time: after a reopen, the lost call's request thread
+            # may still be inside next(frames) when the new call's starts.
+            with self.pull_lock:
+                request = self._next_request(generation)
+            if request is None:
+                return
+            yield request  # outside the locks: gRPC may never resume a cancelled call's
+
+    def _next_request(self, generation):
         while True:
             with self.cond:
                 while True:
                     if self.closed or self.generation != generation:
-                        return
+                        return None
                     if self.resend:
                         seq = self.resend.popleft()
-                        request = self.unanswered[seq]
-                        break
+                        # the registration this send can rely on
+                        self.sent_epoch[seq] = self.client._epoch(self.identity_id)
+                        return self.unanswered[seq]
                     if not self.source_done and self.pulled - self.delivered < self.max_in_flight:
-                        request = None
                         seq = self.pulled
                         break
                     if self.source_done and not self.unanswered:
-                        return  # half-close: every frame has its final answer
+                        return None  # half-close: every frame has its final answer
                     self.cond.wait()
-            if request is None:
-                try:
-                    request = self.make_request(next(self.frames), seq)
-                except StopIteration:
-                    with self.cond:
-                        self.source_done = True
-                        self.cond.notify_all()
-                    continue
-                except Exception as error:  # surfaces in the caller's thread
-                    with self.cond:
-                        self.source_error = error
-                        self.source_done = True
-                        self.closed = True
-                        self.cond.notify_all()
-                    return
+            try:
+                request = self.make_request(next(self.frames), seq)
+            except StopIteration:
+                with self.cond:
+                    self.source_done = True
+                    self.cond.notify_all()
+                continue
+            except Exception as error:  # surfaces in the caller's thread
+                with self.cond:
+                    self.source_error = error
+                    self.source_done = True
+                    self.closed = True
+                    self.cond.notify_all()
+                return None
             with self.cond:
-                self.pulled = max(self.pulled, seq + 1)
+                self.pulled = seq + 1
                 self.unanswered[seq] = request
                 self.sent_epoch[seq] = self.client._epoch(self.identity_id)
                 if self.generation != generation:  # the call this was for is gone
                     self.resend.append(seq)
                     self.cond.notify_all()
-                    return
-            yield request
+                    return None
+            return request
 
     def run(self, timeout_s, return_errors):
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -515,9 +553,15 @@ class _FrameStream:
                                 lost = (code, response.error.message, seq)
                                 break
                             if (code == grpc.StatusCode.NOT_FOUND and self.identity_id
-                                    and seq not in self.resent
                                     and self.client._reregister(self.identity_id, epoch,
                                                                 self.client._deadline())):
+                                if seq in self.resent:
+                                    # Registered, sent again, still unknown here: the
+                                    # registration reached another replica (a proxy's
+                                    # view of live replicas changed since this call
+                                    # opened). A new call goes where the identity is.
+                                    lost = (code, response.error.message, seq)
+                                    break
                                 with self.cond:
                                     self.resent.add(seq)
                                     self.resend.append(seq)
@@ -558,8 +602,9 @@ class _FrameStream:
                     self.generation += 1
                     self.resend = collections.deque(sorted(self.unanswered))
                     self.resent.clear()  # another server: NOT_FOUND may come once more
-                    self.reopens += 1
                     self.cond.notify_all()
+                with self.client._lock:
+                    self.client._streams_reopened += 1
                 time.sleep(wait)
         finally:
             with self.cond:

@@ -217,6 +217,9 @@ class FakeService(fsrst_pb2_grpc.FaceSuperResolutionServicer):
         self.abort_when_draining = False
         self.refuse_with = grpc.StatusCode.UNAVAILABLE  # the code of those refusals
         self.stream_frames = []  # (call number, sequence number) of each frame received
+        # The next `streams_elsewhere` EnhanceStream calls land where no registration
+        # arrives (a proxy routed them to another replica): every frame NOT_FOUND.
+        self.streams_elsewhere = 0
 
     def _record(self, rpc, context):
         header = dict(context.invocation_metadata()).get(IDENTITY_METADATA_KEY)
@@ -269,6 +272,8 @@ class FakeService(fsrst_pb2_grpc.FaceSuperResolutionServicer):
             call = self.count_locked("EnhanceStream")
             draining = self.draining_streams > 0
             self.draining_streams -= draining
+            elsewhere = self.streams_elsewhere > 0
+            self.streams_elsewhere -= elsewhere
         for answered, request in enumerate(requests):
             with self.lock:
                 self.stream_frames.append((call, request.sequence_number))
@@ -279,7 +284,7 @@ class FakeService(fsrst_pb2_grpc.FaceSuperResolutionServicer):
                     sequence_number=request.sequence_number,
                     error=fsrst_pb2.FrameError(code=self.refuse_with.value[0], message=DRAINING))
                 continue
-            yield self._answer(request) or fsrst_pb2.EnhanceResponse(
+            yield (None if elsewhere else self._answer(request)) or fsrst_pb2.EnhanceResponse(
                 sequence_number=request.sequence_number,
                 error=fsrst_pb2.FrameError(code=5, message="register again"))
 
@@ -448,6 +453,16 @@ def test_stream_reopened_on_a_replica_without_the_identity_reregisters(fake, fas
     results = list(client.enhance_stream("max", numbered_frames(12), max_in_flight=4))
     assert [int(r[0, 0, 0]) for r in results] == list(range(12))
     assert (service.count("EnhanceStream"), service.count("RegisterReferences")) == (2, 2)
+
+
+def test_stream_on_a_replica_the_registration_does_not_reach_is_reopened(fake, fast_retries):
+    service, client = fake
+    client.register_references("ray", REFS[:1])
+    service.streams_elsewhere = 1
+    results = list(client.enhance_stream("ray", numbered_frames(6), max_in_flight=3))
+    assert [int(r[0, 0, 0]) for r in results] == list(range(6))
+    # NOT_FOUND, registered, sent again, NOT_FOUND again: registered again and reopened
+    assert (service.count("EnhanceStream"), service.count("RegisterReferences")) == (2, 3)
 
 
 def test_stream_reopens_are_bounded_and_the_last_error_surfaces(fake, fast_retries):
