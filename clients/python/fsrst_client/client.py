@@ -343,9 +343,10 @@ class FsrstClient:
                           self._deadline())
 
     def health(self, service: str = "") -> str:
-        """The grpc.health.v1 status: "SERVING", "NOT_SERVING", ..."""
+        """The grpc.health.v1 status: "SERVING", "NOT_SERVING", ... Not retried:
+        a probe reports the server's state now."""
         response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service),
-                              "", self._deadline())
+                              "", self._deadline(), retry=False)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
     @property
@@ -375,18 +376,20 @@ class FsrstClient:
         identity = ((IDENTITY_METADATA_KEY, identity_id),) if identity_id else ()
         return (identity + self._auth) or None
 
-    def _call(self, method, request, identity_id: str, deadline: Optional[float]):
+    def _call(self, method, request, identity_id: str, deadline: Optional[float],
+              retry: bool = True):
         """One unary call, made again (each try a new call) while it is refused or
         cut because its server went away, at most _MAX_ATTEMPTS times and never
         past the deadline."""
-        for attempt in range(1, _MAX_ATTEMPTS + 1):
+        attempts = _MAX_ATTEMPTS if retry else 1
+        for attempt in range(1, attempts + 1):
             timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             try:
                 return method(request, timeout=timeout, metadata=self._metadata(identity_id),
                               wait_for_ready=self._wait_for_ready)
             except grpc.RpcError as error:
                 code, message = error.code(), error.details() or ""
-            if attempt == _MAX_ATTEMPTS or not _retryable(code, message):
+            if attempt == attempts or not _retryable(code, message):
                 break
             wait = _backoff_s(attempt)
             if deadline is not None and time.monotonic() + wait >= deadline:
