@@ -16,6 +16,7 @@ import collections
 import io
 import os
 import random
+import string
 import threading
 import time
 from typing import Iterable, Iterator, Optional, Sequence, Union
@@ -48,7 +49,7 @@ _MAX_BACKOFF_S = 2.0
 # Identity ids as the server accepts them (server/request_validation.cc).
 _MAX_IDENTITY_ID_LENGTH = 128
 _IDENTITY_ID_RULE = "only [A-Za-z0-9._:@-]"
-_IDENTITY_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:@-")
+_IDENTITY_ID_CHARS = frozenset(string.ascii_letters + string.digits + "._:@-")
 
 
 class FsrstError(Exception):

@@ -202,9 +202,10 @@ TEST_F(FsrstClientTest, IdentityThatCannotBeMetadataIsRejectedLocally) {
 
 TEST_F(FsrstClientTest, IdentityRuleIsTheServers) {
   // The server's own answer to ids it refuses ends with the rule the client states.
-  for (const auto& [id, rule] : {std::pair<std::string, std::string>{
-                                     "a b", "; expected only [A-Za-z0-9._:@-]"},
-                                 {std::string(129, 'x'), "expected 1 to 128 characters, got 129"}}) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"a b", "; expected only [A-Za-z0-9._:@-]"},
+      {std::string(129, 'x'), "expected 1 to 128 characters, got 129"}};
+  for (const auto& [id, rule] : cases) {
     grpc::ClientContext context;
     v1::RegisterReferencesRequest request;
     request.set_identity_id(id);
