@@ -303,11 +303,10 @@ class FsrstClient:
         identity-hashing proxy it reaches another replica, which answers
         NOT_FOUND and gets the references again (a frame answered NOT_FOUND again
         after that also reopens: the call and the registration reached different
-        replicas). Up to 10 reopens in a row with
-        no frame answered in between, 50 ms to 2 s apart, within timeout_s; then
-        the last error is raised. Any other failed frame
-        raises FsrstError (its sequence_number is the frame's index) when its
-        turn comes and ends the stream, or with
+        replicas). Up to 10 reopens in a row with no frame answered in between,
+        50 ms to 2 s apart, within timeout_s; then the last error is raised. Any
+        other failed frame raises FsrstError (its sequence_number is the frame's
+        index) when its turn comes and ends the stream, or with
         return_errors=True is yielded in its place and the stream goes on.
         timeout_s: deadline of the whole stream; None: none (video runs long).
         Leaving the loop early cancels the call."""
@@ -556,7 +555,10 @@ class _FrameStream:
                                 # this are refused too, and every earlier one is answered.
                                 lost = (code, response.error.message, seq)
                                 break
+                            # A frame NOT_FOUND again after its re-registration is
+                            # answered so once the reopens are spent.
                             if (code == grpc.StatusCode.NOT_FOUND and self.identity_id
+                                    and (seq not in self.resent or reopens < _STREAM_REOPENS)
                                     and self.client._reregister(self.identity_id, epoch,
                                                                 self.client._deadline())):
                                 if seq in self.resent:

@@ -584,3 +584,18 @@ def test_cli_refuses_an_identity_the_server_would_refuse_in_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr == ("fsrst_client: INVALID_ARGUMENT: identity_id: character 'é' at "
                              "position 4 is not allowed; expected only [A-Za-z0-9._:@-]\n")
+
+
+def test_stream_not_found_again_with_the_reopens_spent_is_the_frames_answer(fake, fast_retries,
+                                                                            monkeypatch):
+    service, client = fake
+    monkeypatch.setattr(fsrst_client.client, "_STREAM_REOPENS", 0)
+    client.register_references("sam", REFS[:1])
+    service.streams_elsewhere = 1
+    results = list(client.enhance_stream("sam", numbered_frames(2), max_in_flight=1,
+                                         return_errors=True))
+    assert [(r.code, r.sequence_number) for r in results] == [
+        (grpc.StatusCode.NOT_FOUND, 0), (grpc.StatusCode.NOT_FOUND, 1)]
+    # each frame (sent after the last registration): NOT_FOUND, registered again, sent
+    # again, NOT_FOUND; no reopen
+    assert (service.count("EnhanceStream"), service.count("RegisterReferences")) == (1, 3)
