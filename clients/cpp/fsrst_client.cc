@@ -379,6 +379,7 @@ class FrameStream::Call final
   std::deque<std::shared_ptr<StreamFrame>> outbox;
   std::shared_ptr<StreamFrame> writing_frame;  // owns the message being written
   bool writing = false;
+  bool started = false;       // StartCall (and its hold) done: writes may be started
   bool broken = false;        // a read or write failed: no more writes
   bool lost = false;          // given up by the stream (cancelled, or to be reopened)
   bool hold_removed = false;  // no more writes will be started
@@ -610,6 +611,10 @@ class FrameStream::Impl {
     call->AddHold();
     call->StartRead(&call->read_buffer);
     call->StartCall();
+    {
+      absl::MutexLock lock(&mu_);
+      call->started = true;
+    }
     Advance(call);
   }
 
@@ -666,7 +671,7 @@ class FrameStream::Impl {
     bool remove_hold = false;
     {
       absl::MutexLock lock(&mu_);
-      if (call->hold_removed || call->writing) return;
+      if (!call->started || call->hold_removed || call->writing) return;
       if (call->broken || call->lost) {
         call->outbox.clear();
         remove_hold = true;
