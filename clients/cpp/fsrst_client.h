@@ -248,9 +248,10 @@ class FsrstClient {
 // proxy the new call reaches another replica, whose NOT_FOUND re-registers
 // the identity there. A frame answered NOT_FOUND again after its
 // re-registration also reopens (the registration and the call reached
-// different replicas). At most ClientOptions::max_stream_reopens reopens in a
-// row with no frame answered in between, within the stream's deadline; then
-// Receive and Close return the last such error.
+// different replicas), unless the reopens are spent: then that NOT_FOUND is
+// its answer. At most ClientOptions::max_stream_reopens reopens in a row with
+// no frame answered in between, within the stream's deadline; then Receive
+// and Close return the error that lost the last call.
 //
 // How order is kept: the server answers in the order frames reach it, so each
 // answer belongs to the oldest frame still on the wire (checked with an
