@@ -22,6 +22,13 @@
 // of ClientOptions (`authorization: Bearer <key>`) when one is set. For TLS,
 // build the channel with MakeChannelCredentials(ChannelSecurity{...}).
 //
+// Rolling updates are invisible to callers: a call refused or cut because its
+// server drains or went away (UNAVAILABLE, e.g. "the server is shutting down;
+// retry on another replica", or a stream reset by a proxy) is made again as a
+// new call, which a proxy routes to a live replica, within the deadline and
+// ClientOptions' bounds; a stream is reopened and its unanswered frames are
+// written again in order (see FrameStream). Other errors come back at once.
+//
 // Errors are absl::Status with the server's canonical code and message
 // (grpc::StatusCode and absl::StatusCode share their numbers).
 
@@ -63,11 +70,23 @@ struct CallOptions {
   bool wait_for_ready = false;
 };
 
-// How the client proves who it is. Thread-compatible plain data.
+// How the client proves who it is and how it retries. Thread-compatible plain data.
 struct ClientOptions {
   // Sent on every call as `authorization: Bearer <api_key>` (servers started
   // with --api_keys_file require it); empty: no key.
   std::string api_key;
+  // Tries of one unary call refused or cut because its server went away
+  // (UNAVAILABLE, reset stream); 1 = no retry. Each try is a new call.
+  int max_attempts = 10;
+  // Reopens of a stream in a row with no frame answered in between.
+  int max_stream_reopens = 10;
+  // The wait before retry n is min(initial_backoff * 2^(n-1), max_backoff),
+  // drawn in [half, all] of that so a replica's callers do not return in step:
+  // with these defaults up to about 9 s in all, so a drain or a restarted
+  // replica's warm-up fits in it. A wait that would pass the deadline is not
+  // taken: the last error is returned instead.
+  absl::Duration initial_backoff = absl::Milliseconds(50);
+  absl::Duration max_backoff = absl::Seconds(2);
 };
 
 // TLS for the channel to a server started with --tls_cert/--tls_key.
@@ -76,6 +95,15 @@ struct ChannelSecurity {
   std::string tls_cert_path;  // PEM client certificate, for servers with --tls_client_ca (mTLS)
   std::string tls_key_path;   // PEM private key of tls_cert_path
 };
+
+// The server's rule for identity ids ([A-Za-z0-9._:@-], 1 to 128 bytes):
+// INVALID_ARGUMENT with the server's message when `identity_id` breaks it.
+absl::Status CheckIdentityId(const std::string& identity_id);
+
+// Whether a call that failed with `status` was refused or cut because its
+// server is going away or unreachable (not because of what it sent): another
+// try may reach another replica.
+bool IsRetryable(const absl::Status& status);
 
 // Channel credentials for `security`: insecure when it is all empty, else TLS
 // (with a client certificate when tls_cert_path is set). The files are read
@@ -121,8 +149,8 @@ class FsrstClient {
                                               const CallOptions& options = {});
 
   // Opens an EnhanceStream call for frames of `identity_id`; see FrameStream.
-  // INVALID_ARGUMENT if identity_id cannot travel as metadata (not printable
-  // ASCII). REQUIRES: this client outlives the stream.
+  // INVALID_ARGUMENT (CheckIdentityId) for an id the server would refuse.
+  // REQUIRES: this client outlives the stream.
   absl::StatusOr<std::unique_ptr<FrameStream>> OpenStream(const std::string& identity_id,
                                                           const CallOptions& options = {});
 
@@ -135,18 +163,30 @@ class FsrstClient {
   // The model and limits the server runs with.
   absl::StatusOr<v1::GetServerInfoResponse> GetServerInfo(const CallOptions& options = {});
 
-  // grpc.health.v1 Check of `service` ("" = the whole server).
+  // grpc.health.v1 Check of `service` ("" = the whole server). Not retried: a
+  // probe reports the server's state now.
   absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health(
       const std::string& service = "", const CallOptions& options = {});
 
   // Whether this client keeps references for `identity_id`.
   bool HasReferences(const std::string& identity_id) const;
 
+  // Unary calls made again after a refusal or a lost connection, so far.
+  uint64_t calls_retried() const { return calls_retried_.load(); }
+
   // The metadata key every identity-bound call carries.
   static constexpr char kIdentityMetadataKey[] = "x-fsrst-identity";
 
  private:
   friend class FrameStream;
+
+  // Runs `attempt` (one call on a fresh ClientContext) again while it fails
+  // retryably, at most max_attempts times, never waiting past `deadline`.
+  template <typename Attempt>
+  absl::Status Retrying(absl::Time deadline, Attempt attempt);
+
+  // The wait before retry number `retry` (1, 2, ...).
+  absl::Duration Backoff(int retry) const;
 
   // One identity's kept references.
   struct Identity {
@@ -183,6 +223,8 @@ class FsrstClient {
   const std::unique_ptr<v1::FaceSuperResolution::Stub> stub_;
   const std::unique_ptr<grpc::health::v1::Health::Stub> health_stub_;
 
+  std::atomic<uint64_t> calls_retried_{0};
+
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Identity>> identities_ ABSL_GUARDED_BY(mu_);
 };
@@ -197,7 +239,19 @@ class FsrstClient {
 // stream goes on). When the answer is FrameError NOT_FOUND and the client
 // keeps references for the identity, the stream registers them again (once
 // for all the frames that met the same loss) and writes the frame again on
-// the same call; a frame is written again at most once.
+// the same call; a frame is written again at most once per call.
+//
+// When the call is refused or cut because its server goes away (a draining
+// replica answers a frame UNAVAILABLE; the call ends UNAVAILABLE or reset),
+// the stream cancels it, opens a new call after a backoff, and writes every
+// frame not yet answered again, in Send order; through an identity-hashing
+// proxy the new call reaches another replica, whose NOT_FOUND re-registers
+// the identity there. A frame answered NOT_FOUND again after its
+// re-registration also reopens (the registration and the call reached
+// different replicas), unless the reopens are spent: then that NOT_FOUND is
+// its answer. At most ClientOptions::max_stream_reopens reopens in a row with
+// no frame answered in between, within the stream's deadline; then Receive
+// and Close return the error that lost the last call.
 //
 // How order is kept: the server answers in the order frames reach it, so each
 // answer belongs to the oldest frame still on the wire (checked with an
@@ -209,7 +263,7 @@ class FsrstClient {
 //
 // Thread-safe: Send, Receive and Close may be called from different threads
 // (typically one sender and one receiver). Destroying an unclosed stream
-// cancels the call; the destructor waits for gRPC to finish with the call and
+// cancels its calls; the destructor waits for gRPC to finish with them and
 // for a re-registration under way (at most 30 s or the stream's deadline).
 // REQUIRES: the FsrstClient that opened it outlives it.
 class FrameStream {
@@ -237,16 +291,20 @@ class FrameStream {
   // received stay available to Receive. Idempotent.
   absl::Status Close();
 
-  // Frames written a second time after a NOT_FOUND, so far.
+  // Frames written a second time after a NOT_FOUND on the same call, so far.
   uint64_t frames_resent() const;
+
+  // Calls opened again after a refusal or a cut, so far.
+  uint64_t reopens() const;
 
  private:
   friend class FsrstClient;
-  class Reactor;
+  class Call;
+  class Impl;
 
-  explicit FrameStream(std::unique_ptr<Reactor> reactor);
+  explicit FrameStream(std::unique_ptr<Impl> impl);
 
-  std::unique_ptr<Reactor> reactor_;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace fsrst

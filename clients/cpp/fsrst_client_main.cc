@@ -44,6 +44,9 @@ ABSL_FLAG(std::string, out, "", "enhance: where to write the answer (.jpg/.rgb)"
 ABSL_FLAG(std::string, frames_dir, "", "stream: folder whose .jpg/.jpeg frames are sent, sorted");
 ABSL_FLAG(std::string, out_dir, "", "stream: folder for the answers, named like the frames");
 ABSL_FLAG(int, window, 8, "stream: frames sent ahead of the answers received");
+ABSL_FLAG(int, frame_interval_ms, 0,
+          "stream: send at most one frame per this many ms (a camera's pace); 0 = as the "
+          "window allows");
 ABSL_FLAG(int, jpeg_quality, 0, "quality 1..100 of JPEG answers; 0 = the server's default");
 ABSL_FLAG(int64_t, timeout_ms, 30000, "deadline of each unary call; 0 = none");
 ABSL_FLAG(int64_t, stream_timeout_ms, 600000, "stream: deadline of the whole stream; 0 = none");
@@ -234,48 +237,52 @@ int Stream(FsrstClient& client, const std::string& identity, const std::vector<s
   absl::StatusOr<std::unique_ptr<FrameStream>> stream = client.OpenStream(identity, options);
   if (!stream.ok()) return Fail(stream.status());
 
+  // The library carries the stream over refusals and cuts (a replica that
+  // drains or goes away); what reaches here is final. The first error stops
+  // the stream: no more frames are sent, and it is reported once.
+  const absl::Duration interval = absl::Milliseconds(absl::GetFlag(FLAGS_frame_interval_ms));
   const size_t total = frames->size();
-  size_t sent = 0, received = 0, failed = 0;
-  absl::Status broken;
-  while (received < total && broken.ok()) {
-    while (sent < total && sent - received < static_cast<size_t>(window)) {
+  size_t sent = 0, written = 0;
+  absl::Time next_send = absl::Now();
+  absl::Status stopped;
+  while (written < total && stopped.ok()) {
+    while (sent < total && sent - written < static_cast<size_t>(window) &&
+           absl::Now() >= next_send) {
       absl::StatusOr<v1::Image> frame = ReadImageFile((*frames)[sent].string());
       if (!frame.ok()) {
-        broken = frame.status();
+        stopped = frame.status();
         break;
       }
-      if (broken = (*stream)->Send(*std::move(frame), sent); !broken.ok()) break;
+      if (stopped = (*stream)->Send(*std::move(frame), sent); !stopped.ok()) break;
       ++sent;
+      next_send += interval;
     }
-    if (!broken.ok() || received == sent) break;
+    if (!stopped.ok()) break;
+    if (written == sent) {  // paced: nothing in flight until the next frame is due
+      absl::SleepFor(next_send - absl::Now());
+      continue;
+    }
     v1::EnhanceResponse response;
-    if (broken = (*stream)->Receive(&response); !broken.ok()) break;
+    if (stopped = (*stream)->Receive(&response); !stopped.ok()) break;
     const std::filesystem::path& source = (*frames)[response.sequence_number()];
     if (response.has_error()) {
-      ++failed;
-      std::cerr << source.string() << ": "
-                << absl::Status(static_cast<absl::StatusCode>(response.error().code()),
-                                response.error().message())
-                << "\n";
-    } else {
-      const std::string out_path = (std::filesystem::path(out_dir) / source.filename()).string();
-      if (broken = WriteImageFile(response.image(), out_path); !broken.ok()) break;
+      stopped = absl::Status(static_cast<absl::StatusCode>(response.error().code()),
+                             absl::StrCat(source.string(), ": ", response.error().message()));
+      break;
     }
-    ++received;
+    const std::string out_path = (std::filesystem::path(out_dir) / source.filename()).string();
+    if (stopped = WriteImageFile(response.image(), out_path); !stopped.ok()) break;
+    ++written;
   }
-  // Answers to frames already sent still come back: drain them before giving up.
-  while (received < sent) {
-    v1::EnhanceResponse response;
-    if (!(*stream)->Receive(&response).ok()) break;
-    ++received;
-  }
+  // Waits for the answers to frames already sent (not written after an error).
   const absl::Status closed = (*stream)->Close();
-  std::cout << "enhanced " << (received - failed) << " of " << total << " frames into " << out_dir
-            << " (" << failed << " failed, " << (*stream)->frames_resent()
-            << " resent after NOT_FOUND)\n";
-  if (!broken.ok()) return Fail(broken);
+  std::cout << "enhanced " << written << " of " << total << " frames into " << out_dir << " ("
+            << (*stream)->reopens() << " stream reopens, " << (*stream)->frames_resent()
+            << " frames resent after NOT_FOUND"
+            << (stopped.ok() ? "" : absl::StrCat("; stopped after ", sent, " sent")) << ")\n";
+  if (!stopped.ok()) return Fail(stopped);
   if (!closed.ok()) return Fail(closed);
-  return failed == 0 && received == total ? 0 : kFailed;
+  return written == total ? 0 : kFailed;
 }
 
 int Main(int argc, char** argv) {

@@ -4,75 +4,17 @@ Python client, which sends that header. Which replica served a stream is read fr
 replicas' own fsrst_frames_enhanced_total counters."""
 
 import collections
-import os
-import shutil
-import socket
-import string
-import subprocess
-import tempfile
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from deploy_util import DEPLOY, metric_value, start_small_server
+from deploy_util import Nginx, metric_value, start_small_server
 from fsrst_client import FsrstClient
 
 IDENTITIES = [f"person-{i:02d}" for i in range(50)]
 FRAMES_PER_STREAM = 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Nginx:
-    """nginx in the foreground with deploy/nginx/fsrst-grpc.conf, all files in a temp dir."""
-
-    def __init__(self, upstream_ports):
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        if not os.path.exists(binary):
-            pytest.fail("nginx is missing: tools/install_deps.sh installs it")
-        self.prefix = tempfile.mkdtemp(prefix="fsrst_nginx_")
-        self.port = free_port()
-        with open(os.path.join(DEPLOY, "nginx", "fsrst-grpc.conf")) as f:
-            template = string.Template(f.read())
-        # safe_substitute: nginx's own $variables stay as they are
-        conf = template.safe_substitute(
-            prefix=self.prefix, listen=f"127.0.0.1:{self.port}",
-            servers="\n".join(f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=30s;"
-                              for port in upstream_ports))
-        assert "${" not in conf, "a placeholder of fsrst-grpc.conf was not filled in"
-        conf_path = os.path.join(self.prefix, "nginx.conf")
-        with open(conf_path, "w") as f:
-            f.write(conf)
-        self.error_log = os.path.join(self.prefix, "error.log")
-        check = subprocess.run([binary, "-t", "-p", self.prefix, "-c", conf_path, "-e",
-                                self.error_log], capture_output=True, text=True)
-        assert check.returncode == 0, check.stderr
-        self.proc = subprocess.Popen([binary, "-p", self.prefix, "-c", conf_path, "-e",
-                                      self.error_log])
-        deadline = time.time() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"nginx did not start:\n{self.errors()}")
-                time.sleep(0.05)
-
-    def errors(self) -> str:
-        with open(self.error_log) as f:
-            return f.read()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        shutil.rmtree(self.prefix, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

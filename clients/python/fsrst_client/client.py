@@ -14,8 +14,9 @@ re-registers once, not once per frame.
 
 import collections
 import io
-import json
 import os
+import random
+import string
 import threading
 import time
 from typing import Iterable, Iterator, Optional, Sequence, Union
@@ -30,17 +31,25 @@ IDENTITY_METADATA_KEY = "x-fsrst-identity"
 ImageLike = Union[np.ndarray, Image.Image, str, os.PathLike]
 _ENCODINGS = {"rgb8": fsrst_pb2.ENCODING_RGB8, "jpeg": fsrst_pb2.ENCODING_JPEG}
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
-# Every RPC of both services is idempotent, so a call that found no server (a
-# connection that died with its server, before the first answer) is tried again:
-# after a crash and restart the first call would otherwise fail UNAVAILABLE.
-_SERVICE_CONFIG = json.dumps({"methodConfig": [{
-    "name": [{"service": "fsrst.v1.FaceSuperResolution"}, {"service": "grpc.health.v1.Health"}],
-    "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.1s", "maxBackoff": "1s",
-                    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})
-# A stream whose server went away mid-call (a replica killed behind a proxy: nginx
-# resets the HTTP/2 stream, gRPC reports INTERNAL "Received RST_STREAM ...") is
-# opened again, at most this many times, and its unanswered frames are sent again.
-_STREAM_REOPENS = 3
+# A call refused or cut because its server went away (a draining replica's
+# UNAVAILABLE "the server is shutting down; retry on another replica", a broken
+# connection, a replica killed behind a proxy: nginx resets the HTTP/2 stream and
+# gRPC reports INTERNAL "Received RST_STREAM ...") is tried again on a new call:
+# unary calls up to _MAX_ATTEMPTS times, a stream reopened up to _STREAM_REOPENS
+# times in a row without a frame answered in between; always within the caller's
+# deadline. The waits between tries grow from _INITIAL_BACKOFF_S to _MAX_BACKOFF_S
+# (each drawn in [half, all] of that, so a replica's callers do not come back in
+# step), up to about 9 s in all, so a drain or a restarted replica's warm-up fits in it.
+# A new call through nginx picks its upstream again (no connection of nginx's is
+# reused for it), and one straight to a server that went away reconnects.
+_MAX_ATTEMPTS = 10
+_STREAM_REOPENS = 10
+_INITIAL_BACKOFF_S = 0.05
+_MAX_BACKOFF_S = 2.0
+# Identity ids as the server accepts them (server/request_validation.cc).
+_MAX_IDENTITY_ID_LENGTH = 128
+_IDENTITY_ID_RULE = "only [A-Za-z0-9._:@-]"
+_IDENTITY_ID_CHARS = frozenset(string.ascii_letters + string.digits + "._:@-")
 
 
 class FsrstError(Exception):
@@ -61,11 +70,33 @@ class FsrstError(Exception):
         self.sequence_number = sequence_number
 
 
-def _call_lost(error: grpc.RpcError) -> bool:
-    """The call failed because its server went away, not because of what it sent."""
-    return (error.code() == grpc.StatusCode.UNAVAILABLE
-            or (error.code() == grpc.StatusCode.INTERNAL
-                and (error.details() or "").startswith("Received RST_STREAM")))
+def _retryable(code: grpc.StatusCode, message: str) -> bool:
+    """The call (or frame) failed because its server is going away or could not be
+    reached, not because of what it sent: another try may reach another replica."""
+    # A stream reset by the peer (a proxy whose upstream went away: INTERNAL; a
+    # server that ended its calls at shutdown: CANCELLED); never one we cancelled.
+    return code == grpc.StatusCode.UNAVAILABLE or message.startswith("Received RST_STREAM")
+
+
+def _backoff_s(retry: int) -> float:
+    """How long to wait before retry number `retry` (1, 2, ...)."""
+    ceiling = min(_MAX_BACKOFF_S, _INITIAL_BACKOFF_S * 2 ** (retry - 1))
+    return ceiling * random.uniform(0.5, 1.0)
+
+
+def check_identity_id(identity_id: str) -> None:
+    """Raises FsrstError INVALID_ARGUMENT, with the server's message, for an id the
+    server would refuse (ids travel as gRPC metadata, which takes no other bytes)."""
+    length = len(identity_id.encode("utf-8"))
+    if length == 0 or length > _MAX_IDENTITY_ID_LENGTH:
+        raise FsrstError(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"identity_id: expected 1 to {_MAX_IDENTITY_ID_LENGTH} characters, "
+                         f"got {length}")
+    for position, character in enumerate(identity_id, start=1):
+        if character not in _IDENTITY_ID_CHARS:
+            raise FsrstError(grpc.StatusCode.INVALID_ARGUMENT,
+                             f"identity_id: character '{character}' at position {position} is "
+                             f"not allowed; expected {_IDENTITY_ID_RULE}")
 
 
 def to_array(image: ImageLike) -> np.ndarray:
@@ -145,14 +176,20 @@ class _Identity:
 class FsrstClient:
     """A client of one fsrst_server (or of a load-balanced set of replicas).
 
+    Rolling updates are invisible to callers: a call refused or cut because its
+    server drains or went away (UNAVAILABLE, or a reset stream) is made again,
+    up to 10 tries with a growing wait (50 ms to 2 s) and within the deadline;
+    a stream is reopened and its unanswered frames sent again in order (see
+    enhance_stream). Other errors (INVALID_ARGUMENT, UNAUTHENTICATED, ...) are
+    raised at once. Identity ids are checked here as the server checks them.
+
     Args:
         target: "host:port".
         timeout_s: deadline of each unary call; for enhance() it covers the
             re-registration and the retry too. None: no deadline.
         encoding: how images are sent, "rgb8" (lossless) or "jpeg".
         channel: an existing grpc.Channel to use instead of `target` (the client
-            closes it on close()). The client's own channel retries calls that
-            fail UNAVAILABLE before any answer (up to 4 tries, 0.1 s to 1 s apart).
+            closes it on close()).
         wait_for_ready: wait (within the deadline) for an unreachable server
             instead of failing with UNAVAILABLE at once.
         api_key: sent on every call as "authorization: Bearer <api_key>" (servers
@@ -174,8 +211,7 @@ class FsrstClient:
             raise ValueError("tls_cert and tls_key: expected both (mTLS) or neither, and "
                              "tls_ca with them")
         options = [("grpc.max_send_message_length", 64 << 20),
-                   ("grpc.max_receive_message_length", 64 << 20),
-                   ("grpc.service_config", _SERVICE_CONFIG)]
+                   ("grpc.max_receive_message_length", 64 << 20)]
         if channel is None and tls_ca is not None:
             channel = grpc.secure_channel(target, _ssl_credentials(tls_ca, tls_cert, tls_key),
                                           options=options)
@@ -188,6 +224,9 @@ class FsrstClient:
         self._wait_for_ready = wait_for_ready
         self._lock = threading.Lock()
         self._identities = {}  # identity_id -> _Identity, guarded by _lock
+        self._calls_retried = 0  # guarded by _lock
+        self._streams_reopened = 0  # guarded by _lock
+        self._reregistrations = 0  # guarded by _lock
 
     def close(self) -> None:
         self._channel.close()
@@ -207,6 +246,7 @@ class FsrstClient:
         centre-crops and resizes them), replacing earlier ones, and keeps them
         for re-registration. Returns the server's answer (reference_count,
         feature_bytes)."""
+        check_identity_id(identity_id)
         references = [to_proto(image, encoding or self._encoding) for image in images]
         identity = self._identity(identity_id)
         with identity.lock:
@@ -227,6 +267,8 @@ class FsrstClient:
         and sends the frame once more."""
         if references is not None and identity_id:
             raise ValueError("inline references are only for identity_id ''")
+        if identity_id:
+            check_identity_id(identity_id)
         request = self._enhance_request(identity_id, frame, output, encoding, jpeg_quality,
                                         frame_timeout_ms)
         if references is not None:
@@ -254,18 +296,24 @@ class FsrstClient:
         has been yielded. A frame answered NOT_FOUND re-registers the identity
         (once for all frames that were already on their way) and is sent again,
         once; later frames that came back meanwhile wait for it, so the order
-        holds. When the call itself is lost (the server or the replica behind a
-        proxy went away: UNAVAILABLE, or a reset stream), a new call is opened
-        (up to 3 times) and the unanswered frames are sent again on it, in order;
-        through an identity-hashing proxy it reaches another replica, which
-        answers NOT_FOUND and gets the references again. Any other failed frame
-        raises FsrstError (its sequence_number is the frame's index) when its
-        turn comes and ends the stream, or with
+        holds. When the call is refused or cut because its server goes away (a
+        draining replica answers a frame UNAVAILABLE, or the call ends UNAVAILABLE
+        or with a reset stream), the call is cancelled and a new one opened, and
+        the frames not yet answered are sent again on it, in order; through an
+        identity-hashing proxy it reaches another replica, which answers
+        NOT_FOUND and gets the references again (a frame answered NOT_FOUND again
+        after that also reopens: the call and the registration reached different
+        replicas). Up to 10 reopens in a row with no frame answered in between,
+        50 ms to 2 s apart, within timeout_s; then the last error is raised. Any
+        other failed frame raises FsrstError (its sequence_number is the frame's
+        index) when its turn comes and ends the stream, or with
         return_errors=True is yielded in its place and the stream goes on.
         timeout_s: deadline of the whole stream; None: none (video runs long).
         Leaving the loop early cancels the call."""
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
+        if identity_id:
+            check_identity_id(identity_id)
         stream = _FrameStream(self, identity_id, iter(frames), output, encoding, jpeg_quality,
                               frame_timeout_ms, max_in_flight)
         return stream.run(timeout_s, return_errors)
@@ -273,6 +321,7 @@ class FsrstClient:
     def delete_references(self, identity_id: str) -> None:
         """Forgets the identity here and drops it on the server. NOT_FOUND only if
         neither this client nor the server knew it."""
+        check_identity_id(identity_id)
         with self._lock:
             identity = self._identities.pop(identity_id, None)
         if identity is None:
@@ -294,10 +343,29 @@ class FsrstClient:
                           self._deadline())
 
     def health(self, service: str = "") -> str:
-        """The grpc.health.v1 status: "SERVING", "NOT_SERVING", ..."""
+        """The grpc.health.v1 status: "SERVING", "NOT_SERVING", ... Not retried:
+        a probe reports the server's state now."""
         response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service),
-                              "", self._deadline())
+                              "", self._deadline(), retry=False)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    @property
+    def calls_retried(self) -> int:
+        """Unary calls made again after a refusal or a lost connection, so far."""
+        with self._lock:
+            return self._calls_retried
+
+    @property
+    def streams_reopened(self) -> int:
+        """Streams opened again after a refusal or a cut, so far (each reopen counts)."""
+        with self._lock:
+            return self._streams_reopened
+
+    @property
+    def reregistrations(self) -> int:
+        """Identities registered again after a NOT_FOUND, so far."""
+        with self._lock:
+            return self._reregistrations
 
     # Details ------------------------------------------------------------------------------
 
@@ -308,13 +376,28 @@ class FsrstClient:
         identity = ((IDENTITY_METADATA_KEY, identity_id),) if identity_id else ()
         return (identity + self._auth) or None
 
-    def _call(self, method, request, identity_id: str, deadline: Optional[float]):
-        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-        try:
-            return method(request, timeout=timeout, metadata=self._metadata(identity_id),
-                          wait_for_ready=self._wait_for_ready)
-        except grpc.RpcError as error:
-            raise FsrstError(error.code(), error.details() or "") from None
+    def _call(self, method, request, identity_id: str, deadline: Optional[float],
+              retry: bool = True):
+        """One unary call, made again (each try a new call) while it is refused or
+        cut because its server went away, at most _MAX_ATTEMPTS times and never
+        past the deadline."""
+        attempts = _MAX_ATTEMPTS if retry else 1
+        for attempt in range(1, attempts + 1):
+            timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            try:
+                return method(request, timeout=timeout, metadata=self._metadata(identity_id),
+                              wait_for_ready=self._wait_for_ready)
+            except grpc.RpcError as error:
+                code, message = error.code(), error.details() or ""
+            if attempt == attempts or not _retryable(code, message):
+                break
+            wait = _backoff_s(attempt)
+            if deadline is not None and time.monotonic() + wait >= deadline:
+                break
+            with self._lock:
+                self._calls_retried += 1
+            time.sleep(wait)
+        raise FsrstError(code, message)
 
     def _identity(self, identity_id: str) -> _Identity:
         with self._lock:
@@ -349,6 +432,8 @@ class FsrstClient:
             if identity.epoch == seen_epoch:
                 self._register(identity_id, identity.references, deadline)
                 identity.epoch += 1
+                with self._lock:
+                    self._reregistrations += 1
         return True
 
     def _enhance_request(self, identity_id, frame, output, encoding, jpeg_quality,
@@ -362,8 +447,9 @@ class FsrstClient:
 
 
 class _FrameStream:
-    """One enhance_stream() call. gRPC's request thread runs requests(); the
-    caller's thread runs run(). Shared state is guarded by `cond`."""
+    """One enhance_stream() call. gRPC's request thread of each call opened runs
+    requests(); the caller's thread runs run(). Shared state is guarded by `cond`;
+    `frames` is only advanced under `pull_lock`."""
 
     def __init__(self, client: FsrstClient, identity_id, frames, output, encoding, jpeg_quality,
                  frame_timeout_ms, max_in_flight):
@@ -374,6 +460,7 @@ class _FrameStream:
             identity_id, frame, output, encoding, jpeg_quality, frame_timeout_ms, seq)
         self.max_in_flight = max_in_flight
         self.cond = threading.Condition()
+        self.pull_lock = threading.Lock()  # held while taking a frame from `frames`
         self.pulled = 0  # frames taken from `frames`
         self.delivered = 0  # results handed to the caller
         self.unanswered = {}  # seq -> request sent and not finally answered
@@ -386,51 +473,62 @@ class _FrameStream:
         self.generation = 0  # bumped when the call is lost and opened again
 
     def requests(self, generation):
+        """The requests of the call opened at `generation`; ends when the call is
+        replaced, the stream closes, or every frame has its final answer."""
+        while True:
+            # One puller at a time: after a reopen, the lost call's request thread
+            # may still be inside next(frames) when the new call's starts.
+            with self.pull_lock:
+                request = self._next_request(generation)
+            if request is None:
+                return
+            yield request  # outside the locks: gRPC may never resume a cancelled call's
+
+    def _next_request(self, generation):
         while True:
             with self.cond:
                 while True:
                     if self.closed or self.generation != generation:
-                        return
+                        return None
                     if self.resend:
                         seq = self.resend.popleft()
-                        request = self.unanswered[seq]
-                        break
+                        # the registration this send can rely on
+                        self.sent_epoch[seq] = self.client._epoch(self.identity_id)
+                        return self.unanswered[seq]
                     if not self.source_done and self.pulled - self.delivered < self.max_in_flight:
-                        request = None
                         seq = self.pulled
                         break
                     if self.source_done and not self.unanswered:
-                        return  # half-close: every frame has its final answer
+                        return None  # half-close: every frame has its final answer
                     self.cond.wait()
-            if request is None:
-                try:
-                    request = self.make_request(next(self.frames), seq)
-                except StopIteration:
-                    with self.cond:
-                        self.source_done = True
-                        self.cond.notify_all()
-                    continue
-                except Exception as error:  # surfaces in the caller's thread
-                    with self.cond:
-                        self.source_error = error
-                        self.source_done = True
-                        self.closed = True
-                        self.cond.notify_all()
-                    return
+            try:
+                request = self.make_request(next(self.frames), seq)
+            except StopIteration:
+                with self.cond:
+                    self.source_done = True
+                    self.cond.notify_all()
+                continue
+            except Exception as error:  # surfaces in the caller's thread
+                with self.cond:
+                    self.source_error = error
+                    self.source_done = True
+                    self.closed = True
+                    self.cond.notify_all()
+                return None
             with self.cond:
-                self.pulled = max(self.pulled, seq + 1)
+                self.pulled = seq + 1
                 self.unanswered[seq] = request
                 self.sent_epoch[seq] = self.client._epoch(self.identity_id)
                 if self.generation != generation:  # the call this was for is gone
                     self.resend.append(seq)
                     self.cond.notify_all()
-                    return
-            yield request
+                    return None
+            return request
 
     def run(self, timeout_s, return_errors):
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         ready = {}
-        reopens = 0
+        reopens = 0  # in a row, with no frame answered since
         try:
             while True:
                 with self.cond:
@@ -440,6 +538,7 @@ class _FrameStream:
                     timeout=None if deadline is None else max(deadline - time.monotonic(), 0.0),
                     metadata=self.client._metadata(self.identity_id),
                     wait_for_ready=self.client._wait_for_ready)
+                lost = None  # (code, message, sequence number or None): reopen
                 try:
                     for response in call:
                         seq = response.sequence_number
@@ -451,10 +550,24 @@ class _FrameStream:
                                              "the server answered an unknown sequence number", seq)
                         if response.HasField("error"):
                             code = _CODES.get(response.error.code, grpc.StatusCode.UNKNOWN)
+                            if _retryable(code, response.error.message):
+                                # The server refuses frames (it drains): the ones after
+                                # this are refused too, and every earlier one is answered.
+                                lost = (code, response.error.message, seq)
+                                break
+                            # A frame NOT_FOUND again after its re-registration is
+                            # answered so once the reopens are spent.
                             if (code == grpc.StatusCode.NOT_FOUND and self.identity_id
-                                    and seq not in self.resent
+                                    and (seq not in self.resent or reopens < _STREAM_REOPENS)
                                     and self.client._reregister(self.identity_id, epoch,
                                                                 self.client._deadline())):
+                                if seq in self.resent:
+                                    # Registered, sent again, still unknown here: the
+                                    # registration reached another replica (a proxy's
+                                    # view of live replicas changed since this call
+                                    # opened). A new call goes where the identity is.
+                                    lost = (code, response.error.message, seq)
+                                    break
                                 with self.cond:
                                     self.resent.add(seq)
                                     self.resend.append(seq)
@@ -463,6 +576,7 @@ class _FrameStream:
                             result = FsrstError(code, response.error.message, seq)
                         else:
                             result = from_proto(response.image)
+                        reopens = 0
                         with self.cond:
                             del self.unanswered[seq]
                             self.cond.notify_all()
@@ -475,21 +589,29 @@ class _FrameStream:
                             if isinstance(result, FsrstError) and not return_errors:
                                 raise result
                             yield result
-                    break  # the server ended the call: every frame is answered
                 except grpc.RpcError as error:
                     if self.source_error is not None:
                         raise self.source_error
-                    if reopens == _STREAM_REOPENS or not _call_lost(error):
-                        raise FsrstError(error.code(), error.details() or "") from None
-                    reopens += 1
-                    with self.cond:
-                        self.generation += 1
-                        self.resend = collections.deque(sorted(self.unanswered))
-                        self.resent.clear()  # another server: NOT_FOUND may come once more
-                        self.cond.notify_all()
-                    time.sleep(0.05 * reopens)
+                    lost = (error.code(), error.details() or "", None)
+                    if not _retryable(*lost[:2]):
+                        raise FsrstError(*lost) from None
                 finally:
                     call.cancel()
+                if lost is None:
+                    break  # the server ended the call: every frame is answered
+                reopens += 1
+                wait = _backoff_s(reopens)
+                if (reopens > _STREAM_REOPENS
+                        or (deadline is not None and time.monotonic() + wait >= deadline)):
+                    raise FsrstError(*lost)
+                with self.cond:
+                    self.generation += 1
+                    self.resend = collections.deque(sorted(self.unanswered))
+                    self.resent.clear()  # another server: NOT_FOUND may come once more
+                    self.cond.notify_all()
+                with self.client._lock:
+                    self.client._streams_reopened += 1
+                time.sleep(wait)
         finally:
             with self.cond:
                 self.closed = True

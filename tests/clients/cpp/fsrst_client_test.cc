@@ -6,6 +6,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -197,6 +198,24 @@ TEST_F(FsrstClientTest, IdentityThatCannotBeMetadataIsRejectedLocally) {
   EXPECT_EQ(client_->Enhance("bad\nid", Frame(1)).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(client_->OpenStream("bad\nid").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(FsrstClientTest, IdentityRuleIsTheServers) {
+  // The server's own answer to ids it refuses ends with the rule the client states.
+  const std::pair<std::string, std::string> cases[] = {
+      {"a b", "; expected only [A-Za-z0-9._:@-]"},
+      {std::string(129, 'x'), "expected 1 to 128 characters, got 129"}};
+  for (const auto& [id, rule] : cases) {
+    grpc::ClientContext context;
+    v1::RegisterReferencesRequest request;
+    request.set_identity_id(id);
+    *request.add_references() = References(1, 1)[0];
+    v1::RegisterReferencesResponse response;
+    const grpc::Status server = stub_->RegisterReferences(&context, request, &response);
+    EXPECT_EQ(server.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(server.error_message(), ::testing::EndsWith(rule));
+    EXPECT_THAT(std::string(CheckIdentityId(id).message()), ::testing::EndsWith(rule));
+  }
 }
 
 TEST_F(FsrstClientTest, DeadlineComesFromTheOptions) {
@@ -422,11 +441,42 @@ class RecordingService final : public v1::FaceSuperResolution::Service {
     absl::MutexLock lock(&mu_);
     return stream_frames_;
   }
+  // Drains as a replica sent SIGTERM does: the next `calls` EnhanceStream calls
+  // answer their first `frames_before` frames, then refuse each later frame in
+  // its FrameError (or, with `abort`, end the call) with `code` and kDraining.
+  void DrainStreams(int calls, int frames_before, bool abort = false,
+                    grpc::StatusCode code = grpc::StatusCode::UNAVAILABLE) {
+    absl::MutexLock lock(&mu_);
+    draining_streams_ = calls;
+    frames_before_drain_ = frames_before;
+    abort_when_draining_ = abort;
+    refuse_with_ = code;
+  }
+  // The next `calls` unary calls end with `code` and kDraining.
+  void RefuseCalls(int calls, grpc::StatusCode code = grpc::StatusCode::UNAVAILABLE) {
+    absl::MutexLock lock(&mu_);
+    refused_calls_ = calls;
+    refuse_with_ = code;
+  }
+  // The next `calls` EnhanceStream calls answer every frame NOT_FOUND, as a
+  // replica that no registration reaches would.
+  void StreamsElsewhere(int calls) {
+    absl::MutexLock lock(&mu_);
+    streams_elsewhere_ = calls;
+  }
+  // The caller's sequence numbers each EnhanceStream call received, by call.
+  std::vector<std::vector<uint64_t>> stream_sequences() const {
+    absl::MutexLock lock(&mu_);
+    return stream_sequences_;
+  }
+
+  static constexpr char kDraining[] = "the server is shutting down; retry on another replica";
 
   grpc::Status RegisterReferences(grpc::ServerContext* context,
                                   const v1::RegisterReferencesRequest* request,
                                   v1::RegisterReferencesResponse* response) override {
     Record("RegisterReferences", context);
+    if (grpc::Status refused = Refusal(); !refused.ok()) return refused;
     absl::MutexLock lock(&mu_);
     if (!register_status_.ok()) return register_status_;
     if (!forget_) registered_[request->identity_id()] = true;
@@ -437,6 +487,7 @@ class RecordingService final : public v1::FaceSuperResolution::Service {
   grpc::Status Enhance(grpc::ServerContext* context, const v1::EnhanceRequest* request,
                        v1::EnhanceResponse* response) override {
     Record("Enhance", context);
+    if (grpc::Status refused = Refusal(); !refused.ok()) return refused;
     v1::FrameError error;
     if (!Answer(*request, response, &error)) {
       return grpc::Status(static_cast<grpc::StatusCode>(error.code()), error.message());
@@ -448,15 +499,41 @@ class RecordingService final : public v1::FaceSuperResolution::Service {
       grpc::ServerContext* context,
       grpc::ServerReaderWriter<v1::EnhanceResponse, v1::EnhanceRequest>* stream) override {
     Record("EnhanceStream", context);
+    bool draining, abort, elsewhere;
+    int frames_before;
+    grpc::StatusCode refuse_with;
+    {
+      absl::MutexLock lock(&mu_);
+      draining = draining_streams_ > 0;
+      draining_streams_ -= draining;
+      elsewhere = streams_elsewhere_ > 0;
+      streams_elsewhere_ -= elsewhere;
+      abort = abort_when_draining_;
+      frames_before = frames_before_drain_;
+      refuse_with = refuse_with_;
+      stream_sequences_.emplace_back();
+    }
     v1::EnhanceRequest request;
-    while (stream->Read(&request)) {
+    for (int received = 0; stream->Read(&request); ++received) {
       {
         absl::MutexLock lock(&mu_);
         ++stream_frames_;
+        stream_sequences_.back().push_back(request.sequence_number());
       }
       v1::EnhanceResponse response;
       v1::FrameError error;
-      if (!Answer(request, &response, &error)) *response.mutable_error() = error;
+      if (draining && received >= frames_before) {
+        if (abort) return grpc::Status(grpc::StatusCode::UNAVAILABLE, kDraining);
+        error.set_code(static_cast<int>(refuse_with));
+        error.set_message(kDraining);
+        *response.mutable_error() = error;
+      } else if (elsewhere) {
+        error.set_code(kNotFound);
+        error.set_message("not registered here");
+        *response.mutable_error() = error;
+      } else if (!Answer(request, &response, &error)) {
+        *response.mutable_error() = error;
+      }
       response.set_sequence_number(request.sequence_number());
       stream->Write(response);
     }
@@ -480,6 +557,13 @@ class RecordingService final : public v1::FaceSuperResolution::Service {
   }
 
  private:
+  grpc::Status Refusal() {
+    absl::MutexLock lock(&mu_);
+    if (refused_calls_ == 0) return grpc::Status::OK;
+    --refused_calls_;
+    return grpc::Status(refuse_with_, kDraining);
+  }
+
   void Record(const std::string& method, grpc::ServerContext* context) {
     Call call;
     call.method = method;
@@ -519,6 +603,13 @@ class RecordingService final : public v1::FaceSuperResolution::Service {
   grpc::Status register_status_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, bool> fail_once_ ABSL_GUARDED_BY(mu_);  // frame data -> failed already
   int stream_frames_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::vector<uint64_t>> stream_sequences_ ABSL_GUARDED_BY(mu_);
+  int draining_streams_ ABSL_GUARDED_BY(mu_) = 0;
+  int frames_before_drain_ ABSL_GUARDED_BY(mu_) = 0;
+  bool abort_when_draining_ ABSL_GUARDED_BY(mu_) = false;
+  int streams_elsewhere_ ABSL_GUARDED_BY(mu_) = 0;
+  int refused_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  grpc::StatusCode refuse_with_ ABSL_GUARDED_BY(mu_) = grpc::StatusCode::UNAVAILABLE;
 };
 
 class FsrstClientFakeServerTest : public ::testing::Test {
@@ -531,7 +622,16 @@ class FsrstClientFakeServerTest : public ::testing::Test {
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
     ASSERT_GT(port, 0);
-    client_ = std::make_unique<FsrstClient>(ChannelTo(port));
+    port_ = port;
+    client_ = std::make_unique<FsrstClient>(ChannelTo(port), FastRetries());
+  }
+
+  // The waits between tries cut to milliseconds; the counts stay the defaults.
+  static ClientOptions FastRetries() {
+    ClientOptions options;
+    options.initial_backoff = absl::Milliseconds(1);
+    options.max_backoff = absl::Milliseconds(4);
+    return options;
   }
   void TearDown() override {
     client_.reset();
@@ -540,6 +640,7 @@ class FsrstClientFakeServerTest : public ::testing::Test {
 
   RecordingService service_;
   std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
   std::unique_ptr<FsrstClient> client_;
 };
 
@@ -602,6 +703,9 @@ TEST_F(FsrstClientFakeServerTest, EnhanceReRegistersAndRetriesOnlyOnce) {
 }
 
 TEST_F(FsrstClientFakeServerTest, StreamResendsAFrameOnlyOnce) {
+  ClientOptions no_reopens = FastRetries();
+  no_reopens.max_stream_reopens = 0;
+  client_ = std::make_unique<FsrstClient>(ChannelTo(port_), no_reopens);
   ASSERT_TRUE(client_->RegisterReferences("carl", References(2, 1)).ok());
   service_.set_forget_registrations(true);
   auto stream = client_->OpenStream("carl");
@@ -666,6 +770,174 @@ TEST_F(FsrstClientFakeServerTest, FailedReRegistrationIsTheAnswer) {
   EXPECT_TRUE((*stream)->Close().ok());
   EXPECT_EQ((*stream)->frames_resent(), 0u);
   EXPECT_EQ(service_.stream_frames(), 1);
+}
+
+// ------------------------------------------------ rolling updates
+
+// Frames whose bytes say their index: the fake echoes them, so order shows.
+v1::Image NumberedFrame(int i) { return Frame(1000 + i); }
+
+// Sends `count` numbered frames with sequence numbers 0.., keeping at most
+// `window` in flight, and receives every answer: (sequence, matches its frame).
+std::vector<uint64_t> StreamAll(FrameStream& stream, int count, int window,
+                                absl::Status* failure) {
+  std::vector<uint64_t> order;
+  int sent = 0;
+  while (static_cast<int>(order.size()) < count) {
+    while (sent < count && sent - static_cast<int>(order.size()) < window) {
+      *failure = stream.Send(NumberedFrame(sent), sent);
+      if (!failure->ok()) return order;
+      ++sent;
+    }
+    v1::EnhanceResponse response;
+    *failure = stream.Receive(&response);
+    if (!failure->ok()) return order;
+    if (response.has_error()) {
+      *failure = absl::Status(static_cast<absl::StatusCode>(response.error().code()),
+                              response.error().message());
+      return order;
+    }
+    EXPECT_TRUE(response.image().data() ==
+                NumberedFrame(static_cast<int>(response.sequence_number())).data())
+        << "answer " << order.size() << " is not the frame of its sequence number";
+    order.push_back(response.sequence_number());
+  }
+  *failure = stream.Close();
+  return order;
+}
+
+std::vector<uint64_t> Iota(uint64_t from, uint64_t to) {
+  std::vector<uint64_t> values;
+  for (uint64_t i = from; i < to; ++i) values.push_back(i);
+  return values;
+}
+
+TEST_F(FsrstClientFakeServerTest, StreamRefusedByADrainingServerIsReopenedAndResentInOrder) {
+  ASSERT_TRUE(client_->RegisterReferences("kim", References(1, 1)).ok());
+  service_.DrainStreams(1, 5);
+  auto stream = client_->OpenStream("kim");
+  ASSERT_TRUE(stream.ok());
+  absl::Status failure;
+  EXPECT_EQ(StreamAll(**stream, 30, 8, &failure), Iota(0, 30));
+  EXPECT_TRUE(failure.ok()) << failure;
+  EXPECT_EQ((*stream)->reopens(), 1u);
+  const auto calls = service_.stream_sequences();
+  ASSERT_EQ(calls.size(), 2u);
+  // The new call starts with the first frame the draining one refused, then in
+  // Send order (the wire numbers are the stream's own: read them as order).
+  ASSERT_EQ(calls[1].size(), 25u);
+  EXPECT_TRUE(std::is_sorted(calls[1].begin(), calls[1].end()));
+  EXPECT_EQ(service_.count("RegisterReferences"), 1);
+}
+
+TEST_F(FsrstClientFakeServerTest, StreamCutWithUnavailableIsReopenedEachTime) {
+  ASSERT_TRUE(client_->RegisterReferences("lou", References(1, 1)).ok());
+  service_.DrainStreams(5, 4, /*abort=*/true);  // five calls in a row cut, each after 4 frames
+  auto stream = client_->OpenStream("lou");
+  ASSERT_TRUE(stream.ok());
+  absl::Status failure;
+  EXPECT_EQ(StreamAll(**stream, 30, 4, &failure), Iota(0, 30));
+  EXPECT_TRUE(failure.ok()) << failure;
+  EXPECT_EQ((*stream)->reopens(), 5u);
+  EXPECT_EQ(service_.count("EnhanceStream"), 6);
+}
+
+TEST_F(FsrstClientFakeServerTest, StreamOnAReplicaTheRegistrationDoesNotReachIsReopened) {
+  ASSERT_TRUE(client_->RegisterReferences("ray", References(1, 1)).ok());
+  service_.StreamsElsewhere(1);
+  auto stream = client_->OpenStream("ray");
+  ASSERT_TRUE(stream.ok());
+  absl::Status failure;
+  EXPECT_EQ(StreamAll(**stream, 6, 3, &failure), Iota(0, 6));
+  EXPECT_TRUE(failure.ok()) << failure;
+  EXPECT_EQ(service_.count("EnhanceStream"), 2);
+  // NOT_FOUND, registered again, written again, NOT_FOUND again: reopened.
+  EXPECT_EQ((*stream)->reopens(), 1u);
+}
+
+TEST_F(FsrstClientFakeServerTest, StreamReopensAreBoundedAndTheLastErrorIsReturned) {
+  ASSERT_TRUE(client_->RegisterReferences("ned", References(1, 1)).ok());
+  service_.DrainStreams(1000, 0);  // every replica drains
+  auto stream = client_->OpenStream("ned");
+  ASSERT_TRUE(stream.ok());
+  ASSERT_TRUE((*stream)->Send(NumberedFrame(0), 0).ok());
+  v1::EnhanceResponse response;
+  const absl::Status received = (*stream)->Receive(&response);
+  EXPECT_EQ(received.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(received.message(), RecordingService::kDraining);
+  EXPECT_EQ((*stream)->Close().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ((*stream)->reopens(), 10u);
+  EXPECT_EQ(service_.count("EnhanceStream"), 11);
+}
+
+TEST_F(FsrstClientFakeServerTest, StreamDoesNotReopenAfterANonRetryableRefusal) {
+  ASSERT_TRUE(client_->RegisterReferences("oda", References(1, 1)).ok());
+  service_.DrainStreams(1, 1, false, grpc::StatusCode::PERMISSION_DENIED);
+  auto stream = client_->OpenStream("oda");
+  ASSERT_TRUE(stream.ok());
+  absl::Status failure;
+  EXPECT_EQ(StreamAll(**stream, 3, 3, &failure), Iota(0, 1));
+  EXPECT_EQ(failure.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ((*stream)->reopens(), 0u);
+  EXPECT_EQ(service_.count("EnhanceStream"), 1);
+}
+
+TEST_F(FsrstClientFakeServerTest, UnaryCallsRefusedByADrainingServerAreMadeAgain) {
+  ASSERT_TRUE(client_->RegisterReferences("pia", References(1, 1)).ok());
+  service_.RefuseCalls(6);  // more than gRPC's own retry policy would allow
+  auto answer = client_->Enhance("pia", Frame(4));
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_TRUE(answer->image().data() == Frame(4).data());
+  EXPECT_EQ(service_.count("Enhance"), 7);
+  service_.RefuseCalls(3);
+  ASSERT_TRUE(client_->RegisterReferences("pia", References(2, 1)).ok());
+  EXPECT_EQ(service_.count("RegisterReferences"), 1 + 4);
+  EXPECT_EQ(client_->calls_retried(), 6u + 3u);
+}
+
+TEST_F(FsrstClientFakeServerTest, UnaryRetriesAreBounded) {
+  service_.RefuseCalls(1000);
+  auto answer = client_->Enhance("", Frame(1));
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(answer.status().message(), RecordingService::kDraining);
+  EXPECT_EQ(service_.count("Enhance"), ClientOptions().max_attempts);
+}
+
+TEST_F(FsrstClientFakeServerTest, UnaryRetriesStayWithinTheDeadline) {
+  FsrstClient client(ChannelTo(port_));  // the real waits: 25-50 ms, 50-100 ms, 100-200 ms, ...
+  service_.RefuseCalls(1000);
+  CallOptions options;
+  options.timeout = absl::Milliseconds(300);
+  EXPECT_EQ(client.Enhance("", Frame(1), options).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_GE(service_.count("Enhance"), 2);
+  EXPECT_LE(service_.count("Enhance"), 5);
+}
+
+TEST_F(FsrstClientFakeServerTest, NonRetryableErrorsComeBackAtOnce) {
+  service_.RefuseCalls(1, grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(client_->Enhance("", Frame(1)).status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(service_.count("Enhance"), 1);
+  EXPECT_EQ(client_->calls_retried(), 0u);
+}
+
+TEST_F(FsrstClientFakeServerTest, IdentitiesTheServerWouldRefuseAreRefusedBeforeSending) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"jos\xc3\xa9", "identity_id: character '\xc3\xa9' at position 4 is not allowed; "
+                      "expected only [A-Za-z0-9._:@-]"},
+      {"a b", "identity_id: character ' ' at position 2 is not allowed; "
+              "expected only [A-Za-z0-9._:@-]"},
+      {std::string(129, 'x'), "identity_id: expected 1 to 128 characters, got 129"}};
+  for (const auto& [id, message] : cases) {
+    SCOPED_TRACE(id);
+    const absl::Status expected = absl::InvalidArgumentError(message);
+    EXPECT_EQ(client_->RegisterReferences(id, References(1, 1)).status(), expected);
+    EXPECT_EQ(client_->Enhance(id, Frame(1)).status(), expected);
+    EXPECT_EQ(client_->OpenStream(id).status(), expected);
+    EXPECT_EQ(client_->DeleteReferences(id), expected);
+  }
+  EXPECT_TRUE(service_.calls().empty());
+  EXPECT_TRUE(client_->RegisterReferences(std::string(128, 'x'), References(1, 1)).ok());
 }
 
 }  // namespace

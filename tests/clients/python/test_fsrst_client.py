@@ -2,7 +2,7 @@
 (round trip, transparent re-registration after a restart and after a server-side
 deletion on a stream, errors, the CLI), and against an in-process fake server
 for what a real one cannot show deterministically (headers, retry counts, the
-order of a stream whose frames are re-sent)."""
+order of a stream whose frames are re-sent, a replica that drains)."""
 
 import os
 import subprocess
@@ -18,6 +18,7 @@ from PIL import Image
 from server_process import ROOT, small_model
 from fsrst.export import read_metadata
 
+import fsrst_client.client
 from fsrst_client import IDENTITY_METADATA_KEY, FsrstClient, FsrstError, to_proto
 from fsrst_client._stubs import fsrst_pb2, fsrst_pb2_grpc
 
@@ -25,6 +26,7 @@ RNG = np.random.default_rng(11)
 REFS = [RNG.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(3)]
 FRAMES = [RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(10)]
 CLIENT_ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "clients", "python"))
+DRAINING = "the server is shutting down; retry on another replica"
 
 
 def target(server) -> str:
@@ -205,6 +207,19 @@ class FakeService(fsrst_pb2_grpc.FaceSuperResolutionServicer):
         self.references = {}  # identity -> [Image]
         self.forget_at_sequence = None  # on a stream, forget the identity at this frame
         self.always_not_found = False
+        # Drains, as a replica sent SIGTERM does: the next `refused_calls` unary calls
+        # end UNAVAILABLE; the next `draining_streams` EnhanceStream calls answer their
+        # first `frames_before_drain` frames and refuse every later one in its own
+        # FrameError UNAVAILABLE (or, with abort_when_draining, end the call UNAVAILABLE).
+        self.refused_calls = 0
+        self.draining_streams = 0
+        self.frames_before_drain = 0
+        self.abort_when_draining = False
+        self.refuse_with = grpc.StatusCode.UNAVAILABLE  # the code of those refusals
+        self.stream_frames = []  # (call number, sequence number) of each frame received
+        # The next `streams_elsewhere` EnhanceStream calls land where no registration
+        # arrives (a proxy routed them to another replica): every frame NOT_FOUND.
+        self.streams_elsewhere = 0
 
     def _record(self, rpc, context):
         header = dict(context.invocation_metadata()).get(IDENTITY_METADATA_KEY)
@@ -213,7 +228,10 @@ class FakeService(fsrst_pb2_grpc.FaceSuperResolutionServicer):
 
     def count(self, rpc):
         with self.lock:
-            return sum(1 for name, _ in self.calls if name == rpc)
+            return self.count_locked(rpc)
+
+    def count_locked(self, rpc):
+        return sum(1 for name, _ in self.calls if name == rpc)
 
     def _answer(self, request):
         with self.lock:
@@ -226,14 +244,23 @@ class FakeService(fsrst_pb2_grpc.FaceSuperResolutionServicer):
         return fsrst_pb2.EnhanceResponse(image=request.frame,
                                          sequence_number=request.sequence_number)
 
+    def _refuse(self, context):
+        with self.lock:
+            refuse = self.refused_calls > 0
+            self.refused_calls -= refuse
+        if refuse:
+            context.abort(self.refuse_with, DRAINING)
+
     def RegisterReferences(self, request, context):
         self._record("RegisterReferences", context)
+        self._refuse(context)
         with self.lock:
             self.references[request.identity_id] = list(request.references)
         return fsrst_pb2.RegisterReferencesResponse(reference_count=len(request.references))
 
     def Enhance(self, request, context):
         self._record("Enhance", context)
+        self._refuse(context)
         response = self._answer(request)
         if response is None:
             context.abort(grpc.StatusCode.NOT_FOUND, "register again")
@@ -241,8 +268,23 @@ class FakeService(fsrst_pb2_grpc.FaceSuperResolutionServicer):
 
     def EnhanceStream(self, requests, context):
         self._record("EnhanceStream", context)
-        for request in requests:
-            yield self._answer(request) or fsrst_pb2.EnhanceResponse(
+        with self.lock:
+            call = self.count_locked("EnhanceStream")
+            draining = self.draining_streams > 0
+            self.draining_streams -= draining
+            elsewhere = self.streams_elsewhere > 0
+            self.streams_elsewhere -= elsewhere
+        for answered, request in enumerate(requests):
+            with self.lock:
+                self.stream_frames.append((call, request.sequence_number))
+            if draining and answered >= self.frames_before_drain:
+                if self.abort_when_draining:
+                    context.abort(grpc.StatusCode.UNAVAILABLE, DRAINING)
+                yield fsrst_pb2.EnhanceResponse(
+                    sequence_number=request.sequence_number,
+                    error=fsrst_pb2.FrameError(code=self.refuse_with.value[0], message=DRAINING))
+                continue
+            yield (None if elsewhere else self._answer(request)) or fsrst_pb2.EnhanceResponse(
                 sequence_number=request.sequence_number,
                 error=fsrst_pb2.FrameError(code=5, message="register again"))
 
@@ -258,12 +300,20 @@ class FakeService(fsrst_pb2_grpc.FaceSuperResolutionServicer):
 
 
 @pytest.fixture
+def fast_retries(monkeypatch):
+    """The client's waits between tries cut to milliseconds (the counts stay)."""
+    monkeypatch.setattr(fsrst_client.client, "_INITIAL_BACKOFF_S", 0.001, raising=False)
+    monkeypatch.setattr(fsrst_client.client, "_MAX_BACKOFF_S", 0.004, raising=False)
+
+
+@pytest.fixture
 def fake():
     service = FakeService()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     fsrst_pb2_grpc.add_FaceSuperResolutionServicer_to_server(service, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
+    service.port = port
     client = FsrstClient(f"127.0.0.1:{port}", timeout_s=10)
     yield service, client
     client.close()
@@ -358,3 +408,194 @@ def test_stream_surfaces_the_frame_sources_error_after_the_frames_before_it(fake
             results.append(face)
     assert len(results) == 2 and np.array_equal(results[1], FRAMES[1])
     assert list(client.enhance_stream("jon", [])) == []
+
+
+# --- rolling updates: calls refused or cut because their server drains -------------------
+
+
+def numbered_frames(count):
+    """Frames whose pixels are their index: the fake echoes them, so order shows."""
+    return [np.full((32, 32, 3), i, np.uint8) for i in range(count)]
+
+
+def test_stream_refused_by_a_draining_server_is_reopened_and_resent_in_order(fake,
+                                                                            fast_retries):
+    service, client = fake
+    client.register_references("kim", REFS[:1])
+    service.draining_streams = 1
+    service.frames_before_drain = 5
+    results = list(client.enhance_stream("kim", numbered_frames(30), max_in_flight=8))
+    assert [int(r[0, 0, 0]) for r in results] == list(range(30))
+    assert service.count("EnhanceStream") == 2
+    # the second call starts with the first frame the draining one refused, then in order
+    second = [seq for call, seq in service.stream_frames if call == 2]
+    assert second == list(range(5, 30))
+    assert service.count("RegisterReferences") == 1  # the fake kept the identity
+
+
+def test_stream_cut_with_unavailable_is_reopened_and_resent_in_order(fake, fast_retries):
+    service, client = fake
+    client.register_references("lou", REFS[:1])
+    service.draining_streams = 5  # five calls in a row are cut, each after 4 frames
+    service.frames_before_drain = 4
+    service.abort_when_draining = True
+    results = list(client.enhance_stream("lou", numbered_frames(30), max_in_flight=4))
+    assert [int(r[0, 0, 0]) for r in results] == list(range(30))
+    assert service.count("EnhanceStream") == 6
+
+
+def test_stream_reopened_on_a_replica_without_the_identity_reregisters(fake, fast_retries):
+    service, client = fake
+    client.register_references("max", REFS[:1])
+    service.draining_streams = 1
+    service.frames_before_drain = 3
+    service.forget_at_sequence = 3  # the next call lands where "max" is unknown
+    results = list(client.enhance_stream("max", numbered_frames(12), max_in_flight=4))
+    assert [int(r[0, 0, 0]) for r in results] == list(range(12))
+    assert (service.count("EnhanceStream"), service.count("RegisterReferences")) == (2, 2)
+
+
+def test_stream_on_a_replica_the_registration_does_not_reach_is_reopened(fake, fast_retries):
+    service, client = fake
+    client.register_references("ray", REFS[:1])
+    service.streams_elsewhere = 1
+    results = list(client.enhance_stream("ray", numbered_frames(6), max_in_flight=3))
+    assert [int(r[0, 0, 0]) for r in results] == list(range(6))
+    # NOT_FOUND, registered, sent again, NOT_FOUND again: registered again and reopened
+    assert (service.count("EnhanceStream"), service.count("RegisterReferences")) == (2, 3)
+
+
+def test_stream_reopens_are_bounded_and_the_last_error_surfaces(fake, fast_retries):
+    service, client = fake
+    client.register_references("ned", REFS[:1])
+    service.draining_streams = 1000  # every replica drains
+    service.frames_before_drain = 2
+    stream = client.enhance_stream("ned", numbered_frames(10), max_in_flight=4)
+    assert [int(next(stream)[0, 0, 0]) for _ in range(2)] == [0, 1]
+    service.frames_before_drain = 0  # from now on every call refuses its first frame
+    with pytest.raises(FsrstError) as error:
+        next(stream)
+    assert (error.value.code, error.value.message, error.value.sequence_number) == (
+        grpc.StatusCode.UNAVAILABLE, DRAINING, 2)
+    # the first call, then 10 reopens; a reopen that answers frames would reset the count
+    assert service.count("EnhanceStream") == 1 + fsrst_client.client._STREAM_REOPENS
+
+
+def test_stream_does_not_reopen_after_a_non_retryable_refusal(fake, fast_retries):
+    service, client = fake
+    client.register_references("oda", REFS[:1])
+    service.draining_streams = 1
+    service.frames_before_drain = 1
+    service.refuse_with = grpc.StatusCode.PERMISSION_DENIED
+    results = list(client.enhance_stream("oda", numbered_frames(3), return_errors=True))
+    assert [type(r).__name__ for r in results] == ["ndarray", "FsrstError", "FsrstError"]
+    assert results[1].code == grpc.StatusCode.PERMISSION_DENIED
+    assert service.count("EnhanceStream") == 1
+
+
+def test_unary_calls_refused_by_a_draining_server_are_made_again(fake, fast_retries):
+    service, client = fake
+    client.register_references("pia", REFS[:1])
+    service.refused_calls = 6  # more than gRPC's own retry policy allows (at most 5 tries)
+    assert np.array_equal(client.enhance("pia", FRAMES[4]), FRAMES[4])
+    assert service.count("Enhance") == 7
+    service.refused_calls = 3
+    client.register_references("pia", REFS[:2])
+    assert service.count("RegisterReferences") == 1 + 4
+
+
+def test_unary_retries_are_bounded(fake, fast_retries):
+    service, client = fake
+    service.refused_calls = 1000
+    with pytest.raises(FsrstError) as error:
+        client.enhance("", FRAMES[0])
+    assert (error.value.code, error.value.message) == (grpc.StatusCode.UNAVAILABLE, DRAINING)
+    assert service.count("Enhance") == fsrst_client.client._MAX_ATTEMPTS
+
+
+def test_unary_retries_stay_within_the_deadline(fake):
+    service, client = fake
+    service.refused_calls = 1000
+    # the real waits: 25-50 ms, 50-100 ms, 100-200 ms, ...: a 0.3 s deadline allows a few
+    with FsrstClient(f"127.0.0.1:{service.port}", timeout_s=0.3) as short:
+        with pytest.raises(FsrstError) as error:
+            short.enhance("", FRAMES[0])
+    assert error.value.code == grpc.StatusCode.UNAVAILABLE
+    assert 2 <= service.count("Enhance") <= 5
+
+
+def test_non_retryable_errors_surface_at_once(fake, fast_retries):
+    service, client = fake
+    service.refused_calls = 1
+    service.refuse_with = grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(FsrstError) as error:
+        client.enhance("", FRAMES[0])
+    assert error.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert service.count("Enhance") == 1
+
+
+@pytest.mark.parametrize("identity_id, message", [
+    ("josé", "identity_id: character 'é' at position 4 is not allowed; "
+             "expected only [A-Za-z0-9._:@-]"),
+    ("a b", "identity_id: character ' ' at position 2 is not allowed; "
+            "expected only [A-Za-z0-9._:@-]"),
+    ("x" * 129, "identity_id: expected 1 to 128 characters, got 129"),
+])
+def test_identity_ids_the_server_would_refuse_are_refused_before_sending(fake, identity_id,
+                                                                        message):
+    service, client = fake
+    calls = [lambda: client.register_references(identity_id, REFS[:1]),
+             lambda: client.enhance(identity_id, FRAMES[0]),
+             lambda: client.enhance_stream(identity_id, FRAMES[:1]),
+             lambda: client.delete_references(identity_id)]
+    for call in calls:
+        with pytest.raises(FsrstError) as error:
+            call()
+        assert (error.value.code, error.value.message) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                                           message)
+    assert service.calls == []
+    client.register_references("x" * 128, REFS[:1])  # the longest id the server takes
+
+
+def test_identity_rule_matches_the_servers(fsrst_server):
+    """The client's messages give the rule in the server's words."""
+    channel, stub = raw_stub(fsrst_server)
+    with channel:
+        for identity_id, expected in (("a b", "expected only [A-Za-z0-9._:@-]"),
+                                      ("x" * 129, "expected 1 to 128 characters, got 129")):
+            with pytest.raises(grpc.RpcError) as server:
+                stub.RegisterReferences(fsrst_pb2.RegisterReferencesRequest(
+                    identity_id=identity_id, references=[to_proto(REFS[0])]), timeout=10)
+            with pytest.raises(FsrstError) as client:
+                fsrst_client.client.check_identity_id(identity_id)
+            assert server.value.code() == client.value.code == grpc.StatusCode.INVALID_ARGUMENT
+            assert server.value.details().endswith(expected)
+            assert client.value.message.endswith(expected)
+
+
+def test_cli_refuses_an_identity_the_server_would_refuse_in_one_line(tmp_path):
+    Image.fromarray(FRAMES[0]).save(tmp_path / "lr.png")
+    Image.fromarray(REFS[0]).save(tmp_path / "ref.png")
+    result = subprocess.run(
+        [sys.executable, "-m", "fsrst_client", "enhance", "--server", "127.0.0.1:1",
+         "--identity", "josé", "--frame", str(tmp_path / "lr.png"), "--ref",
+         str(tmp_path / "ref.png"), "--out", str(tmp_path / "out.png")],
+        capture_output=True, text=True, env=CLIENT_ENV, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == ("fsrst_client: INVALID_ARGUMENT: identity_id: character 'é' at "
+                             "position 4 is not allowed; expected only [A-Za-z0-9._:@-]\n")
+
+
+def test_stream_not_found_again_with_the_reopens_spent_is_the_frames_answer(fake, fast_retries,
+                                                                            monkeypatch):
+    service, client = fake
+    monkeypatch.setattr(fsrst_client.client, "_STREAM_REOPENS", 0)
+    client.register_references("sam", REFS[:1])
+    service.streams_elsewhere = 1
+    results = list(client.enhance_stream("sam", numbered_frames(2), max_in_flight=1,
+                                         return_errors=True))
+    assert [(r.code, r.sequence_number) for r in results] == [
+        (grpc.StatusCode.NOT_FOUND, 0), (grpc.StatusCode.NOT_FOUND, 1)]
+    # each frame (sent after the last registration): NOT_FOUND, registered again, sent
+    # again, NOT_FOUND; no reopen
+    assert (service.count("EnhanceStream"), service.count("RegisterReferences")) == (1, 3)
