@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/identity_id.h"  // ValidateIdentityId, kMaxIdentityIdLength
 #include "fsrst/v1/fsrst.pb.h"
 #include "model/model_metadata.h"
 #include "server/image_codec.h"
@@ -19,12 +20,6 @@ namespace fsrst {
 // error is INVALID_ARGUMENT and names the field and the expected value.
 // Pure functions: thread-safe, and they never crash on any input (they are
 // fuzzed).
-
-inline constexpr int kMaxIdentityIdLength = 128;
-
-// 1..128 characters of [A-Za-z0-9._:@-]. The error names the first other
-// character, quoted, and its position counting from 1.
-absl::Status ValidateIdentityId(absl::string_view id, absl::string_view field);
 
 // The encoding of an Image: JPEG or RGB8; UNSPECIFIED and unknown values are errors.
 absl::StatusOr<ImageEncoding> ToImageEncoding(int encoding, absl::string_view field);

@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/identity_id.h"
 
 namespace fsrst {
 namespace {
@@ -29,44 +30,10 @@ absl::Time DeadlineAfter(absl::Duration timeout) {
   return timeout == absl::InfiniteDuration() ? absl::InfiniteFuture() : absl::Now() + timeout;
 }
 
-// The server's bound (server/request_validation.h kMaxIdentityIdLength).
-constexpr size_t kMaxIdentityIdLength = 128;
-
-bool IdentityIdCharacter(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         c == '.' || c == '_' || c == ':' || c == '@' || c == '-';
-}
-
-// The length in bytes of the UTF-8 sequence that starts with `lead` (1 for a
-// byte that cannot start one, so a bad byte is quoted alone).
-size_t Utf8SequenceLength(unsigned char lead) {
-  if (lead >= 0xf0 && lead <= 0xf4) return 4;
-  if (lead >= 0xe0) return lead <= 0xef ? 3 : 1;
-  if (lead >= 0xc2) return 2;
-  return 1;
-}
-
 }  // namespace
 
 absl::Status CheckIdentityId(const std::string& identity_id) {
-  if (identity_id.empty() || identity_id.size() > kMaxIdentityIdLength) {
-    return absl::InvalidArgumentError(absl::StrCat("identity_id: expected 1 to ",
-                                                   kMaxIdentityIdLength, " characters, got ",
-                                                   identity_id.size()));
-  }
-  // Positions count characters from 1 (a UTF-8 sequence is one), as a person reads the id.
-  size_t position = 1;
-  for (size_t i = 0; i < identity_id.size(); ++position) {
-    const size_t length = std::min(Utf8SequenceLength(static_cast<unsigned char>(identity_id[i])),
-                                   identity_id.size() - i);
-    if (length > 1 || !IdentityIdCharacter(identity_id[i])) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "identity_id: character '", identity_id.substr(i, length), "' at position ", position,
-          " is not allowed; expected only [A-Za-z0-9._:@-]"));
-    }
-    i += length;
-  }
-  return absl::OkStatus();
+  return ValidateIdentityId(identity_id, "identity_id");
 }
 
 bool IsRetryable(const absl::Status& status) {

@@ -96,8 +96,9 @@ struct ChannelSecurity {
   std::string tls_key_path;   // PEM private key of tls_cert_path
 };
 
-// The server's rule for identity ids ([A-Za-z0-9._:@-], 1 to 128 bytes):
-// INVALID_ARGUMENT with the server's message when `identity_id` breaks it.
+// The server's rule for identity ids (common/identity_id.h: [A-Za-z0-9._:@-],
+// 1 to 128 bytes): INVALID_ARGUMENT with the server's own message when
+// `identity_id` breaks it.
 absl::Status CheckIdentityId(const std::string& identity_id);
 
 // Whether a call that failed with `status` was refused or cut because its

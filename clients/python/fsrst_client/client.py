@@ -84,6 +84,16 @@ def _backoff_s(retry: int) -> float:
     return ceiling * random.uniform(0.5, 1.0)
 
 
+def _describe(character: str) -> str:
+    """As the server quotes a refused character (common/identity_id.cc)."""
+    code = ord(character)
+    if 0x20 <= code < 0x7f:
+        return f"'{character}'"
+    if code < 0x80 or 0xd800 <= code <= 0xdfff:
+        return f"U+{code:04X}"
+    return f"'{character}', U+{code:04X}"
+
+
 def check_identity_id(identity_id: str) -> None:
     """Raises FsrstError INVALID_ARGUMENT, with the server's message, for an id the
     server would refuse (ids travel as gRPC metadata, which takes no other bytes)."""
@@ -92,11 +102,13 @@ def check_identity_id(identity_id: str) -> None:
         raise FsrstError(grpc.StatusCode.INVALID_ARGUMENT,
                          f"identity_id: expected 1 to {_MAX_IDENTITY_ID_LENGTH} characters, "
                          f"got {length}")
-    for position, character in enumerate(identity_id, start=1):
+    position = 1  # counted in bytes, as the server does; the same as characters up to the
+    for character in identity_id:  # first refused one, since every allowed one is ASCII
         if character not in _IDENTITY_ID_CHARS:
             raise FsrstError(grpc.StatusCode.INVALID_ARGUMENT,
-                             f"identity_id: character '{character}' at position {position} is "
+                             f"identity_id: character {position} ({_describe(character)}) is "
                              f"not allowed; expected {_IDENTITY_ID_RULE}")
+        position += 1
 
 
 def to_array(image: ImageLike) -> np.ndarray:

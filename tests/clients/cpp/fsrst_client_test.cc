@@ -201,11 +201,10 @@ TEST_F(FsrstClientTest, IdentityThatCannotBeMetadataIsRejectedLocally) {
 }
 
 TEST_F(FsrstClientTest, IdentityRuleIsTheServers) {
-  // The server's own answer to ids it refuses ends with the rule the client states.
-  const std::pair<std::string, std::string> cases[] = {
-      {"a b", "; expected only [A-Za-z0-9._:@-]"},
-      {std::string(129, 'x'), "expected 1 to 128 characters, got 129"}};
-  for (const auto& [id, rule] : cases) {
+  // The client's message is the server's own answer, word for word.
+  for (const std::string& id : {std::string("a b"), std::string("jos\xc3\xa9"),
+                                std::string("a\tb"), std::string(129, 'x')}) {
+    SCOPED_TRACE(id);
     grpc::ClientContext context;
     v1::RegisterReferencesRequest request;
     request.set_identity_id(id);
@@ -213,8 +212,7 @@ TEST_F(FsrstClientTest, IdentityRuleIsTheServers) {
     v1::RegisterReferencesResponse response;
     const grpc::Status server = stub_->RegisterReferences(&context, request, &response);
     EXPECT_EQ(server.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-    EXPECT_THAT(server.error_message(), ::testing::EndsWith(rule));
-    EXPECT_THAT(std::string(CheckIdentityId(id).message()), ::testing::EndsWith(rule));
+    EXPECT_EQ(server.error_message(), std::string(CheckIdentityId(id).message()));
   }
 }
 
@@ -923,10 +921,9 @@ TEST_F(FsrstClientFakeServerTest, NonRetryableErrorsComeBackAtOnce) {
 
 TEST_F(FsrstClientFakeServerTest, IdentitiesTheServerWouldRefuseAreRefusedBeforeSending) {
   const std::pair<std::string, std::string> cases[] = {
-      {"jos\xc3\xa9", "identity_id: character '\xc3\xa9' at position 4 is not allowed; "
+      {"jos\xc3\xa9", "identity_id: character 4 ('\xc3\xa9', U+00E9) is not allowed; "
                       "expected only [A-Za-z0-9._:@-]"},
-      {"a b", "identity_id: character ' ' at position 2 is not allowed; "
-              "expected only [A-Za-z0-9._:@-]"},
+      {"a b", "identity_id: character 2 (' ') is not allowed; expected only [A-Za-z0-9._:@-]"},
       {std::string(129, 'x'), "identity_id: expected 1 to 128 characters, got 129"}};
   for (const auto& [id, message] : cases) {
     SCOPED_TRACE(id);

@@ -58,5 +58,5 @@ def test_identity_the_server_would_refuse_is_refused_in_one_line(fsrst_server, c
     Image.fromarray(RNG.integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(tmp_path / "r.jpg")
     result = cli(fsrst_server, "register", "--identity=jos\u00e9", f"--ref={tmp_path / 'r.jpg'}")
     assert result.returncode == 1
-    assert result.stderr == ("fsrst_client: INVALID_ARGUMENT: identity_id: character '\u00e9' at "
-                             "position 4 is not allowed; expected only [A-Za-z0-9._:@-]\n")
+    assert result.stderr == ("fsrst_client: INVALID_ARGUMENT: identity_id: character 4 "
+                             "('\u00e9', U+00E9) is not allowed; expected only [A-Za-z0-9._:@-]\n")

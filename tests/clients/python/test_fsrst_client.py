@@ -535,10 +535,11 @@ def test_non_retryable_errors_surface_at_once(fake, fast_retries):
 
 
 @pytest.mark.parametrize("identity_id, message", [
-    ("josé", "identity_id: character 'é' at position 4 is not allowed; "
+    ("josé", "identity_id: character 4 ('é', U+00E9) is not allowed; "
              "expected only [A-Za-z0-9._:@-]"),
-    ("a b", "identity_id: character ' ' at position 2 is not allowed; "
-            "expected only [A-Za-z0-9._:@-]"),
+    ("a b", "identity_id: character 2 (' ') is not allowed; expected only [A-Za-z0-9._:@-]"),
+    ("a\tb", "identity_id: character 2 (U+0009) is not allowed; "
+             "expected only [A-Za-z0-9._:@-]"),
     ("x" * 129, "identity_id: expected 1 to 128 characters, got 129"),
 ])
 def test_identity_ids_the_server_would_refuse_are_refused_before_sending(fake, identity_id,
@@ -558,19 +559,17 @@ def test_identity_ids_the_server_would_refuse_are_refused_before_sending(fake, i
 
 
 def test_identity_rule_matches_the_servers(fsrst_server):
-    """The client's messages give the rule in the server's words."""
+    """The client's message is the server's own answer, word for word."""
     channel, stub = raw_stub(fsrst_server)
     with channel:
-        for identity_id, expected in (("a b", "expected only [A-Za-z0-9._:@-]"),
-                                      ("x" * 129, "expected 1 to 128 characters, got 129")):
+        for identity_id in ("a b", "a\tb", "x" * 129):
             with pytest.raises(grpc.RpcError) as server:
                 stub.RegisterReferences(fsrst_pb2.RegisterReferencesRequest(
                     identity_id=identity_id, references=[to_proto(REFS[0])]), timeout=10)
             with pytest.raises(FsrstError) as client:
                 fsrst_client.client.check_identity_id(identity_id)
             assert server.value.code() == client.value.code == grpc.StatusCode.INVALID_ARGUMENT
-            assert server.value.details().endswith(expected)
-            assert client.value.message.endswith(expected)
+            assert server.value.details() == client.value.message
 
 
 def test_cli_refuses_an_identity_the_server_would_refuse_in_one_line(tmp_path):
@@ -582,8 +581,8 @@ def test_cli_refuses_an_identity_the_server_would_refuse_in_one_line(tmp_path):
          str(tmp_path / "ref.png"), "--out", str(tmp_path / "out.png")],
         capture_output=True, text=True, env=CLIENT_ENV, timeout=60)
     assert result.returncode == 1
-    assert result.stderr == ("fsrst_client: INVALID_ARGUMENT: identity_id: character 'é' at "
-                             "position 4 is not allowed; expected only [A-Za-z0-9._:@-]\n")
+    assert result.stderr == ("fsrst_client: INVALID_ARGUMENT: identity_id: character 4 ('é', "
+                             "U+00E9) is not allowed; expected only [A-Za-z0-9._:@-]\n")
 
 
 def test_stream_not_found_again_with_the_reopens_spent_is_the_frames_answer(fake, fast_retries,
