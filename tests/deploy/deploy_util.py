@@ -37,6 +37,19 @@ def start_small_server(*flags: str, wait: bool = True) -> ServerProcess:
     return ServerProcess(small_model(), "--model_threads=1", *flags, wait=wait)
 
 
+def serving_replicas(count: int):
+    """Yields `count` fsrst_x4_small servers, started side by side (they load in parallel)
+    and each SERVING; stops them afterwards. For a pytest fixture to `yield from`."""
+    servers = [start_small_server(wait=False) for _ in range(count)]
+    try:
+        for server in servers:
+            server.wait_serving()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
 def metrics_text(server: ServerProcess) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
                                 timeout=10) as page:

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from deploy_util import Nginx, metric_value, start_small_server
+from deploy_util import Nginx, metric_value, serving_replicas
 from fsrst_client import FsrstClient
 
 IDENTITIES = [f"person-{i:02d}" for i in range(50)]
@@ -20,12 +20,7 @@ FRAMES_PER_STREAM = 3
 @pytest.fixture(scope="module")
 def replicas():
     """Shared by the module's tests: the kill test, which runs last, kills one of them."""
-    servers = [start_small_server(wait=False) for _ in range(3)]  # they load in parallel
-    for server in servers:
-        server.wait_serving()
-    yield servers
-    for server in servers:
-        server.stop()
+    yield from serving_replicas(3)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deploy_util import Nginx, start_small_server
+from deploy_util import Nginx, serving_replicas, start_small_server
 from fsrst_client import FsrstClient
 from server_process import BUILD
 
@@ -148,12 +148,7 @@ def progress(callers) -> str:
 
 @pytest.fixture
 def replicas():
-    servers = [start_small_server(wait=False) for _ in range(3)]  # they load in parallel
-    for server in servers:
-        server.wait_serving()
-    yield servers
-    for server in servers:
-        server.stop()
+    yield from serving_replicas(3)
 
 
 def test_rolling_restart_cuts_no_call(replicas, tmp_path):
