@@ -232,9 +232,12 @@ def test_decoding_large_references_leaves_health_checks_answered(rpc):
                 fsrst_pb2.EnhanceRequest(frame=FRAME, references=refs), timeout=300)
                 for _ in range(4)]
         else:
-            streams = [server.stub.EnhanceStream(iter([fsrst_pb2.EnhanceRequest(
-                frame=FRAME, references=refs, sequence_number=i)]), timeout=300)
-                for i in range(4)]
+            # Each on a connection of its own, as separate clients would be: the frames of
+            # streams that share a connection reached the old server one at a time.
+            connections = [own_connection(server.process.port) for _ in range(4)]
+            streams = [fsrst_pb2_grpc.FaceSuperResolutionStub(c).EnhanceStream(
+                iter([fsrst_pb2.EnhanceRequest(frame=FRAME, references=refs, sequence_number=i)]),
+                timeout=300) for i, c in enumerate(connections)]
             # Each stream read to its end on a thread: futures of its list of answers.
             readers = concurrent.futures.ThreadPoolExecutor(len(streams))
             calls = [readers.submit(list, stream) for stream in streams]
@@ -274,5 +277,7 @@ def test_decoding_large_references_leaves_health_checks_answered(rpc):
             for stream in streams:
                 stream.cancel()
             readers.shutdown()
+            for connection in connections:
+                connection.close()
         for c in calls:
             c.cancel()
