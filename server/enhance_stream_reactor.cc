@@ -3,17 +3,20 @@
 #include <memory>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "server/status_util.h"
 
 namespace fsrst {
 
 EnhanceStreamReactor::EnhanceStreamReactor(grpc::CallbackServerContext* context,
                                            const EnhanceRequestHandler* handler,
-                                           ServerMetrics* metrics, int max_in_flight,
+                                           WorkerPool* decoder, ServerMetrics* metrics,
+                                           int max_in_flight,
                                            std::function<absl::Status()> accepting,
                                            std::string tenant)
     : context_(context),
       handler_(handler),
+      decoder_(decoder),
       metrics_(metrics),
       max_in_flight_(max_in_flight),
       accepting_(std::move(accepting)),
@@ -37,52 +40,75 @@ void EnhanceStreamReactor::OnReadDone(bool ok) {
     }
   }
   if (slot != nullptr) {
-    // reading_ stays true until Submit has copied everything out of request_: a frame of this
-    // stream that finishes meanwhile calls Advance() from a batcher thread, and a read started
-    // then would deserialize the next frame into request_ while this one is being decoded.
-    Submit(slot);
+    // reading_ stays true until Submit has copied everything out of request_ (or it was moved
+    // to the decode pool): a frame of this stream that finishes meanwhile calls Advance() from
+    // a batcher thread, and a read started then would deserialize the next frame into request_
+    // while this one is being decoded. It also keeps the call open, so `this` stays valid.
+    absl::Status status = accepting_();
+    if (status.ok()) {
+      status = request_.references_size() > 0 ? SubmitToDecoder(slot) : Submit(slot, request_);
+    }
+    if (!status.ok()) Complete(slot, status);
     absl::MutexLock lock(&mu_);
     reading_ = false;
   }
   Advance();
 }
 
-void EnhanceStreamReactor::Submit(Slot* slot) {
-  absl::Status status = accepting_();
-  if (!status.ok()) return Complete(slot, status);
+absl::Status EnhanceStreamReactor::Submit(Slot* slot, const v1::EnhanceRequest& request) {
   ResponseFormat format;
   absl::StatusOr<std::unique_ptr<FrameTask>> task =
-      handler_->Prepare(request_, tenant_, ToAbslTime(context_->deadline()), &format);
-  if (!task.ok()) return Complete(slot, task.status());
+      handler_->Prepare(request, tenant_, ToAbslTime(context_->deadline()), &format);
+  if (!task.ok()) return task.status();
   (*task)->is_cancelled = [this] { return cancelled_.load(std::memory_order_relaxed); };
   (*task)->done = [this, slot, format](absl::Status status, FrameTask& finished) {
     metrics_->RecordFrameDone(status.code());
     if (status.ok()) status = handler_->BuildResponse(finished, format, &slot->response);
     Complete(slot, status);
-    Advance();
   };
-  status = handler_->Submit(&*task);
-  if (!status.ok()) Complete(slot, status);
+  return handler_->Submit(&*task);
+}
+
+absl::Status EnhanceStreamReactor::SubmitToDecoder(Slot* slot) {
+  // Moving a message swaps its fields: the reference bytes are not copied.
+  auto request = std::make_shared<v1::EnhanceRequest>(std::move(request_));
+  auto job = std::make_unique<JobTask>();
+  job->deadline = ToAbslTime(context_->deadline());
+  job->is_cancelled = [this] { return cancelled_.load(std::memory_order_relaxed); };
+  // On a decode thread. The slot is not ready until this completes it (here or from the
+  // batcher), so the call stays open and `this` valid until then.
+  job->run = [this, slot, request](absl::Status status) {
+    if (status.ok()) status = Submit(slot, *request);
+    if (!status.ok()) Complete(slot, status);
+  };
+  const absl::Status status = decoder_->Submit(&job);
+  if (status.ok()) return status;
+  return absl::Status(status.code(),
+                      absl::StrCat("EnhanceStream: reference decoding: ", status.message()));
 }
 
 void EnhanceStreamReactor::Complete(Slot* slot, const absl::Status& status) {
   metrics_->RecordStreamFrame(status.code());
-  absl::MutexLock lock(&mu_);
-  if (!status.ok()) {
-    slot->response.clear_image();
-    v1::FrameError* error = slot->response.mutable_error();
-    error->set_code(static_cast<int>(status.code()));
-    error->set_message(std::string(status.message()));
-  }
-  slot->ready = true;
+  AdvanceAfter(slot, status);
 }
 
-void EnhanceStreamReactor::Advance() {
+void EnhanceStreamReactor::Advance() { AdvanceAfter(nullptr, absl::OkStatus()); }
+
+void EnhanceStreamReactor::AdvanceAfter(Slot* completed, const absl::Status& status) {
   bool start_read = false;
   const v1::EnhanceResponse* write = nullptr;
   bool finish = false;
   {
     absl::MutexLock lock(&mu_);
+    if (completed != nullptr) {
+      if (!status.ok()) {
+        completed->response.clear_image();
+        v1::FrameError* error = completed->response.mutable_error();
+        error->set_code(static_cast<int>(status.code()));
+        error->set_message(std::string(status.message()));
+      }
+      completed->ready = true;
+    }
     if (finished_) return;
     const bool cancelled = cancelled_.load(std::memory_order_relaxed);
     if (cancelled) {

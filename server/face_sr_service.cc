@@ -170,7 +170,7 @@ grpc::ServerBidiReactor<v1::EnhanceRequest, v1::EnhanceResponse>* FaceSrService:
     metrics_->RecordRequest(Rpc::kEnhanceStream, tenant.status().code(), absl::ZeroDuration());
     return new RefusedStreamReactor(tenant.status());
   }
-  return new EnhanceStreamReactor(context, &handler_, metrics_,
+  return new EnhanceStreamReactor(context, &handler_, decoder_, metrics_,
                                   options_.max_stream_frames_in_flight,
                                   [this] { return Accepting(); }, *std::move(tenant));
 }

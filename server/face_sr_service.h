@@ -38,9 +38,10 @@ struct ServiceOptions {
 };
 
 // fsrst.v1.FaceSuperResolution on the gRPC callback API. Every handler
-// validates, hands the work to the batcher (registrations: first to the
-// decode pool, see RegisterReferencesReactor) and returns; a worker thread
-// finishes the call. Until SetServing(), and after StartDraining(), new work
+// validates, hands the work to the batcher (registrations, and Enhance and
+// EnhanceStream frames with inline references: first to the decode pool, see
+// RegisterReferencesReactor and EnhanceStreamReactor) and returns; a worker
+// thread finishes the call. Until SetServing(), and after StartDraining(), new work
 // is refused with UNAVAILABLE.
 //
 // With options.api_keys, every RPC first checks the caller's key
@@ -53,7 +54,7 @@ struct ServiceOptions {
 // service and the gRPC server it is registered with.
 class FaceSrService final : public v1::FaceSuperResolution::CallbackService {
  public:
-  // `decoder` decodes the references of registrations.
+  // `decoder` decodes the references of registrations and inline references.
   FaceSrService(ModelRunner* runner, DynamicBatcher* batcher, WorkerPool* decoder,
                 ReferenceCache* cache, ServerMetrics* metrics, ServiceOptions options);
 

@@ -52,6 +52,8 @@ class FsrstServer {
   const ModelParallelism& model_parallelism() const { return runner_->parallelism(); }
   ServerMetrics& metrics() { return *metrics_; }
   ReferenceCache& cache() { return *cache_; }
+  // The reference decode pool (--decode_threads, --max_queued_decodes).
+  WorkerPool& decoder() { return *decoder_; }
 
  private:
   FsrstServer() = default;

@@ -84,7 +84,8 @@ class ServerMetrics::LevelCollector final : public prometheus::Collectable {
     }
     if (sources_.decode_queue_depth) {
       families.push_back(Level("fsrst_decode_queue_depth",
-                               "Registrations waiting for a decode thread (--decode_threads).",
+                               "Reference decodes (registrations, frames with inline "
+                               "references) waiting for a decode thread (--decode_threads).",
                                MetricType::Gauge, sources_.decode_queue_depth()));
     }
     if (sources_.cache_stats) {

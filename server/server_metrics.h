@@ -38,7 +38,7 @@ struct MetricSources {
   std::function<int()> queue_depth;              // frames waiting for the model
   std::function<int()> registrations_pending;    // admitted, not yet answered
   std::function<int()> registration_queue_depth;  // decoded, waiting for the model
-  std::function<int()> decode_queue_depth;       // waiting for a decode thread
+  std::function<int()> decode_queue_depth;       // reference decodes waiting for a decode thread
 };
 
 // Owns the Prometheus registry and every fsrst_* metric family, built once.

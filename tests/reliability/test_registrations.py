@@ -217,20 +217,30 @@ def test_a_drain_that_runs_out_of_time_exits_at_once_and_answers_every_call():
         server.stop()
 
 
-@pytest.mark.parametrize("rpc", ["RegisterReferences", "Enhance"])
+@pytest.mark.parametrize("rpc", ["RegisterReferences", "Enhance", "EnhanceStream"])
 def test_decoding_large_references_leaves_health_checks_answered(rpc):
-    # 4 calls of four 4096x4096 JPEGs (registered, or inline with a frame): seconds of
-    # decoding each. Decoded on gRPC threads, they made 1 s readiness probes fail; now they
-    # queue for the one decode thread (bounded).
+    # 4 calls of four 4096x4096 JPEGs (registered, or inline with a frame, unary or as the one
+    # frame of a stream): seconds of decoding each. Decoded on gRPC threads, they made 1 s
+    # readiness probes fail; now they queue for the one decode thread (bounded).
     refs = jpeg_refs(4, 4096)
     with Server("--decode_threads=1", "--max_queued_decodes=2") as server:
         health = health_pb2_grpc.HealthStub(server.channel)
         if rpc == "RegisterReferences":
             calls = [register(server.stub, f"large-{i}", refs, timeout=300) for i in range(4)]
-        else:
+        elif rpc == "Enhance":
             calls = [server.stub.Enhance.future(
                 fsrst_pb2.EnhanceRequest(frame=FRAME, references=refs), timeout=300)
                 for _ in range(4)]
+        else:
+            # Each on a connection of its own, as separate clients would be: the frames of
+            # streams that share a connection reached the old server one at a time.
+            connections = [own_connection(server.process.port) for _ in range(4)]
+            streams = [fsrst_pb2_grpc.FaceSuperResolutionStub(c).EnhanceStream(
+                iter([fsrst_pb2.EnhanceRequest(frame=FRAME, references=refs, sequence_number=i)]),
+                timeout=300) for i, c in enumerate(connections)]
+            # Each stream read to its end on a thread: futures of its list of answers.
+            readers = concurrent.futures.ThreadPoolExecutor(len(streams))
+            calls = [readers.submit(list, stream) for stream in streams]
         assert wait_for(lambda: read_metric(server.process, "fsrst_decode_queue_depth") >= 1
                         or any(c.done() for c in calls))
         answered = 0
@@ -242,11 +252,32 @@ def test_decoding_large_references_leaves_health_checks_answered(rpc):
         assert still_decoding >= 1, "the decodes ended before the probes could test anything"
         assert answered == 5
 
-        # Beyond one decoding and two queued, the last to arrive was refused at once.
+        # Beyond one decoding and two queued, the last to arrive was refused at once: the call
+        # with RESOURCE_EXHAUSTED, or on a stream that frame with a RESOURCE_EXHAUSTED
+        # FrameError (the stream itself ends OK).
+        def refusal(c):
+            """The refusal's message if `c` ended refused, else None."""
+            if not c.done():
+                return None
+            if rpc != "EnhanceStream":
+                if code_of(c) != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    return None
+                return c.exception().details()
+            if c.exception() is not None:
+                return None
+            errors = [a.error for a in c.result()
+                      if a.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]]
+            return errors[0].message if errors else None
+
         def refused():
-            return [c for c in calls
-                    if c.done() and code_of(c) == grpc.StatusCode.RESOURCE_EXHAUSTED]
+            return [message for message in map(refusal, calls) if message is not None]
         assert wait_for(lambda: refused()), [code_of(c) for c in calls if c.done()]
-        assert "reference decoding" in refused()[0].exception().details()
+        assert "reference decoding" in refused()[0]
+        if rpc == "EnhanceStream":
+            for stream in streams:
+                stream.cancel()
+            readers.shutdown()
+            for connection in connections:
+                connection.close()
         for c in calls:
             c.cancel()

@@ -12,6 +12,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "batching/job_task.h"
 #include "fsrst/v1/fsrst.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gmock/gmock.h"
@@ -491,6 +493,79 @@ TEST(FaceSrServiceStreamRace, AnswersThatStartTheNextReadLeaveTheFrameBeingPrepa
     EXPECT_EQ(answered[c], kFrames) << "caller " << c;
     EXPECT_THAT(errors[c], ::testing::IsEmpty()) << "caller " << c;
   }
+}
+
+// Issue 19, defect 4: a stream frame with inline references is decoded on the decode pool,
+// never on the gRPC thread, so it meets the pool's bound: with the one decode thread busy and
+// its one queue place taken, such a frame is answered alone with a RESOURCE_EXHAUSTED
+// FrameError, in its place, and the stream goes on. The pool is filled with jobs that wait
+// for a notification, so the queue is full for certain when the frame arrives. The old
+// reactor decoded the references itself and answered the frame with an image.
+TEST(FaceSrServiceStreamDecoding, AFrameBeyondTheDecodeQueueIsRefusedAloneInItsPlace) {
+  ServerConfig config = TestConfig();
+  config.decode_threads = 1;
+  config.max_queued_decodes = 1;
+  auto server = FsrstServer::Start(config);
+  ASSERT_TRUE(server.ok()) << server.status();
+  WorkerPool& decoder = (*server)->decoder();
+  absl::Notification running, release;
+  // Released however the test ends, or the server could not stop.
+  struct Releaser {
+    absl::Notification* n;
+    ~Releaser() {
+      if (!n->HasBeenNotified()) n->Notify();
+    }
+  } releaser{&release};
+  auto blocker = std::make_unique<JobTask>();
+  blocker->run = [&](absl::Status) {
+    running.Notify();
+    release.WaitForNotification();
+  };
+  ASSERT_TRUE(decoder.Submit(&blocker).ok());
+  running.WaitForNotification();
+  auto queued = std::make_unique<JobTask>();
+  queued->run = [](absl::Status) {};
+  ASSERT_TRUE(decoder.Submit(&queued).ok());
+  ASSERT_EQ(decoder.queued(), 1);
+
+  auto stub = Connect((*server)->port());
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto stream = stub->EnhanceStream(&context);
+  auto frame = [](int sequence, bool inline_references) {
+    v1::EnhanceRequest request;
+    request.set_sequence_number(sequence);
+    *request.mutable_frame() = Rgb8Image(32, 32, 100 + sequence);
+    if (inline_references) {
+      for (int r = 0; r < 8; ++r) *request.add_references() = Rgb8Image(128, 128, 900 + r);
+    }
+    return request;
+  };
+  ASSERT_TRUE(stream->Write(frame(0, true)));   // the queue is full: refused
+  ASSERT_TRUE(stream->Write(frame(1, false)));  // no references: not the pool's business
+  v1::EnhanceResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  EXPECT_EQ(response.sequence_number(), 0u);
+  EXPECT_EQ(response.error().code(), static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
+  EXPECT_THAT(response.error().message(), HasSubstr("reference decoding"));
+  EXPECT_THAT(response.error().message(), HasSubstr("1 waiting"));
+  EXPECT_FALSE(response.has_image());
+  ASSERT_TRUE(stream->Read(&response));
+  EXPECT_EQ(response.sequence_number(), 1u);
+  EXPECT_FALSE(response.has_error()) << response.error().message();
+  EXPECT_EQ(response.image().data().size(), 128u * 128 * 3);
+
+  // Once the pool has room, the same frame is decoded there and answered.
+  release.Notify();
+  ASSERT_TRUE(decoder.WaitUntilIdle(absl::Seconds(60)));
+  ASSERT_TRUE(stream->Write(frame(2, true)));
+  ASSERT_TRUE(stream->Read(&response));
+  EXPECT_EQ(response.sequence_number(), 2u);
+  EXPECT_FALSE(response.has_error()) << response.error().message();
+  EXPECT_EQ(response.image().data().size(), 128u * 128 * 3);
+  stream->WritesDone();
+  EXPECT_FALSE(stream->Read(&response));
+  EXPECT_TRUE(stream->Finish().ok());
 }
 
 }  // namespace
