@@ -25,13 +25,12 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from fsrst.degradation import apply_condition
-from fsrst.face_data import downscale, evaluation_samples, to_tensor
+from fsrst.evaluate import video_protocol_samples, with_condition
+from fsrst.face_data import evaluation_samples
 from fsrst.fsrst_net import FSRST, load_weights
 from fsrst.image_metrics import psnr
 from fsrst.training_mix import TrainingMix
 from fsrst.variants import config_for
-from fsrst.video_data import list_clips, other_clip_references, video_evaluation_samples
 
 
 def load_config(path: str) -> dict:
@@ -68,22 +67,18 @@ def validate(model: FSRST, samples, batch_size: int = 16) -> float:
 
 
 def video_validation_sets(root: str) -> dict:
-    """The training curve's call rows on a clip folder (the evaluation protocol): JPEG q75
-    frames with the person's references, with none, with another person's; clean frames
-    with the person's references. Name -> samples of (lr, refs, mask, hr)."""
-    clips = list_clips(root)
-    protocol = video_evaluation_samples(root)
-    others = other_clip_references(protocol, clips)
-    sets = {"video_clean": [], "video_q75": [], "video_q75_none": [], "video_q75_other": []}
-    for (hr, refs, _), other in zip(protocol, others):
-        own = torch.ones(refs.shape[0], dtype=torch.bool)
-        lr = downscale(hr, 4)
-        q75 = to_tensor(apply_condition(lr, "jpeg75"))
-        sets["video_clean"].append((to_tensor(lr), refs, own, to_tensor(hr)))
-        sets["video_q75"].append((q75, refs, own, to_tensor(hr)))
-        sets["video_q75_none"].append((q75, refs, ~own, to_tensor(hr)))
-        sets["video_q75_other"].append((q75, other, own, to_tensor(hr)))
-    return sets
+    """The training curve's call rows on a clip folder (fsrst.evaluate's video protocol):
+    JPEG q75 frames with the person's references, with none, with another person's; clean
+    frames with the person's references. Name -> samples of (lr, refs, mask, hr)."""
+    clean, others = video_protocol_samples(root)
+    q75 = with_condition(clean, "jpeg75")
+    own = torch.ones(clean[0][1].shape[0], dtype=torch.bool)
+    return {
+        "video_clean": [(lr, refs, own, hr) for lr, refs, hr in clean],
+        "video_q75": [(lr, refs, own, hr) for lr, refs, hr in q75],
+        "video_q75_none": [(lr, refs, ~own, hr) for lr, refs, hr in q75],
+        "video_q75_other": [(lr, other, own, hr) for (lr, _, hr), other in zip(q75, others)],
+    }
 
 
 class WeightAverage:
