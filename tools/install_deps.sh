@@ -20,6 +20,10 @@ packages=(
   openssl
   # deploy tests: nginx as the identity-hashing gRPC proxy, yamllint for deploy/
   nginx yamllint
+  # the shared reference store: hiredis to talk to Redis, redis-server for the tests
+  libhiredis-dev redis-server libssl-dev
+  # PNG frames and references in the C++ CLI
+  libpng-dev
 )
 
 missing=()
