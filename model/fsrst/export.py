@@ -29,11 +29,12 @@ def build_model(variant: str, checkpoint: Optional[str] = None, seed: int = 0,
     ema: the checkpoint's weight average instead of its last weights; the info then says
     so ("weights": "ema") and its val_psnr is the average's."""
     torch.manual_seed(seed)
-    model = FSRST(config_for(variant))
-    info = {}
+    state, info = {}, {}
     if checkpoint:
         state = torch.load(checkpoint, map_location="cpu")
         info = dict(state.get("info", {}))
+    model = FSRST(config_for(variant, info.get("model")))
+    if checkpoint:
         if ema:
             if "ema" not in state:
                 raise ValueError(f"{checkpoint}: no weight average (train.ema_decay was not set)")
@@ -47,7 +48,7 @@ def build_model(variant: str, checkpoint: Optional[str] = None, seed: int = 0,
 
 
 def metadata_for(model: FSRST, variant: str, info: dict) -> dict:
-    config = config_for(variant)
+    config = config_for(variant, info.get("model"))
     return {
         "format_version": FORMAT_VERSION,
         "name": variant,

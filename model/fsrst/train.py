@@ -27,6 +27,7 @@ import yaml
 
 from fsrst.evaluate import video_protocol_samples, with_condition
 from fsrst.face_data import evaluation_samples
+from fsrst.feature_widening import widen_state
 from fsrst.fsrst_net import FSRST, load_weights
 from fsrst.image_metrics import psnr
 from fsrst.training_mix import TrainingMix
@@ -132,7 +133,8 @@ class Trainer:
         os.makedirs(os.path.dirname(self.checkpoint_path), exist_ok=True)
         train = config["train"]
         torch.manual_seed(config["seed"])
-        self.model = FSRST(config_for(self.variant))
+        self.model_overrides = dict(config.get("model") or {})
+        self.model = FSRST(config_for(self.variant, self.model_overrides))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train["learning_rate"])
         self.step = 0
         self.samples_seen = 0
@@ -161,6 +163,9 @@ class Trainer:
         before the aggregation learned its threshold get init.threshold."""
         state = torch.load(self.init["checkpoint"], map_location="cpu")
         weights = state["ema"] if self.init.get("ema") else state["model"]
+        if self.init.get("widen"):
+            weights = widen_state(weights, self.model, torch.Generator().manual_seed(
+                self.config["seed"]))
         load_weights(self.model, weights)
         if "aggregation.threshold" not in weights and "threshold" in self.init:
             with torch.no_grad():
@@ -217,6 +222,8 @@ class Trainer:
                 "data": os.path.basename(os.path.dirname(self.train_root)) + "/" +
                 os.path.basename(self.train_root),
                 "config": self.config, "version": self.version()}
+        if self.model_overrides:
+            info["model"] = self.model_overrides
         if self.video_train:
             info["data"] += " + " + os.path.basename(os.path.dirname(self.video_train)) + "/" + \
                 os.path.basename(self.video_train)
