@@ -1,4 +1,4 @@
-"""Runs the standard benchmark and writes BENCHMARKS.md, its plots, and the
+"""Runs the standard benchmark and writes docs/bench/benchmarks.md, its plots, and the
 README's headline table.
 
     /usr/bin/python3 clients/bench/run_report.py [--quick] [--models fsrst_x4 fsrst_x4_small]
@@ -331,9 +331,9 @@ def write_report(results, duration, rounds, argv):
         lines += [row(k, v) for k, v in r.items()
                   if k not in ("variant", "round_ratios", "instances", "saturated", "concurrency")]
         lines.append("")
-    lines += ["## Plots", "", "![throughput](docs/bench/throughput_vs_concurrency.png)",
-              "![latency CDF](docs/bench/latency_cdf.png)", ""]
-    with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
+    lines += ["## Plots", "", "![throughput](throughput_vs_concurrency.png)",
+              "![latency CDF](latency_cdf.png)", ""]
+    with open(os.path.join(ROOT, "docs", "bench", "benchmarks.md"), "w") as f:
         f.write("\n".join(lines))
     with open(os.path.join(ROOT, "docs", "bench", "results.json"), "w") as f:
         json.dump(results, f, indent=1)
@@ -360,7 +360,8 @@ def update_readme(results):
     path = os.path.join(ROOT, "README.md")
     text = open(path).read()
     block = ("<!-- bench:start -->\n" + "\n".join(table) + "\n\nFull report, naive-server "
-             "comparison and plots: [BENCHMARKS.md](BENCHMARKS.md).\n<!-- bench:end -->")
+             "comparison and plots: [docs/bench/benchmarks.md](docs/bench/benchmarks.md); what the "
+             "numbers mean: [docs/performance.md](docs/performance.md).\n<!-- bench:end -->")
     if "<!-- bench:start -->" in text:
         text = re.sub(r"<!-- bench:start -->.*<!-- bench:end -->", block, text, flags=re.S)
     else:
@@ -386,7 +387,7 @@ def main():
     plot(results)
     write_report(results, duration, rounds, sys.argv[1:])
     update_readme(results)
-    print("wrote BENCHMARKS.md, docs/bench/*.png, README.md headline table")
+    print("wrote docs/bench/benchmarks.md, docs/bench/*.png, README.md headline table")
 
 
 if __name__ == "__main__":
