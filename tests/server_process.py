@@ -99,9 +99,15 @@ def histogram_buckets(server: ServerProcess, name: str) -> dict:
 
 def histogram_quantile_bound(before: dict, after: dict, q: float) -> float:
     """The upper bound of the bucket holding quantile q of what was observed between two
-    histogram_buckets readings (inf if it lies beyond the last finite bucket)."""
+    histogram_buckets readings (inf if it lies beyond the last finite bucket). Raises
+    ValueError when nothing was observed in between: there is no quantile to bound."""
+    if not after:
+        raise ValueError("histogram_quantile_bound: the histogram is not on /metrics")
     bounds = sorted(after)
     total = after[bounds[-1]] - before.get(bounds[-1], 0.0)
+    if total <= 0:
+        raise ValueError("histogram_quantile_bound: nothing was observed between the two "
+                         "readings")
     for bound in bounds:
         if after[bound] - before.get(bound, 0.0) >= q * total:
             return bound

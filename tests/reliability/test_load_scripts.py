@@ -43,4 +43,6 @@ def test_short_overload_refuses_the_excess_with_resource_exhausted(tmp_path):
     assert set(overload["errors"]) == {"RESOURCE_EXHAUSTED"}, result.stdout
     assert overload["frames_ok"] > 0
     assert data["after"]["errors"] == {}
+    # The server's refusal histogram counted exactly the refusals the caller saw.
+    assert goal(data, "RESOURCE_EXHAUSTED counted by the server")[3], result.stdout
     assert goal(data, "server exit code")[3]
