@@ -52,12 +52,12 @@ def counters(server):
     }
 
 
-def wait_for(condition, timeout=30.0):
+def wait_for(condition, timeout=30.0, poll_s=0.05):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if condition():
             return True
-        time.sleep(0.05)
+        time.sleep(poll_s)
     return condition()
 
 
@@ -79,20 +79,30 @@ def ahead_count(server):
     return count
 
 
-def fill_queue(client, count):
-    """count frames in flight; returns their futures once the first is running."""
+def arrived(server, before):
+    """Frames that reached the batcher since `before`, not counting one that is running: done
+    plus queued. With one instance and batches of one, at most one runs; so when this is >= n,
+    n frames have arrived (a running frame holds it at n - 1 until it is done)."""
+    return (read_metric(server, "fsrst_frames_enhanced_total") - before["enhanced"]
+            + read_metric(server, "fsrst_queue_depth"))
+
+
+def fill_queue(server, client, count, before):
+    """count frames in flight; returns their futures once every one reached the server."""
     ahead = [client.Enhance.future(fsrst_pb2.EnhanceRequest(frame=FRAME), timeout=120)
              for _ in range(count)]
-    time.sleep(0.05)
+    assert wait_for(lambda: arrived(server, before) >= count, poll_s=0.01)
     return ahead
 
 
 def test_a_frame_cancelled_while_queued_is_not_computed_and_is_counted(server, client,
                                                                        ahead_count):
     before = counters(server)
-    ahead = fill_queue(client, ahead_count)
+    ahead = fill_queue(server, client, ahead_count, before)
     behind = client.Enhance.future(fsrst_pb2.EnhanceRequest(frame=FRAME), timeout=60)
-    time.sleep(0.05)
+    assert wait_for(lambda: arrived(server, before) >= ahead_count + 1, poll_s=0.01)
+    done = counters(server)["enhanced"] - before["enhanced"]
+    assert done < ahead_count, "the frames ahead were done before the call was cancelled"
     assert behind.cancel(), "the call finished before it could be cancelled"
     for call in ahead:
         assert len(call.result().image.data) == 128 * 128 * 3
@@ -105,7 +115,7 @@ def test_a_frame_cancelled_while_queued_is_not_computed_and_is_counted(server, c
 def test_a_deadline_that_passes_in_the_queue_is_not_computed_and_is_counted(server, client,
                                                                             ahead_count):
     before = counters(server)
-    ahead = fill_queue(client, ahead_count)
+    ahead = fill_queue(server, client, ahead_count, before)
     with pytest.raises(grpc.RpcError) as error:
         client.Enhance(fsrst_pb2.EnhanceRequest(frame=FRAME), timeout=0.1)
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
