@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from server_process import SERVER_BIN, ServerProcess, small_model
+from server_process import SERVER_BIN, ServerProcess, read_metric, small_model
 from fsrst.export import read_metadata
 import fsrst_pb2
 import fsrst_pb2_grpc
@@ -113,27 +113,39 @@ def test_metrics_pass_promtool(server):
 
 
 def test_sigterm_answers_every_accepted_frame_then_exits_zero():
-    server = ServerProcess(small_model(), "--model_threads=1", "--max_batch_size=2",
-                           "--drain_timeout_s=60")
+    # One instance of one thread, batches of 2: 40 frames make a queue that takes a while.
+    server = ServerProcess(small_model(), "--model_instances=1", "--model_threads=1",
+                           "--max_batch_size=2", "--drain_timeout_s=60")
     client, channel = stub(server.port)
     frame = rgb8(np.full((32, 32, 3), 100, np.uint8))
-    with concurrent.futures.ThreadPoolExecutor(12) as pool:
-        futures = [pool.submit(lambda: client.Enhance(fsrst_pb2.EnhanceRequest(frame=frame),
-                                                      timeout=60)) for _ in range(12)]
-        time.sleep(0.3)  # let the calls arrive; some are queued, one batch runs
-        server.proc.send_signal(signal.SIGTERM)
-        results = []
-        for f in futures:
-            try:
-                results.append(("OK", len(f.result().image.data)))
-            except grpc.RpcError as e:
-                results.append((e.code().name, 0))
+    sent = 40
+    futures = [client.Enhance.future(fsrst_pb2.EnhanceRequest(frame=frame), timeout=120)
+               for _ in range(sent)]
+    # Every frame accepted (done + queued; at most one batch runs, so the sum reaches `sent`
+    # only once all arrived), and some still queued when the signal comes.
+    deadline = time.time() + 60
+    while True:
+        queued = read_metric(server, "fsrst_queue_depth")
+        if read_metric(server, "fsrst_frames_enhanced_total") + queued >= sent:
+            break
+        assert time.time() < deadline, "the frames never all reached the server"
+        time.sleep(0.01)
+    assert queued > 0, "the queue was empty before the signal: nothing to drain"
+    server.proc.send_signal(signal.SIGTERM)
+    deadline = time.time() + 30
+    while "draining" not in server.output():
+        assert time.time() < deadline, server.output()
+        time.sleep(0.01)
+    # A call after the signal, on the open connection, is refused by the draining server.
+    with pytest.raises(grpc.RpcError) as late:
+        client.Enhance(fsrst_pb2.EnhanceRequest(frame=frame), timeout=60)
+    # Every accepted call is answered with a whole image, none refused or lost.
+    sizes = [len(f.result().image.data) for f in futures]
     channel.close()
     assert server.proc.wait(timeout=60) == 0
-    # Every call either completed with a full image or was refused as UNAVAILABLE: none lost.
-    for code, size in results:
-        assert (code, size) in (("OK", 128 * 128 * 3), ("UNAVAILABLE", 0)), results
-    assert sum(1 for code, _ in results if code == "OK") >= 1
+    assert late.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert late.value.details() == "the server is shutting down; retry on another replica"
+    assert sizes == [128 * 128 * 3] * sent
     assert "drained, exiting" in server.output()
     server.stop()
 
