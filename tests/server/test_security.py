@@ -261,6 +261,11 @@ def test_limits_hold_under_tls(tls_server, pki):
 
 # --- Nothing secret in the log -----------------------------------------------------------------
 
+# Identity ids nobody else uses, so a grep for "SENTINEL" finds any of them in any message.
+SENTINEL_ID = "SENTINEL-person-7f3a"
+UNKNOWN_SENTINEL_ID = "SENTINEL-never-registered"
+BAD_SENTINEL_ID = "SENTINEL bad id"  # a space: INVALID_ARGUMENT quoting the id's character
+
 def test_keys_and_image_bytes_never_reach_the_log(pki):
     server = ServerProcess(small_model(), "--model_threads=1", "--max_batch_size=2",
                            f"--tls_cert={pki['server.pem']}", f"--tls_key={pki['server.key']}",
@@ -273,9 +278,32 @@ def test_keys_and_image_bytes_never_reach_the_log(pki):
         with tls_channel(server.port, pki) as channel:
             stub = fsrst_pb2_grpc.FaceSuperResolutionStub(channel)
             stub.RegisterReferences(fsrst_pb2.RegisterReferencesRequest(
-                identity_id="logged", references=[rgb8(ref)]), timeout=30, metadata=auth(KEY_A))
-            stub.Enhance(fsrst_pb2.EnhanceRequest(identity_id="logged", frame=rgb8(frame)),
+                identity_id=SENTINEL_ID, references=[rgb8(ref)]), timeout=30,
+                metadata=auth(KEY_A))
+            stub.Enhance(fsrst_pb2.EnhanceRequest(identity_id=SENTINEL_ID, frame=rgb8(frame)),
                          timeout=30, metadata=auth(KEY_A))
+            # The paths whose answers carry the id: NOT_FOUND (another tenant, an unknown id),
+            # INVALID_ARGUMENT (a bad reference, a bad id); the caller sees it, the log must not.
+            refusals = [
+                (stub.Enhance, fsrst_pb2.EnhanceRequest(identity_id=SENTINEL_ID,
+                                                        frame=rgb8(frame)), KEY_B),
+                (stub.Enhance, fsrst_pb2.EnhanceRequest(identity_id=UNKNOWN_SENTINEL_ID,
+                                                        frame=rgb8(frame)), KEY_A),
+                (stub.DeleteReferences, fsrst_pb2.DeleteReferencesRequest(
+                    identity_id=UNKNOWN_SENTINEL_ID), KEY_A),
+                (stub.RegisterReferences, fsrst_pb2.RegisterReferencesRequest(
+                    identity_id=SENTINEL_ID, references=[fsrst_pb2.Image(
+                        encoding=fsrst_pb2.ENCODING_JPEG, data=b"not a jpeg")]), KEY_A),
+                (stub.Enhance, fsrst_pb2.EnhanceRequest(identity_id=BAD_SENTINEL_ID,
+                                                        frame=rgb8(frame)), KEY_A),
+            ]
+            codes = []
+            for rpc, request, key in refusals:
+                with pytest.raises(grpc.RpcError) as error:
+                    rpc(request, timeout=30, metadata=auth(key))
+                codes.append(error.value.code())
+            assert codes == [grpc.StatusCode.NOT_FOUND] * 3 + [
+                grpc.StatusCode.INVALID_ARGUMENT] * 2
             bad = fsrst_pb2.EnhanceRequest(frame=fsrst_pb2.Image(
                 encoding=fsrst_pb2.ENCODING_RGB8, data=ref.tobytes()[:1000], width=32, height=32))
             for metadata in (auth(KEY_B), auth(UNKNOWN_KEY)):
@@ -285,7 +313,7 @@ def test_keys_and_image_bytes_never_reach_the_log(pki):
         assert server.stop() == 0
     log = server.output()
     assert "SERVING" in log and "API keys required" in log  # the log is the server's
-    for secret in (KEY_A, KEY_B, UNKNOWN_KEY, "REFERENCE-PIXELS", "FRAME-PIXELS",
+    for secret in (KEY_A, KEY_B, UNKNOWN_KEY, "REFERENCE-PIXELS", "FRAME-PIXELS", "SENTINEL",
                    base64.b64encode(ref.tobytes()[:48]).decode(), ref.tobytes()[:24].hex()):
         assert secret not in log, secret
 
