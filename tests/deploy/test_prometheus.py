@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from deploy_util import DEPLOY, metric_value, start_small_server
-from server_process import BENCH_BIN
+from server_process import BENCH_BIN, histogram_buckets, histogram_quantile_bound
 
 PROMETHEUS_DIR = os.path.join(DEPLOY, "prometheus")
 RULE_WINDOW_S = 60  # the rules' rate window, [1m]
@@ -126,10 +126,14 @@ def test_frames_per_second_rule_matches_the_server_counter(server, prometheus):
     after = metric_value(server, "fsrst_frames_enhanced_total")
     assert after > before
     # the server is idle now: wait until prometheus holds its final count, then for a rule
-    # evaluation after that scrape
+    # evaluation after that scrape (the recorded sample's own timestamp, not a fixed sleep)
     wait_for("the last scrape", lambda: [r for r in query(port, "fsrst_frames_enhanced_total")
                                          if float(r["value"][1]) == after])
-    time.sleep(2.5)
+    scraped_at = max(float(r["value"][1]) for r in query(
+        port, f'timestamp(fsrst_frames_enhanced_total{{job="{job}"}})'))
+    wait_for("a rule evaluation after the last scrape", lambda: [
+        r for r in query(port, f'timestamp(instance:fsrst_frames_enhanced:rate1m{{job="{job}"}})')
+        if float(r["value"][1]) > scraped_at])
     (series,) = query(port, f'instance:fsrst_frames_enhanced:rate1m{{job="{job}"}}')
     frames_per_s = float(series["value"][1])
     # Every frame of the load fell inside the rule's 1m window: rate() is the increase
@@ -150,5 +154,19 @@ def test_frames_per_second_rule_matches_the_server_counter(server, prometheus):
     assert latency, "no p99 latency recorded"
     for rpc, p99 in latency.items():
         assert 0 < p50[rpc] <= p99, (rpc, p50[rpc], p99)
+    # The queue-depth rule is the largest depth prometheus scraped in the last minute.
     (depth,) = query(port, f'instance:fsrst_queue_depth:max1m{{job="{job}"}}')
-    assert float(depth["value"][1]) >= 0
+    (samples,) = query(port, f'fsrst_queue_depth{{job="{job}"}}[1m]')
+    scraped = [float(v) for _, v in samples["values"]]
+    assert float(depth["value"][1]) == max(scraped)
+    # The histogram rules: each quantile lies in the bucket the server's own histogram puts
+    # it in (everything the server observed is inside the rules' 1m window).
+    for rule, family, q in (("job:fsrst_inference_duration_seconds:p50_1m",
+                             "fsrst_inference_duration_seconds", 0.5),
+                            ("job:fsrst_queue_duration_seconds:p99_1m",
+                             "fsrst_queue_duration_seconds", 0.99)):
+        (value,) = query(port, f'{rule}{{job="{job}"}}')
+        buckets = histogram_buckets(server, family)
+        upper = histogram_quantile_bound({}, buckets, q)
+        lower = max([b for b in buckets if b < upper], default=0.0)
+        assert lower <= float(value["value"][1]) <= upper, (rule, value, lower, upper)
