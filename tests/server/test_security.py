@@ -192,6 +192,44 @@ def test_missing_and_unknown_keys_are_unauthenticated(tls_server, pki):
             assert KEY_A not in error.value.details()
 
 
+def test_every_rpc_is_unauthenticated_before_its_request_is_looked_at(tls_server, pki):
+    # Requests that are wrong in every other way too (bad id, bad images, unknown identity):
+    # without a valid key the answer is UNAUTHENTICATED, never what the request deserves.
+    bad_image = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_JPEG, data=b"not a jpeg")
+    oversize = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=b"x" * 900_000,
+                               width=32, height=32)
+    calls = {
+        "RegisterReferences": lambda stub, md: stub.RegisterReferences(
+            fsrst_pb2.RegisterReferencesRequest(identity_id="bad id!", references=[bad_image] * 9),
+            timeout=10, metadata=md),
+        "Enhance": lambda stub, md: stub.Enhance(
+            fsrst_pb2.EnhanceRequest(identity_id="never-registered", frame=oversize),
+            timeout=10, metadata=md),
+        "EnhanceStream": lambda stub, md: list(stub.EnhanceStream(
+            iter([fsrst_pb2.EnhanceRequest(identity_id="never-registered", frame=bad_image)]),
+            timeout=10, metadata=md)),
+        "DeleteReferences": lambda stub, md: stub.DeleteReferences(
+            fsrst_pb2.DeleteReferencesRequest(identity_id="never-registered"), timeout=10,
+            metadata=md),
+        "GetServerInfo": lambda stub, md: stub.GetServerInfo(
+            fsrst_pb2.GetServerInfoRequest(), timeout=10, metadata=md),
+    }
+    with tls_channel(tls_server.port, pki) as channel:
+        stub = fsrst_pb2_grpc.FaceSuperResolutionStub(channel)
+        for name, call in calls.items():
+            for metadata in (None, auth(UNKNOWN_KEY)):
+                with pytest.raises(grpc.RpcError) as error:
+                    call(stub, metadata)
+                assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED, (name, metadata)
+        # The same requests with a valid key get what they deserve (so the test can tell).
+        with pytest.raises(grpc.RpcError) as error:
+            calls["DeleteReferences"](stub, auth(KEY_A))
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as error:
+            calls["RegisterReferences"](stub, auth(KEY_A))
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_python_client_tenants_cannot_use_each_others_identities(tls_server, pki):
     target = f"127.0.0.1:{tls_server.port}"
     refs = [RNG.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(2)]
