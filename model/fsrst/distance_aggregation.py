@@ -1,3 +1,5 @@
+from typing import Tuple
+
 import torch
 from torch import nn
 
@@ -43,7 +45,13 @@ class DistanceAggregation(nn.Module):
     def forward(self, lr_feat: torch.Tensor, aligned: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
         """lr_feat [B,C,S,S]; aligned [B,K,C,S,S]; mask [B,K] bool -> [B,C,S,S]."""
+        fused, _ = self.fuse(lr_feat, aligned, mask)
+        return fused
+
+    def fuse(self, lr_feat: torch.Tensor, aligned: torch.Tensor,
+             mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """forward, and the per-pixel weights it used [B,K,1,S,S]."""
         slot = mask[:, :, None, None, None]
         aligned = torch.where(slot, aligned, torch.zeros_like(aligned))
         weight = self.weights(lr_feat, aligned, mask)
-        return lr_feat + (weight * aligned).sum(dim=1)
+        return lr_feat + (weight * aligned).sum(dim=1), weight

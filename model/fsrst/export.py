@@ -73,7 +73,8 @@ def read_metadata(path: str) -> dict:
 
 
 def check_faithful(model: FSRST, scripted, atol: float = 1e-5) -> float:
-    """Compares eager and scripted outputs on random inputs; returns the max difference."""
+    """Compares eager and scripted outputs (forward, and forward_with_weights' image and
+    weights) on random inputs; returns the max difference of the images."""
     gen = torch.Generator().manual_seed(1)
     lr = torch.rand(3, 3, model.lr_size, model.lr_size, generator=gen)
     refs = torch.rand(6, 1, model.reference_size, model.reference_size, generator=gen)
@@ -86,7 +87,11 @@ def check_faithful(model: FSRST, scripted, atol: float = 1e-5) -> float:
         feats = torch.cat([feats, feats[:, :1]], dim=1)
         eager_out = model(lr, feats, mask)
         script_out = scripted(lr, feats, mask)
+        eager_weights = model.forward_with_weights(lr, feats, mask)[1]
+        script_image, script_weights = scripted.forward_with_weights(lr, feats, mask)
     torch.testing.assert_close(script_out, eager_out, atol=atol, rtol=0)
+    torch.testing.assert_close(script_image, script_out, atol=0, rtol=0)
+    torch.testing.assert_close(script_weights, eager_weights, atol=atol, rtol=0)
     return float((script_out - eager_out).abs().max())
 
 

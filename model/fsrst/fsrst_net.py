@@ -1,5 +1,5 @@
 from dataclasses import dataclass, asdict
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +49,8 @@ class FSRST(nn.Module):
       encode_references(refs [N,1,R,R] luma in [0,1]) -> [N,C,L,L] features
       forward(lr [B,3,L,L] RGB in [0,1], ref_feats [B,K,C,L,L], ref_mask [B,K] bool)
           -> [B,3,L*s,L*s] in [0,1]
+      forward_with_weights(same) -> (the same image, weights [B,K]: each reference's mean
+          aggregation weight over the frame, masked slots 0)
     K may be 0. Masked slots have no influence on the output, and items of a
     batch are independent, so one batch may hold frames of many identities.
 
@@ -88,23 +90,31 @@ class FSRST(nn.Module):
 
     def forward(self, lr: torch.Tensor, ref_feats: torch.Tensor,
                 ref_mask: torch.Tensor) -> torch.Tensor:
+        image, _ = self.forward_with_weights(lr, ref_feats, ref_mask)
+        return image
+
+    @torch.jit.export
+    def forward_with_weights(self, lr: torch.Tensor, ref_feats: torch.Tensor,
+                             ref_mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """forward, and weights [B,K]: each reference's aggregation weight averaged over the
+        frame's pixels (masked slots exactly 0); 1 - their sum is the share the model gave to
+        none of them."""
         self._check_inputs(lr, ref_feats, ref_mask)
         lr_feat = self.lr_extractor(lr)
         b = ref_feats.shape[0]
         k = ref_feats.shape[1]
         if k == 0:
-            fused = lr_feat
-        else:
-            shape = ref_feats.shape
-            flat_refs = ref_feats.reshape(b * k, shape[2], shape[3], shape[4])
-            flat_lr = lr_feat.unsqueeze(1).expand(b, k, shape[2], shape[3], shape[4]).reshape(
-                b * k, shape[2], shape[3], shape[4])
-            # A masked slot's content must never reach the output, not even as NaN * 0.
-            flat_mask = ref_mask.reshape(b * k)[:, None, None, None]
-            flat_refs = torch.where(flat_mask, flat_refs, torch.zeros_like(flat_refs))
-            aligned = self.aligner(flat_lr, flat_refs).reshape(shape)
-            fused = self.aggregation(lr_feat, aligned, ref_mask)
-        return self.constructor(fused, lr)
+            return self.constructor(lr_feat, lr), lr.new_zeros((b, 0))
+        shape = ref_feats.shape
+        flat_refs = ref_feats.reshape(b * k, shape[2], shape[3], shape[4])
+        flat_lr = lr_feat.unsqueeze(1).expand(b, k, shape[2], shape[3], shape[4]).reshape(
+            b * k, shape[2], shape[3], shape[4])
+        # A masked slot's content must never reach the output, not even as NaN * 0.
+        flat_mask = ref_mask.reshape(b * k)[:, None, None, None]
+        flat_refs = torch.where(flat_mask, flat_refs, torch.zeros_like(flat_refs))
+        aligned = self.aligner(flat_lr, flat_refs).reshape(shape)
+        fused, weight = self.aggregation.fuse(lr_feat, aligned, ref_mask)
+        return self.constructor(fused, lr), weight.mean(dim=(2, 3, 4))
 
     def _check_inputs(self, lr: torch.Tensor, ref_feats: torch.Tensor,
                       ref_mask: torch.Tensor) -> None:

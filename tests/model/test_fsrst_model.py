@@ -216,3 +216,46 @@ def test_cuda_matches_cpu():
         gpu = gpu_model(lr.cuda(), encode(gpu_model, refs.cuda(), 2, 3),
                         torch.ones(2, 3, dtype=torch.bool, device="cuda"))
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
+
+
+def test_forward_with_weights_gives_forwards_image_and_one_weight_per_reference():
+    model = make()
+    lr, refs = inputs(batch=3, k=3)
+    feats = encode(model, refs, 3, 3)
+    mask = torch.tensor([[True, True, True], [True, False, True], [False, False, False]])
+    with torch.no_grad():
+        image, weights = model.forward_with_weights(lr, feats, mask)
+        assert torch.equal(image, model(lr, feats, mask))
+        # By hand: the aggregation's per-pixel weights, averaged over the frame.
+        lr_feat = model.lr_extractor(lr)
+        aligned = model.aligner(lr_feat.repeat_interleave(3, 0), feats.flatten(0, 1) * mask.reshape(
+            9, 1, 1, 1)).reshape(feats.shape)
+        expected = model.aggregation.weights(lr_feat, aligned, mask).mean(dim=(2, 3, 4))
+    assert weights.shape == (3, 3)
+    torch.testing.assert_close(weights, expected, atol=1e-6, rtol=0)
+    assert weights[1, 1] == 0 and torch.equal(weights[2], torch.zeros(3))  # masked: exactly 0
+    assert bool((weights >= 0).all()) and bool((weights.sum(dim=1) < 1).all())
+
+
+def test_forward_with_weights_without_references_is_an_empty_row():
+    model = make()
+    lr, _ = inputs(batch=2, k=1)
+    with torch.no_grad():
+        image, weights = model.forward_with_weights(lr, torch.zeros(2, 0, 3, 32, 32),
+                                                    torch.zeros(2, 0, dtype=torch.bool))
+    assert weights.shape == (2, 0) and image.shape == (2, 3, 128, 128)
+
+
+def test_scripted_forward_with_weights_matches_eager(tmp_path):
+    model = make()
+    path = str(tmp_path / "m.pt")
+    export("fsrst_x4_small", path)
+    scripted = torch.jit.load(path)
+    lr, refs = inputs(batch=2, k=2)
+    feats = encode(model, refs, 2, 2)
+    mask = torch.tensor([[True, False], [True, True]])
+    with torch.no_grad():
+        eager = model.forward_with_weights(lr, feats, mask)
+        script = scripted.forward_with_weights(lr, feats, mask)
+    for a, b in zip(eager, script):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
