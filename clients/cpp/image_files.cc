@@ -9,7 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "server/image_codec.h"
+#include "imaging/image_codec.h"
 
 namespace fsrst {
 

@@ -3,7 +3,7 @@
 
 // Image files to and from request images, for the command-line client.
 // Two formats, chosen by the file's extension (case-insensitive):
-//   .jpg / .jpeg  a JPEG file (libjpeg-turbo, through server/image_codec);
+//   .jpg / .jpeg  a JPEG file (libjpeg-turbo, through imaging/image_codec);
 //   .rgb          raw interleaved RGB8, square: side*side*3 bytes, no header.
 // PNG and other formats are not supported (convert them to JPEG first).
 //

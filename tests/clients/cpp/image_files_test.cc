@@ -8,7 +8,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/image_codec.h"
+#include "imaging/image_codec.h"
 
 namespace fsrst {
 namespace {
