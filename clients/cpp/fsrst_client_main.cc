@@ -69,9 +69,21 @@ namespace {
 constexpr int kFailed = 1;
 constexpr int kUsage = 2;
 
-// A call failed: the server's (or gRPC's) code and message.
+// Whether the calls carry an API key (--api_key or $FSRST_API_KEY); set once in Main.
+bool api_key_given = false;
+
+// A call failed: the server's (or gRPC's) code and message, and for
+// UNAUTHENTICATED how to send a key with this CLI.
 int Fail(const absl::Status& status) {
   std::cerr << "fsrst_client: " << status << "\n";
+  if (status.code() == absl::StatusCode::kUnauthenticated) {
+    std::cerr << (api_key_given
+                      ? "fsrst_client: the server refused the API key sent (from --api_key or "
+                        "$FSRST_API_KEY); check it with whoever runs the server\n"
+                      : "fsrst_client: this server requires an API key: pass --api_key=KEY, or "
+                        "set FSRST_API_KEY=KEY (keeps it out of ps); other clients send the "
+                        "metadata `authorization: Bearer KEY`\n");
+  }
   return kFailed;
 }
 
@@ -358,6 +370,7 @@ int Main(int argc, char** argv) {
   client_options.api_key = absl::GetFlag(FLAGS_api_key);
   const char* env_key = std::getenv("FSRST_API_KEY");
   if (client_options.api_key.empty() && env_key != nullptr) client_options.api_key = env_key;
+  api_key_given = !client_options.api_key.empty();
   FsrstClient client(
       grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), *std::move(credentials), args),
       std::move(client_options));

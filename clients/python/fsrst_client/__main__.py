@@ -224,6 +224,15 @@ def _field(field) -> str:
     return f"{field.name} {repeated}{type_name}"
 
 
+def api_key_hint(key_given: bool) -> str:
+    """What to do about UNAUTHENTICATED with this CLI."""
+    if key_given:
+        return ("the server refused the API key sent (from --api_key or $FSRST_API_KEY); "
+                "check it with whoever runs the server")
+    return ("this server requires an API key: pass --api_key KEY, or set FSRST_API_KEY=KEY "
+            "(keeps it out of ps); other clients send the metadata `authorization: Bearer KEY`")
+
+
 COMMANDS = ["register", "enhance", "stream", "delete", "info", "health", "describe"]
 
 
@@ -292,6 +301,8 @@ def main(argv=None) -> int:
                 enhance(client, args)
     except FsrstError as error:
         print(f"fsrst_client: {error}", file=sys.stderr)
+        if error.code == grpc.StatusCode.UNAUTHENTICATED:
+            print(f"fsrst_client: {api_key_hint(bool(args.api_key))}", file=sys.stderr)
         return 1
     except LocalFileError as error:
         print(f"fsrst_client: error: {error}", file=sys.stderr)

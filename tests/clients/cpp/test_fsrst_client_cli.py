@@ -167,3 +167,36 @@ def test_a_local_file_error_does_not_look_like_a_server_status(fsrst_server, cli
     assert result.stderr == (f"fsrst_client: error: cannot write {unwritable}: "
                              "No such file or directory\n")
 
+
+
+def test_unauthenticated_says_how_to_send_a_key(start_server, tmp_path):
+    key = "cpp-cli-test-key-0123456789"
+    keys = tmp_path / "api_keys.txt"
+    keys.write_text(f"{key} tenant-cli\n")
+    server = start_server(f"--api_keys_file={keys}")
+
+    def run(*args, env_key=None):
+        env = {k: v for k, v in os.environ.items() if k != "FSRST_API_KEY"}
+        if env_key is not None:
+            env["FSRST_API_KEY"] = env_key
+        return subprocess.run([CLIENT_BIN, f"--server=127.0.0.1:{server.port}", *args],
+                              capture_output=True, text=True, timeout=120, env=env)
+
+    register = ["register", "--identity=k", "--ref=" + ",".join(SAMPLE_REFS)]
+    without = run(*register)
+    assert without.returncode == 1
+    lines = without.stderr.splitlines()
+    assert lines[0].startswith("fsrst_client: UNAUTHENTICATED: ")
+    assert "`authorization: Bearer <key>`" in lines[0]  # the server's own message
+    assert lines[1] == ("fsrst_client: this server requires an API key: pass --api_key=KEY, or "
+                        "set FSRST_API_KEY=KEY (keeps it out of ps); other clients send the "
+                        "metadata `authorization: Bearer KEY`")
+    wrong = run(*register, env_key="not-the-key-0123456789")
+    assert wrong.returncode == 1
+    assert wrong.stderr.splitlines()[1] == (
+        "fsrst_client: the server refused the API key sent (from --api_key or $FSRST_API_KEY); "
+        "check it with whoever runs the server")
+    right = run(*register, env_key=key)
+    assert (right.returncode, right.stderr) == (0, "")
+    flag = run("delete", "--identity=k", f"--api_key={key}")
+    assert (flag.returncode, flag.stdout) == (0, "deleted the references of k\n")

@@ -142,3 +142,33 @@ def test_describe_lists_the_services_methods(fsrst_server):
                 "rpc Check(HealthCheckRequest) returns (HealthCheckResponse)"):
         assert rpc in out
     assert "request: identity_id string, references repeated Image" in out
+
+
+API_KEY = "cli-test-key-0123456789abcdef"
+
+
+def test_unauthenticated_says_how_to_send_a_key(start_server, tmp_path):
+    keys = tmp_path / "api_keys.txt"
+    keys.write_text(f"{API_KEY} tenant-cli\n")
+    server = start_server(f"--api_keys_file={keys}")
+    without = cli(server, "register", "--identity", "k", *refs_args(),
+                  env={"FSRST_API_KEY": ""})
+    assert without.returncode == 1
+    lines = without.stderr.splitlines()
+    assert lines[0].startswith("fsrst_client: UNAUTHENTICATED: ")
+    assert "`authorization: Bearer <key>`" in lines[0]  # the server's own message
+    assert lines[1] == ("fsrst_client: this server requires an API key: pass --api_key KEY, or "
+                        "set FSRST_API_KEY=KEY (keeps it out of ps); other clients send the "
+                        "metadata `authorization: Bearer KEY`")
+    wrong = cli(server, "register", "--identity", "k", *refs_args(),
+                env={"FSRST_API_KEY": "not-the-key-0123456789"})
+    assert wrong.returncode == 1
+    assert wrong.stderr.splitlines()[1] == (
+        "fsrst_client: the server refused the API key sent (from --api_key or $FSRST_API_KEY); "
+        "check it with whoever runs the server")
+    right = cli(server, "register", "--identity", "k", *refs_args(),
+                env={"FSRST_API_KEY": API_KEY})
+    assert (right.returncode, right.stderr) == (0, "")
+    flag = cli(server, "delete", "--identity", "k", "--api_key", API_KEY,
+               env={"FSRST_API_KEY": ""})
+    assert (flag.returncode, flag.stdout) == (0, "deleted the references of k\n")
