@@ -9,6 +9,7 @@
                                          [--ref a.jpg ...]
     clients/python/fsrst-client delete   --identity alice
     clients/python/fsrst-client describe   # the services and methods, without grpcurl
+    clients/python/fsrst-client call GetServerInfo [--data '{"json": "request"}']
 
 (or `PYTHONPATH=clients/python /usr/bin/python3 -m fsrst_client ...`).
 
@@ -21,6 +22,9 @@ prints one line per frame (its latency, from sending to the answer) and a summar
 (frames, errors, p50/p99 latency, fps); --out_dir keeps the answers under the
 frames' names. A frame the server refuses is counted and the stream goes on,
 except NOT_FOUND (the identity is not registered), which stops it at once.
+describe and call stand in for grpcurl's `list`/`describe` and `-d`: call makes
+any unary method with a JSON request (the proto's field names) and prints the
+answer as JSON.
 Exit status: 0 on success, 1 when a call, a frame or a file fails, 2 on bad usage.
 """
 
@@ -205,8 +209,48 @@ def describe() -> None:
                       f"({stream_out}{method.output_type.name})")
                 fields = ", ".join(_field(f) for f in method.input_type.fields)
                 print(f"      request: {fields or '(no fields)'}")
-    print("Call them with this CLI (register, enhance, stream, delete, info, health), or with "
-          "FsrstClient in Python; the server also answers grpc.reflection for grpcurl.")
+    print("Call them with this CLI: register, enhance, stream, delete, info, health, or any "
+          "unary one as `call METHOD --data JSON`; from Python with FsrstClient. The server "
+          "also answers grpc.reflection, for grpcurl where it is installed.")
+
+
+def find_method(name: str):
+    """(service, method) descriptors of `name`: "GetServerInfo", "Health/Check" or
+    "grpc.health.v1.Health/Check"; raises ValueError naming the choices."""
+    from fsrst_client._stubs import fsrst_pb2, health_pb2
+    methods = []
+    for module in (fsrst_pb2, health_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                methods.append((module, service, method))
+                if name in (method.name, f"{service.name}/{method.name}",
+                            f"{service.full_name}/{method.name}"):
+                    return module, service, method
+    raise ValueError(f"call: expected one of {', '.join(m.name for _, _, m in methods)}, "
+                     f"got {name!r}")
+
+
+def call(client: FsrstClient, args) -> None:
+    """One unary call from JSON to JSON, the way grpcurl -d does."""
+    from google.protobuf import json_format
+    module, service, method = find_method(args.method)
+    if method.client_streaming or method.server_streaming:
+        raise ValueError(f"call: {method.name} streams; use the stream command")
+    request_class = getattr(module, method.input_type.name)
+    response_class = getattr(module, method.output_type.name)
+    try:
+        request = json_format.Parse(args.data, request_class())
+    except json_format.ParseError as error:
+        raise ValueError(f"--data: expected a JSON {method.input_type.name}: {error}") from None
+    rpc = client._channel.unary_unary(f"/{service.full_name}/{method.name}",
+                                      request_serializer=request_class.SerializeToString,
+                                      response_deserializer=response_class.FromString)
+    try:
+        response = rpc(request, timeout=args.timeout_s, metadata=client._auth)
+    except grpc.RpcError as error:
+        raise FsrstError(error.code(), error.details() or "") from None
+    print(json_format.MessageToJson(response, including_default_value_fields=True,
+                                    preserving_proto_field_name=True))
 
 
 _TYPE_NAMES = {1: "double", 2: "float", 3: "int64", 4: "uint64", 5: "int32", 8: "bool",
@@ -233,7 +277,7 @@ def api_key_hint(key_given: bool) -> str:
             "(keeps it out of ps); other clients send the metadata `authorization: Bearer KEY`")
 
 
-COMMANDS = ["register", "enhance", "stream", "delete", "info", "health", "describe"]
+COMMANDS = ["register", "enhance", "stream", "delete", "info", "health", "describe", "call"]
 
 
 def main(argv=None) -> int:
@@ -242,6 +286,8 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("command", choices=COMMANDS)
+    parser.add_argument("method", nargs="?",
+                        help="call: the method, e.g. GetServerInfo or Health/Check")
     parser.add_argument("--server", default="localhost:50051", help="host:port")
     parser.add_argument("--timeout_s", type=float, default=30.0,
                         help="deadline of each unary call (a stream has none)")
@@ -253,6 +299,8 @@ def main(argv=None) -> int:
     parser.add_argument("--side_by_side", help="enhance: also write LR|bicubic|enhanced|refs")
     parser.add_argument("--frames_dir", help="stream: the folder of frames, sent in name order")
     parser.add_argument("--out_dir", help="stream: write the answers here, named as the frames")
+    parser.add_argument("--data", default="{}",
+                        help="call: the request as JSON, e.g. '{\"identity_id\": \"alice\"}'")
     parser.add_argument("--window", type=int, default=8,
                         help="stream: frames sent ahead of the answers (at least 1)")
     parser.add_argument("--encoding", choices=["rgb8", "jpeg"], default="rgb8",
@@ -273,6 +321,10 @@ def main(argv=None) -> int:
         parser.error("register needs at least one --ref")
     if args.command == "stream" and not args.frames_dir:
         parser.error("stream needs --frames_dir")
+    if args.command == "call" and not args.method:
+        parser.error("call needs a method, e.g. call GetServerInfo (see describe)")
+    if args.method and args.command != "call":
+        parser.error(f"unexpected argument {args.method!r} after {args.command}")
     if args.window < 1:
         parser.error(f"--window: expected at least 1, got {args.window}")
     if args.command == "describe":
@@ -291,7 +343,9 @@ def main(argv=None) -> int:
                 for field in info.DESCRIPTOR.fields:  # defaults too: model_trained: False
                     print(f"{field.name}: {getattr(info, field.name)}")
                 return 0
-            if args.command == "register":
+            if args.command == "call":
+                call(client, args)
+            elif args.command == "register":
                 register(client, args)
             elif args.command == "delete":
                 delete(client, args)

@@ -2,6 +2,7 @@
 the shipped sample people (examples/people): register, stream, delete, describe,
 and what it says about local files and usage."""
 
+import json
 import os
 import re
 import subprocess
@@ -172,3 +173,34 @@ def test_unauthenticated_says_how_to_send_a_key(start_server, tmp_path):
     flag = cli(server, "delete", "--identity", "k", "--api_key", API_KEY,
                env={"FSRST_API_KEY": ""})
     assert (flag.returncode, flag.stdout) == (0, "deleted the references of k\n")
+
+
+def test_call_makes_a_unary_call_from_json_as_grpcurl_d_would(fsrst_server):
+    info = cli(fsrst_server, "call", "GetServerInfo")
+    assert info.returncode == 0, info.stderr
+    answer = json.loads(info.stdout)
+    assert (answer["model_name"], answer["lr_size"], answer["scale"]) == ("fsrst_x4_small", 32, 4)
+    health = cli(fsrst_server, "call", "grpc.health.v1.Health/Check", "--data", '{"service": ""}')
+    assert (health.returncode, json.loads(health.stdout)) == (0, {"status": "SERVING"})
+    registered = cli(fsrst_server, "register", "--identity", "called", *refs_args())
+    assert registered.returncode == 0
+    deleted = cli(fsrst_server, "call", "DeleteReferences", "--data", '{"identity_id": "called"}')
+    assert (deleted.returncode, json.loads(deleted.stdout)) == (0, {})
+    again = cli(fsrst_server, "call", "DeleteReferences", "--data", '{"identity_id": "called"}')
+    assert again.returncode == 1 and again.stderr.startswith("fsrst_client: NOT_FOUND: ")
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["call"], 2, "error: call needs a method, e.g. call GetServerInfo (see describe)"),
+    (["call", "Nope"], 1, "fsrst_client: error: call: expected one of RegisterReferences, "
+                          "Enhance, EnhanceStream, DeleteReferences, GetServerInfo"),
+    (["call", "EnhanceStream"], 1, "fsrst_client: error: call: EnhanceStream streams; use the "
+                                   "stream command"),
+    (["call", "DeleteReferences", "--data", '{"identity": "x"}'], 1,
+     "fsrst_client: error: --data: expected a JSON DeleteReferencesRequest: "),
+    (["info", "GetServerInfo"], 2, "error: unexpected argument 'GetServerInfo' after info"),
+])
+def test_call_errors_name_what_was_expected(fsrst_server, args, code, message):
+    result = cli(fsrst_server, *args)
+    assert result.returncode == code
+    assert message in result.stderr
