@@ -5,6 +5,7 @@
     clients/python/fsrst-client register --identity alice --ref a.jpg --ref b.jpg --ref c.jpg
     clients/python/fsrst-client enhance  --frame lr.jpg --out out.png [--identity alice]
                                          [--ref a.jpg ...] [--side_by_side sbs.png]
+                                         [--truth hr.jpg]
     clients/python/fsrst-client stream   --identity alice --frames_dir frames/ [--out_dir out/]
                                          [--ref a.jpg ...]
     clients/python/fsrst-client delete   --identity alice
@@ -16,7 +17,8 @@
 register keeps the references on the server under --identity until delete (or
 eviction). enhance with --ref registers them first (under --identity, or a fresh
 id deleted again afterwards); without --ref it uses --identity's registration, or
-none. --side_by_side also writes LR (nearest) | bicubic | enhanced | references.
+none. --side_by_side also writes LR (nearest) | bicubic | enhanced | references,
+with the high-resolution truth after enhanced when --truth names it.
 stream sends every image in --frames_dir in sorted name order on one stream,
 prints one line per frame (its latency, from sending to the answer) and a summary
 (frames, errors, p50/p99 latency, fps); --out_dir keeps the answers under the
@@ -50,14 +52,18 @@ def centre_square(array: np.ndarray) -> np.ndarray:
     return array[top:top + side, left:left + side]
 
 
-def side_by_side(lr: np.ndarray, enhanced: np.ndarray, references, path: str) -> None:
-    """Writes LR (nearest) | bicubic | enhanced | references (centre square), each
-    as large as the enhanced face, with a label strip above."""
+def side_by_side(lr: np.ndarray, enhanced: np.ndarray, references, path: str,
+                 truth: np.ndarray = None) -> None:
+    """Writes LR (nearest) | bicubic | enhanced | [truth] | references (centre
+    square), each as large as the enhanced face, with a label strip above."""
     size = enhanced.shape[0]
     lr_image = Image.fromarray(lr)
     tiles = [("LR (nearest)", lr_image.resize((size, size), Image.NEAREST)),
              ("bicubic", lr_image.resize((size, size), Image.BICUBIC)),
              ("enhanced", Image.fromarray(enhanced))]
+    if truth is not None:
+        tiles.append(("truth", Image.fromarray(centre_square(truth)).resize((size, size),
+                                                                             Image.BICUBIC)))
     tiles += [(f"reference {i}", Image.fromarray(centre_square(r)).resize((size, size),
                                                                        Image.BICUBIC))
               for i, r in enumerate(references)]
@@ -86,7 +92,8 @@ def enhance(client: FsrstClient, args) -> None:
     Image.fromarray(enhanced).save(args.out)
     print(f"wrote {args.out} ({enhanced.shape[1]}x{enhanced.shape[0]})")
     if args.side_by_side:
-        side_by_side(lr, enhanced, [_read(r) for r in args.ref], args.side_by_side)
+        side_by_side(lr, enhanced, [_read(r) for r in args.ref], args.side_by_side,
+                     _read(args.truth) if args.truth else None)
         print(f"wrote {args.side_by_side}")
 
 
@@ -297,6 +304,7 @@ def main(argv=None) -> int:
     parser.add_argument("--frame", help="enhance: the low-resolution face (any image file)")
     parser.add_argument("--out", help="enhance: the enhanced face (PNG, or any PIL format)")
     parser.add_argument("--side_by_side", help="enhance: also write LR|bicubic|enhanced|refs")
+    parser.add_argument("--truth", help="enhance: the high-resolution frame, for --side_by_side")
     parser.add_argument("--frames_dir", help="stream: the folder of frames, sent in name order")
     parser.add_argument("--out_dir", help="stream: write the answers here, named as the frames")
     parser.add_argument("--data", default="{}",
@@ -315,6 +323,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "enhance" and not (args.frame and args.out):
         parser.error("enhance needs --frame and --out")
+    if args.truth and not args.side_by_side:
+        parser.error("--truth goes with --side_by_side")
     if args.command in ("register", "stream", "delete") and not args.identity:
         parser.error(f"{args.command} needs --identity")
     if args.command == "register" and not args.ref:

@@ -204,3 +204,20 @@ def test_call_errors_name_what_was_expected(fsrst_server, args, code, message):
     result = cli(fsrst_server, *args)
     assert result.returncode == code
     assert message in result.stderr
+
+
+def test_side_by_side_with_the_samples_truth(fsrst_server, tmp_path):
+    frame = os.path.join(FRAMES_DIR, "frame_004.jpg")
+    truth = os.path.join(PERSON, "truth", "frame_004.jpg")
+    result = cli(fsrst_server, "enhance", "--frame", frame, *refs_args(), "--out",
+                 str(tmp_path / "face.png"), "--side_by_side", str(tmp_path / "sbs.png"),
+                 "--truth", truth)
+    assert result.returncode == 0, result.stderr
+    sbs = np.asarray(Image.open(tmp_path / "sbs.png"))
+    assert sbs.shape == (16 + 128, 128 * 7, 3)  # LR, bicubic, enhanced, truth, 3 references
+    assert np.array_equal(sbs[16:, 256:384], np.asarray(Image.open(tmp_path / "face.png")))
+    assert np.array_equal(sbs[16:, 384:512], np.asarray(Image.open(truth).convert("RGB")))
+    assert np.array_equal(sbs[16:, 512:640], np.asarray(Image.open(REFS[0]).convert("RGB")))
+    lonely = cli(fsrst_server, "enhance", "--frame", frame, "--out", str(tmp_path / "f.png"),
+                 "--truth", truth)
+    assert lonely.returncode == 2 and "error: --truth goes with --side_by_side" in lonely.stderr
