@@ -118,10 +118,8 @@ def delete(client: FsrstClient, args) -> None:
 def _read(path: str) -> np.ndarray:
     try:
         return to_array(path)
-    except FileNotFoundError:
-        raise LocalFileError(f"cannot read {path}: no such file") from None
-    except OSError as error:  # PIL's UnidentifiedImageError is an OSError
-        raise LocalFileError(f"cannot read {path}: {error}") from None
+    except OSError as error:  # PIL's UnidentifiedImageError is one too, without strerror
+        raise LocalFileError(f"cannot read {path}: {error.strerror or error}") from None
 
 
 def _checked(path: str) -> str:

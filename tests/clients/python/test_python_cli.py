@@ -101,7 +101,8 @@ def test_a_missing_local_file_is_not_reported_as_a_server_status(fsrst_server, t
     missing = str(tmp_path / "missing.jpg")
     result = cli(fsrst_server, "register", "--identity", "sample-c", "--ref", missing)
     assert result.returncode == 1
-    assert result.stderr == f"fsrst_client: error: cannot read {missing}: no such file\n"
+    assert result.stderr == (f"fsrst_client: error: cannot read {missing}: "
+                             "No such file or directory\n")
     not_image = tmp_path / "notes.jpg"
     not_image.write_text("hello")
     result = cli(fsrst_server, "enhance", "--frame", str(not_image), "--out",
