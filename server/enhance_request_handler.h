@@ -11,7 +11,7 @@
 #include "batching/frame_task.h"
 #include "fsrst/v1/fsrst.pb.h"
 #include "model/model_metadata.h"
-#include "server/image_codec.h"
+#include "imaging/image_codec.h"
 #include "server/reference_cache.h"
 
 namespace fsrst {

@@ -15,7 +15,7 @@
 #include "model/model_runner.h"
 #include "server/api_key_auth.h"
 #include "server/enhance_request_handler.h"
-#include "server/image_codec.h"
+#include "imaging/image_codec.h"
 #include "server/reference_cache.h"
 #include "server/server_metrics.h"
 

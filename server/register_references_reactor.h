@@ -14,7 +14,7 @@
 #include "batching/worker_pool.h"
 #include "fsrst/v1/fsrst.grpc.pb.h"
 #include "model/model_runner.h"
-#include "server/image_codec.h"
+#include "imaging/image_codec.h"
 #include "server/reference_cache.h"
 #include "server/server_metrics.h"
 

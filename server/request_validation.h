@@ -12,7 +12,7 @@
 #include "common/identity_id.h"  // ValidateIdentityId, kMaxIdentityIdLength
 #include "fsrst/v1/fsrst.pb.h"
 #include "model/model_metadata.h"
-#include "server/image_codec.h"
+#include "imaging/image_codec.h"
 
 namespace fsrst {
 

@@ -45,7 +45,7 @@ stat() { grep -m1 "^stat::$2:" "$build/$1.log" | awk '{print $2}'; }
   echo "$(git rev-parse --short HEAD), $(nproc) cores, both targets in parallel,"
   echo "clang-14 -fsanitize=fuzzer,address,undefined. Findings = crash/leak/timeout/oom"
   echo "inputs libFuzzer wrote (it stops at the first). Coverage counts edges in the"
-  echo "instrumented code only (server/image_codec.cc, server/request_validation.cc, the"
+  echo "instrumented code only (imaging/image_codec.cc, server/request_validation.cc, the"
   echo "fuzzers): libjpeg-turbo and protobuf are Debian's uninstrumented builds."
   echo
   echo "| target | seconds | executions | exec/s | coverage (edges) | features | corpus (seed -> end) | peak RSS MB | findings |"

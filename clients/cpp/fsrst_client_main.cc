@@ -5,9 +5,12 @@
 //   fsrst_client register --identity=ID --ref a.jpg --ref b.jpg
 //   fsrst_client enhance  --identity=ID --frame f.jpg --out out.jpg [--ref a.jpg ...]
 //   fsrst_client stream   --identity=ID [--ref a.jpg ...] --frames_dir DIR --out_dir DIR
+//   fsrst_client delete   --identity=ID
 //
-// Images are JPEG (.jpg/.jpeg) or square raw RGB8 (.rgb); PNG is not
-// supported. --ref may be repeated (or given as a comma-separated list).
+// Images are JPEG (.jpg/.jpeg), PNG (.png) or square raw RGB8 (.rgb). --ref
+// may be repeated (or given as a comma-separated list). What succeeded and
+// the summaries go to stdout; errors to stderr, a server's answer as
+// "fsrst_client: CODE: message", a local file's as "fsrst_client: error: ...".
 // Exit status: 0 on success, 1 when a call or a file fails, 2 on bad usage.
 
 #include <grpcpp/grpcpp.h>
@@ -38,10 +41,11 @@
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "fsrst_server address, host:port");
 ABSL_FLAG(std::string, identity, "", "identity id: 1 to 128 characters of [A-Za-z0-9._:@-]");
 ABSL_FLAG(std::vector<std::string>, ref, {},
-          "reference image (.jpg/.rgb); repeat the flag, or give a comma-separated list");
-ABSL_FLAG(std::string, frame, "", "enhance: the low-resolution frame (.jpg/.rgb)");
-ABSL_FLAG(std::string, out, "", "enhance: where to write the answer (.jpg/.rgb)");
-ABSL_FLAG(std::string, frames_dir, "", "stream: folder whose .jpg/.jpeg frames are sent, sorted");
+          "reference image (.jpg/.png/.rgb); repeat the flag, or give a comma-separated list");
+ABSL_FLAG(std::string, frame, "", "enhance: the low-resolution frame (.jpg/.png/.rgb)");
+ABSL_FLAG(std::string, out, "", "enhance: where to write the answer (.jpg/.png/.rgb)");
+ABSL_FLAG(std::string, frames_dir, "",
+          "stream: folder whose .jpg/.jpeg/.png/.rgb frames are sent in name order");
 ABSL_FLAG(std::string, out_dir, "", "stream: folder for the answers, named like the frames");
 ABSL_FLAG(int, window, 8, "stream: frames sent ahead of the answers received");
 ABSL_FLAG(int, frame_interval_ms, 0,
@@ -65,8 +69,28 @@ namespace {
 constexpr int kFailed = 1;
 constexpr int kUsage = 2;
 
+// Whether the calls carry an API key (--api_key or $FSRST_API_KEY); set once in Main.
+bool api_key_given = false;
+
+// A call failed: the server's (or gRPC's) code and message, and for
+// UNAUTHENTICATED how to send a key with this CLI.
 int Fail(const absl::Status& status) {
   std::cerr << "fsrst_client: " << status << "\n";
+  if (status.code() == absl::StatusCode::kUnauthenticated) {
+    std::cerr << (api_key_given
+                      ? "fsrst_client: the server refused the API key sent (from --api_key or "
+                        "$FSRST_API_KEY); check it with whoever runs the server\n"
+                      : "fsrst_client: this server requires an API key: pass --api_key=KEY, or "
+                        "set FSRST_API_KEY=KEY (keeps it out of ps); other clients send the "
+                        "metadata `authorization: Bearer KEY`\n");
+  }
+  return kFailed;
+}
+
+// Something on this machine failed (a file to read or write): no status code,
+// so it cannot be taken for the server's answer.
+int FailLocal(const absl::Status& status) {
+  std::cerr << "fsrst_client: error: " << status.message() << "\n";
   return kFailed;
 }
 
@@ -123,18 +147,18 @@ absl::StatusOr<std::vector<v1::Image>> ReadReferences(const std::vector<std::str
   return images;
 }
 
-// Registers --ref images when given.
-absl::Status MaybeRegister(FsrstClient& client, const std::string& identity,
-                           const std::vector<std::string>& refs, const CallOptions& options) {
-  if (refs.empty()) return absl::OkStatus();
+// Registers --ref images when given; 0, or the exit status after saying why.
+int MaybeRegister(FsrstClient& client, const std::string& identity,
+                  const std::vector<std::string>& refs, const CallOptions& options) {
+  if (refs.empty()) return 0;
   absl::StatusOr<std::vector<v1::Image>> images = ReadReferences(refs);
-  if (!images.ok()) return images.status();
+  if (!images.ok()) return FailLocal(images.status());
   absl::StatusOr<v1::RegisterReferencesResponse> registered =
       client.RegisterReferences(identity, *std::move(images), options);
-  if (!registered.ok()) return registered.status();
-  std::cerr << "registered " << registered->reference_count() << " reference(s) of " << identity
+  if (!registered.ok()) return Fail(registered.status());
+  std::cout << "registered " << registered->reference_count() << " reference(s) of " << identity
             << " (" << registered->feature_bytes() << " feature bytes)\n";
-  return absl::OkStatus();
+  return 0;
 }
 
 int Health(FsrstClient& client) {
@@ -168,9 +192,16 @@ int Register(FsrstClient& client, const std::string& identity,
              const std::vector<std::string>& refs) {
   if (identity.empty()) return Usage("register needs --identity");
   if (refs.empty()) return Usage("register needs at least one --ref");
+  return MaybeRegister(client, identity, refs, OptionsFromFlags(absl::GetFlag(FLAGS_timeout_ms)));
+}
+
+int Delete(FsrstClient& client, const std::string& identity) {
+  if (identity.empty()) return Usage("delete needs --identity");
   const absl::Status status =
-      MaybeRegister(client, identity, refs, OptionsFromFlags(absl::GetFlag(FLAGS_timeout_ms)));
-  return status.ok() ? 0 : Fail(status);
+      client.DeleteReferences(identity, OptionsFromFlags(absl::GetFlag(FLAGS_timeout_ms)));
+  if (!status.ok()) return Fail(status);
+  std::cout << "deleted the references of " << identity << "\n";
+  return 0;
 }
 
 int Enhance(FsrstClient& client, const std::string& identity,
@@ -180,20 +211,18 @@ int Enhance(FsrstClient& client, const std::string& identity,
   if (frame_path.empty() || out_path.empty()) return Usage("enhance needs --frame and --out");
   if (!refs.empty() && identity.empty()) return Usage("--ref needs --identity");
   absl::StatusOr<v1::Encoding> out_encoding = EncodingForPath(out_path);
-  if (!out_encoding.ok()) return Fail(out_encoding.status());
+  if (!out_encoding.ok()) return Usage(std::string(out_encoding.status().message()));
   absl::StatusOr<v1::Image> frame = ReadImageFile(frame_path);
-  if (!frame.ok()) return Fail(frame.status());
+  if (!frame.ok()) return FailLocal(frame.status());
   CallOptions options = OptionsFromFlags(absl::GetFlag(FLAGS_timeout_ms));
   options.output_encoding = *out_encoding;
-  if (absl::Status status = MaybeRegister(client, identity, refs, options); !status.ok()) {
-    return Fail(status);
-  }
+  if (int failed = MaybeRegister(client, identity, refs, options); failed != 0) return failed;
   absl::StatusOr<v1::EnhanceResponse> answer = client.Enhance(identity, *std::move(frame), options);
   if (!answer.ok()) return Fail(answer.status());
   if (absl::Status status = WriteImageFile(answer->image(), out_path); !status.ok()) {
-    return Fail(status);
+    return FailLocal(status);
   }
-  std::cerr << "wrote " << out_path << " (" << answer->image().width() << "x"
+  std::cout << "wrote " << out_path << " (" << answer->image().width() << "x"
             << answer->image().height() << ")\n";
   return 0;
 }
@@ -204,9 +233,12 @@ absl::StatusOr<std::vector<std::filesystem::path>> ListFrames(const std::string&
   for (std::filesystem::directory_iterator it(dir, error), end; !error && it != end;
        it.increment(error)) {
     const std::string ext = absl::AsciiStrToLower(it->path().extension().string());
-    if (it->is_regular_file() && (ext == ".jpg" || ext == ".jpeg")) frames.push_back(it->path());
+    if (it->is_regular_file() &&
+        (ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".rgb")) {
+      frames.push_back(it->path());
+    }
   }
-  if (error) return absl::NotFoundError(absl::StrCat(dir, ": ", error.message()));
+  if (error) return absl::NotFoundError(absl::StrCat("cannot list ", dir, ": ", error.message()));
   std::sort(frames.begin(), frames.end());
   return frames;
 }
@@ -220,17 +252,22 @@ int Stream(FsrstClient& client, const std::string& identity, const std::vector<s
   if (window < 1) return Usage("--window must be at least 1");
   if (!refs.empty() && identity.empty()) return Usage("--ref needs --identity");
   absl::StatusOr<std::vector<std::filesystem::path>> frames = ListFrames(frames_dir);
-  if (!frames.ok()) return Fail(frames.status());
-  if (frames->empty())
-    return Fail(absl::NotFoundError(absl::StrCat(frames_dir, ": no .jpg frames")));
+  if (!frames.ok()) return FailLocal(frames.status());
+  if (frames->empty()) {
+    return FailLocal(absl::NotFoundError(
+        absl::StrCat(frames_dir, ": no frames (.jpg, .jpeg, .png or .rgb files)")));
+  }
   std::error_code error;
   std::filesystem::create_directories(out_dir, error);
-  if (error) return Fail(absl::InternalError(absl::StrCat(out_dir, ": ", error.message())));
+  if (error) {
+    return FailLocal(
+        absl::InternalError(absl::StrCat("cannot create ", out_dir, ": ", error.message())));
+  }
 
-  if (absl::Status status =
-          MaybeRegister(client, identity, refs, OptionsFromFlags(absl::GetFlag(FLAGS_timeout_ms)));
-      !status.ok()) {
-    return Fail(status);
+  if (int failed = MaybeRegister(client, identity, refs,
+                                 OptionsFromFlags(absl::GetFlag(FLAGS_timeout_ms)));
+      failed != 0) {
+    return failed;
   }
   CallOptions options = OptionsFromFlags(absl::GetFlag(FLAGS_stream_timeout_ms));
   options.output_encoding = v1::ENCODING_JPEG;
@@ -245,12 +282,14 @@ int Stream(FsrstClient& client, const std::string& identity, const std::vector<s
   size_t sent = 0, written = 0;
   absl::Time next_send = absl::Now();
   absl::Status stopped;
+  bool stopped_locally = false;  // by a file here, not by the server's answer
   while (written < total && stopped.ok()) {
     while (sent < total && sent - written < static_cast<size_t>(window) &&
            absl::Now() >= next_send) {
       absl::StatusOr<v1::Image> frame = ReadImageFile((*frames)[sent].string());
       if (!frame.ok()) {
         stopped = frame.status();
+        stopped_locally = true;
         break;
       }
       if (stopped = (*stream)->Send(*std::move(frame), sent); !stopped.ok()) break;
@@ -271,7 +310,10 @@ int Stream(FsrstClient& client, const std::string& identity, const std::vector<s
       break;
     }
     const std::string out_path = (std::filesystem::path(out_dir) / source.filename()).string();
-    if (stopped = WriteImageFile(response.image(), out_path); !stopped.ok()) break;
+    if (stopped = WriteImageFile(response.image(), out_path); !stopped.ok()) {
+      stopped_locally = true;
+      break;
+    }
     ++written;
   }
   // Waits for the answers to frames already sent (not written after an error).
@@ -280,7 +322,16 @@ int Stream(FsrstClient& client, const std::string& identity, const std::vector<s
             << (*stream)->reopens() << " stream reopens, " << (*stream)->frames_resent()
             << " frames resent after NOT_FOUND"
             << (stopped.ok() ? "" : absl::StrCat("; stopped after ", sent, " sent")) << ")\n";
-  if (!stopped.ok()) return Fail(stopped);
+  if (!stopped.ok()) {
+    if (stopped_locally) return FailLocal(stopped);
+    Fail(stopped);
+    if (stopped.code() == absl::StatusCode::kNotFound && refs.empty()) {
+      std::cerr << "fsrst_client: " << identity << " is not registered: register it first ("
+                << "fsrst_client register --identity=" << identity
+                << " --ref ...), or give --ref to stream\n";
+    }
+    return kFailed;
+  }
   if (!closed.ok()) return Fail(closed);
   return written == total ? 0 : kFailed;
 }
@@ -293,7 +344,8 @@ int Main(int argc, char** argv) {
       "  fsrst_client register --identity=ID --ref a.jpg --ref b.jpg\n"
       "  fsrst_client enhance --identity=ID --frame f.jpg --out out.jpg [--ref a.jpg ...]\n"
       "  fsrst_client stream --identity=ID [--ref ...] --frames_dir DIR --out_dir DIR\n"
-      "Images: .jpg/.jpeg, or square raw RGB8 .rgb (no PNG). Common flag: --server=host:port");
+      "  fsrst_client delete --identity=ID\n"
+      "Images: .jpg/.jpeg, .png, or square raw RGB8 .rgb. Common flag: --server=host:port");
   std::vector<std::string> refs;
   std::vector<char*> rest = ExtractRefs(argc, argv, &refs);
   std::vector<char*> positional =
@@ -301,7 +353,7 @@ int Main(int argc, char** argv) {
   for (const std::string& ref : absl::GetFlag(FLAGS_ref)) refs.push_back(ref);
   if (positional.size() != 2) {
     return Usage(positional.size() < 2
-                     ? "expected a command: health, info, register, enhance or stream"
+                     ? "expected a command: health, info, register, enhance, stream or delete"
                      : absl::StrCat("expected one command, got: ",
                                     absl::StrJoin(positional.begin() + 1, positional.end(), " ")));
   }
@@ -318,6 +370,7 @@ int Main(int argc, char** argv) {
   client_options.api_key = absl::GetFlag(FLAGS_api_key);
   const char* env_key = std::getenv("FSRST_API_KEY");
   if (client_options.api_key.empty() && env_key != nullptr) client_options.api_key = env_key;
+  api_key_given = !client_options.api_key.empty();
   FsrstClient client(
       grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), *std::move(credentials), args),
       std::move(client_options));
@@ -326,8 +379,9 @@ int Main(int argc, char** argv) {
   if (command == "register") return Register(client, identity, refs);
   if (command == "enhance") return Enhance(client, identity, refs);
   if (command == "stream") return Stream(client, identity, refs);
+  if (command == "delete") return Delete(client, identity);
   return Usage(absl::StrCat("unknown command \"", command,
-                            "\": expected health, info, register, enhance or stream"));
+                            "\": expected health, info, register, enhance, stream or delete"));
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// libFuzzer target for server/image_codec: untrusted request bytes through
+// libFuzzer target for imaging/image_codec: untrusted request bytes through
 // DecodeImage and then everything the server does with a decoded image.
 //
 // Input layout (the seed corpus in corpus/image_codec/ follows it, written by
@@ -23,7 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
 #include "absl/strings/string_view.h"
-#include "server/image_codec.h"
+#include "imaging/image_codec.h"
 
 namespace {
 

@@ -20,7 +20,7 @@
 #include "absl/strings/match.h"
 #include "fsrst/v1/fsrst.pb.h"
 #include "model/model_metadata.h"
-#include "server/image_codec.h"
+#include "imaging/image_codec.h"
 #include "server/request_validation.h"
 
 namespace {

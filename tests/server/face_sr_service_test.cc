@@ -19,7 +19,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/fsrst_server.h"
-#include "server/image_codec.h"
+#include "imaging/image_codec.h"
 #include "tests/server/service_test_util.h"
 
 namespace fsrst {

@@ -8,7 +8,8 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/image_codec.h"
+#include "imaging/image_codec.h"
+#include "imaging/png_codec.h"
 
 namespace fsrst {
 namespace {
@@ -39,9 +40,31 @@ TEST(EncodingForPath, ChoosesByExtension) {
   EXPECT_EQ(*EncodingForPath("a/b.JPG"), v1::ENCODING_JPEG);
   EXPECT_EQ(*EncodingForPath("b.jpeg"), v1::ENCODING_JPEG);
   EXPECT_EQ(*EncodingForPath("c.rgb"), v1::ENCODING_RGB8);
-  auto png = EncodingForPath("d.png");
-  EXPECT_EQ(png.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(png.status().message(), HasSubstr("d.png: expected a .jpg, .jpeg or .rgb file"));
+  EXPECT_EQ(*EncodingForPath("d.PNG"), v1::ENCODING_RGB8);  // decoded here, sent raw
+  auto gif = EncodingForPath("e.gif");
+  EXPECT_EQ(gif.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(gif.status().message(), "e.gif: expected a .jpg, .jpeg, .png or .rgb file");
+}
+
+TEST(ReadImageFile, PngIsDecodedAndSentAsRgb8) {
+  RgbImage rgb{3, 2, {}};
+  for (int i = 0; i < 3 * 2 * 3; ++i) rgb.pixels.push_back(static_cast<uint8_t>(i * 11));
+  const std::string path = TempPath("frame.png");
+  WriteFile(path, *EncodePng(rgb));
+  auto image = ReadImageFile(path);
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_EQ(image->encoding(), v1::ENCODING_RGB8);
+  EXPECT_EQ(image->width(), 3u);
+  EXPECT_EQ(image->height(), 2u);
+  EXPECT_EQ(image->data(), std::string(rgb.pixels.begin(), rgb.pixels.end()));
+}
+
+TEST(ReadImageFile, CorruptPngNamesThePath) {
+  const std::string path = TempPath("corrupt.png");
+  WriteFile(path, "this is not a png at all");
+  auto image = ReadImageFile(path);
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(image.status().message(), HasSubstr(path + ": not a PNG libpng can read"));
 }
 
 TEST(ReadImageFile, JpegTravelsAsTheFilesBytes) {
@@ -75,7 +98,11 @@ TEST(ReadImageFile, NonSquareRawRgbIsInvalidArgument) {
 }
 
 TEST(ReadImageFile, MissingAndEmptyFiles) {
-  EXPECT_EQ(ReadImageFile(TempPath("missing.jpg")).status().code(), absl::StatusCode::kNotFound);
+  const std::string missing = TempPath("missing.jpg");
+  EXPECT_EQ(ReadImageFile(missing).status().code(), absl::StatusCode::kNotFound);
+  // Says what the system said about the local file, not "cannot open".
+  EXPECT_EQ(ReadImageFile(missing).status().message(),
+            "cannot read " + missing + ": No such file or directory");
   const std::string path = TempPath("empty.jpg");
   WriteFile(path, "");
   EXPECT_EQ(ReadImageFile(path).status().code(), absl::StatusCode::kInvalidArgument);
@@ -114,12 +141,35 @@ TEST(WriteImageFile, JpegAnswerBecomesARawFile) {
   EXPECT_EQ(ReadFile(path).size(), 16u * 16 * 3);
 }
 
+TEST(WriteImageFile, AnswerBecomesAPngFile) {
+  v1::Image image;
+  image.set_encoding(v1::ENCODING_JPEG);
+  image.set_data(*EncodeJpeg(Gradient(16), 90));
+  const std::string path = TempPath("answer.png");
+  ASSERT_TRUE(WriteImageFile(image, path).ok());
+  auto from_png = DecodePng(ReadFile(path), {}, "file");
+  auto from_jpeg = DecodeImage(ImageEncoding::kJpeg, image.data(), 0, 0, {}, "image");
+  ASSERT_TRUE(from_png.ok()) << from_png.status();
+  EXPECT_EQ(from_png->pixels, from_jpeg->pixels);  // lossless: the decoded answer exactly
+}
+
+TEST(WriteImageFile, UnwritablePathSaysWhy) {
+  v1::Image image;
+  image.set_encoding(v1::ENCODING_JPEG);
+  image.set_data(*EncodeJpeg(Gradient(8), 90));
+  const std::string path = TempPath("no_such_dir/answer.jpg");
+  const absl::Status status = WriteImageFile(image, path);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(status.message(), "cannot write " + path + ": No such file or directory");
+}
+
 TEST(WriteImageFile, UndecodableOrUnsupportedIsInvalidArgument) {
   v1::Image image;
   image.set_encoding(v1::ENCODING_JPEG);
   image.set_data("not a jpeg");
   EXPECT_EQ(WriteImageFile(image, TempPath("bad.rgb")).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(WriteImageFile(image, TempPath("bad.png")).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(WriteImageFile(image, TempPath("bad.gif")).code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-#include "server/image_codec.h"
+#include "imaging/image_codec.h"
 
 #include <turbojpeg.h>
 

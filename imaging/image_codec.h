@@ -1,5 +1,5 @@
-#ifndef FSRST_SERVER_IMAGE_CODEC_H_
-#define FSRST_SERVER_IMAGE_CODEC_H_
+#ifndef FSRST_IMAGING_IMAGE_CODEC_H_
+#define FSRST_IMAGING_IMAGE_CODEC_H_
 
 // Request images in and out: JPEG (libjpeg-turbo's TurboJPEG API) and raw
 // interleaved RGB8, plus the reference normalisation the model was trained
@@ -101,4 +101,4 @@ absl::StatusOr<std::vector<float>> DecodeReferenceLuma(ImageEncoding encoding,
 
 }  // namespace fsrst
 
-#endif  // FSRST_SERVER_IMAGE_CODEC_H_
+#endif  // FSRST_IMAGING_IMAGE_CODEC_H_
