@@ -38,7 +38,8 @@
 #include "clients/cpp/fsrst_client.h"
 #include "clients/cpp/image_files.h"
 
-ABSL_FLAG(std::string, server, "127.0.0.1:50051", "fsrst_server address, host:port");
+ABSL_FLAG(std::string, server, "",
+          "fsrst_server address, host:port; empty: $FSRST_SERVER if set, else 127.0.0.1:50051");
 ABSL_FLAG(std::string, identity, "", "identity id: 1 to 128 characters of [A-Za-z0-9._:@-]");
 ABSL_FLAG(std::vector<std::string>, ref, {},
           "reference image (.jpg/.png/.rgb); repeat the flag, or give a comma-separated list");
@@ -371,9 +372,11 @@ int Main(int argc, char** argv) {
   const char* env_key = std::getenv("FSRST_API_KEY");
   if (client_options.api_key.empty() && env_key != nullptr) client_options.api_key = env_key;
   api_key_given = !client_options.api_key.empty();
-  FsrstClient client(
-      grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), *std::move(credentials), args),
-      std::move(client_options));
+  std::string server = absl::GetFlag(FLAGS_server);
+  const char* env_server = std::getenv("FSRST_SERVER");
+  if (server.empty()) server = env_server != nullptr ? env_server : "127.0.0.1:50051";
+  FsrstClient client(grpc::CreateCustomChannel(server, *std::move(credentials), args),
+                     std::move(client_options));
   if (command == "health") return Health(client);
   if (command == "info") return Info(client);
   if (command == "register") return Register(client, identity, refs);

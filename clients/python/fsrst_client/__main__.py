@@ -293,7 +293,8 @@ def main(argv=None) -> int:
     parser.add_argument("command", choices=COMMANDS)
     parser.add_argument("method", nargs="?",
                         help="call: the method, e.g. GetServerInfo or Health/Check")
-    parser.add_argument("--server", default="localhost:50051", help="host:port")
+    parser.add_argument("--server", default=os.environ.get("FSRST_SERVER", "localhost:50051"),
+                        help="host:port (default: $FSRST_SERVER, else localhost:50051)")
     parser.add_argument("--timeout_s", type=float, default=30.0,
                         help="deadline of each unary call (a stream has none)")
     parser.add_argument("--identity", help="the person's id: 1 to 128 of [A-Za-z0-9._:@-]")

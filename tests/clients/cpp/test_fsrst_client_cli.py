@@ -200,3 +200,14 @@ def test_unauthenticated_says_how_to_send_a_key(start_server, tmp_path):
     assert (right.returncode, right.stderr) == (0, "")
     flag = run("delete", "--identity=k", f"--api_key={key}")
     assert (flag.returncode, flag.stdout) == (0, "deleted the references of k\n")
+
+
+def test_the_server_address_comes_from_fsrst_server_when_not_given(fsrst_server, cli):
+    address = f"127.0.0.1:{fsrst_server.port}"
+    found = subprocess.run([CLIENT_BIN, "health"], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "FSRST_SERVER": address})
+    assert found.returncode == 0, found.stdout + found.stderr
+    # --server wins over the environment.
+    flag = subprocess.run([CLIENT_BIN, f"--server={address}", "health"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "FSRST_SERVER": "127.0.0.1:1"})
+    assert flag.returncode == 0, flag.stdout + flag.stderr

@@ -222,3 +222,15 @@ def test_side_by_side_with_the_samples_truth(fsrst_server, tmp_path):
     lonely = cli(fsrst_server, "enhance", "--frame", frame, "--out", str(tmp_path / "f.png"),
                  "--truth", truth)
     assert lonely.returncode == 2 and "error: --truth goes with --side_by_side" in lonely.stderr
+
+
+def test_the_server_address_comes_from_fsrst_server_when_not_given(fsrst_server):
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    found = subprocess.run([LAUNCHER, "health"], capture_output=True, text=True, timeout=60,
+                           env={**environment, "FSRST_SERVER": f"127.0.0.1:{fsrst_server.port}"})
+    assert found.returncode == 0 and found.stdout.strip() == "SERVING", found.stderr
+    # --server wins over the environment.
+    flag = subprocess.run([LAUNCHER, "health", "--server", f"127.0.0.1:{fsrst_server.port}"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**environment, "FSRST_SERVER": "127.0.0.1:1"})
+    assert flag.returncode == 0, flag.stderr
