@@ -54,6 +54,8 @@ class FsrstServer {
   ReferenceCache& cache() { return *cache_; }
   // The reference decode pool (--decode_threads, --max_queued_decodes).
   WorkerPool& decoder() { return *decoder_; }
+  // The model's queue and workers (tests hold the model with a job to fill the queue).
+  DynamicBatcher& batcher() { return *batcher_; }
 
  private:
   FsrstServer() = default;

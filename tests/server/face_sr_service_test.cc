@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -13,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "batching/job_task.h"
 #include "fsrst/v1/fsrst.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -118,12 +120,18 @@ TEST_F(FaceSrServiceTest, CachedReferencesEqualInlineReferences) {
   EXPECT_NE(without.image().data(), from_cache.image().data());
 }
 
+// Replaced, not appended or merged: after re-registering with other references (and another
+// count), the output is byte for byte that of the new references sent inline.
 TEST_F(FaceSrServiceTest, ReRegisteringReplacesTheReferences) {
   ASSERT_TRUE(Register("carol", 2, 200).ok());
-  v1::EnhanceResponse first, second;
+  v1::EnhanceResponse first, second, from_inline;
   ASSERT_TRUE(Enhance(FrameRequest("carol", 3), &first).ok());
-  ASSERT_TRUE(Register("carol", 2, 300).ok());
+  ASSERT_TRUE(Register("carol", 3, 300).ok());
   ASSERT_TRUE(Enhance(FrameRequest("carol", 3), &second).ok());
+  v1::EnhanceRequest inline_refs = FrameRequest("", 3);
+  for (int i = 0; i < 3; ++i) *inline_refs.add_references() = Rgb8Image(128, 128, 300 + i);
+  ASSERT_TRUE(Enhance(inline_refs, &from_inline).ok());
+  EXPECT_EQ(second.image().data(), from_inline.image().data());
   EXPECT_NE(first.image().data(), second.image().data());
 }
 
@@ -378,52 +386,102 @@ TEST_F(FaceSrServiceTest, MetricsCountRequestsAndCache) {
   EXPECT_THAT(text, ::testing::ContainsRegex("fsrst_model_info\\{[^}]*threads=\"1\""));
 }
 
-// A server of its own, with a queue of one frame and batches of one.
+// Runs a job on the batcher's only worker (or the decode pool's only thread) until released,
+// so what queues behind it stays queued for certain; released however the test ends.
+class Hold {
+ public:
+  ~Hold() {
+    if (!release_.HasBeenNotified()) release_.Notify();
+  }
+  std::function<void()> Job() {
+    return [this] {
+      running_.Notify();
+      release_.WaitForNotification();
+    };
+  }
+  void WaitUntilRunning() { running_.WaitForNotification(); }
+  void Release() { release_.Notify(); }
+
+ private:
+  absl::Notification running_, release_;
+};
+
+// One model instance held by a job, a queue of one frame: the first frame waits in the queue,
+// the second is refused at once with the bound in the message. No race with the model's speed
+// or the number of cores.
 TEST(FaceSrServiceOverload, FullQueueIsResourceExhausted) {
   ServerConfig config = TestConfig();
+  config.model_instances = 1;
   config.max_queue_size = 1;
   config.max_batch_size = 1;
   auto server = FsrstServer::Start(config);
   ASSERT_TRUE(server.ok()) << server.status();
+  Hold hold;
+  ASSERT_TRUE((*server)->batcher().RunExclusive(hold.Job()).ok());
+  hold.WaitUntilRunning();
   auto stub = Connect((*server)->port());
-  constexpr int kCalls = 16;
-  std::vector<grpc::Status> statuses(kCalls);
-  std::vector<std::thread> callers;
-  for (int i = 0; i < kCalls; ++i) {
-    callers.emplace_back([&, i] {
-      v1::EnhanceRequest request;
-      *request.mutable_frame() = Rgb8Image(32, 32, i);
-      v1::EnhanceResponse response;
-      grpc::ClientContext context;
-      statuses[i] = stub->Enhance(&context, request, &response);
-    });
-  }
-  for (auto& t : callers) t.join();
-  int ok = 0, exhausted = 0;
-  for (const auto& s : statuses) {
-    if (s.ok()) ++ok;
-    if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
-      ++exhausted;
-      EXPECT_THAT(s.error_message(), HasSubstr("1"));
-    }
-  }
-  EXPECT_EQ(ok + exhausted, kCalls);
-  EXPECT_GE(ok, 1);
-  EXPECT_GE(exhausted, 1);
+  grpc::Status queued_status;
+  v1::EnhanceResponse queued_response;
+  std::thread queued([&] {
+    v1::EnhanceRequest request;
+    *request.mutable_frame() = Rgb8Image(32, 32, 1);
+    grpc::ClientContext context;
+    queued_status = stub->Enhance(&context, request, &queued_response);
+  });
+  while ((*server)->batcher().queue_size() < 1) absl::SleepFor(absl::Milliseconds(1));
+  v1::EnhanceRequest request;
+  *request.mutable_frame() = Rgb8Image(32, 32, 2);
+  v1::EnhanceResponse response;
+  grpc::ClientContext context;
+  const grpc::Status refused = stub->Enhance(&context, request, &response);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(refused.error_message(),
+            "the frame queue is full (max_queue_size=1 frames); retry with backoff");
+  hold.Release();
+  queued.join();
+  EXPECT_TRUE(queued_status.ok()) << queued_status.error_message();
+  EXPECT_EQ(queued_response.image().data().size(), 128u * 128 * 3);
 }
 
+// The drain itself, with the listener still open: a decode held on the only decode thread keeps
+// Shutdown draining, and meanwhile a new call on an open connection is refused by the service
+// (not by a closed port) and health says NOT_SERVING.
 TEST(FaceSrServiceShutdown, DrainingRefusesNewWorkWithUnavailable) {
   auto server = FsrstServer::Start(TestConfig());
   ASSERT_TRUE(server.ok()) << server.status();
-  auto stub = Connect((*server)->port());
-  EXPECT_TRUE((*server)->Shutdown(absl::Seconds(5)));
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
+                                     grpc::InsecureChannelCredentials());
+  auto stub = v1::FaceSuperResolution::NewStub(channel);
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  auto health_status = [&] {
+    grpc::health::v1::HealthCheckResponse answer;
+    grpc::ClientContext context;
+    EXPECT_TRUE(health->Check(&context, {}, &answer).ok());
+    return answer.status();
+  };
+  ASSERT_EQ(health_status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  Hold hold;
+  auto blocker = std::make_unique<JobTask>();
+  std::function<void()> job = hold.Job();
+  blocker->run = [job](absl::Status) { job(); };
+  ASSERT_TRUE((*server)->decoder().Submit(&blocker).ok());
+  hold.WaitUntilRunning();
+  bool drained = false;
+  std::thread shutdown([&] { drained = (*server)->Shutdown(absl::Seconds(60)); });
+  while (health_status() != grpc::health::v1::HealthCheckResponse::NOT_SERVING) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
   v1::EnhanceRequest request;
   *request.mutable_frame() = Rgb8Image(32, 32, 1);
   v1::EnhanceResponse response;
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  EXPECT_EQ(stub->Enhance(&context, request, &response).error_code(),
-            grpc::StatusCode::UNAVAILABLE);
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  const grpc::Status refused = stub->Enhance(&context, request, &response);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(refused.error_message(), "the server is shutting down; retry on another replica");
+  hold.Release();
+  shutdown.join();
+  EXPECT_TRUE(drained);
 }
 
 TEST(FaceSrServiceStart, MissingModelFailsToStart) {

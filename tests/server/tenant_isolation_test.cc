@@ -84,6 +84,17 @@ class Tenants {
     return stub_->Enhance(&context, request, response);
   }
 
+  // Enhance with `count` references sent inline (seeds seed_refs, seed_refs + 1, ...).
+  grpc::Status EnhanceInline(const std::string& key, int count, uint32_t seed_refs, uint32_t seed,
+                             v1::EnhanceResponse* response) {
+    v1::EnhanceRequest request;
+    *request.mutable_frame() = Rgb8Image(32, 32, seed);
+    for (int i = 0; i < count; ++i) *request.add_references() = Rgb8Image(128, 128, seed_refs + i);
+    grpc::ClientContext context;
+    Prepare(&context, key);
+    return stub_->Enhance(&context, request, response);
+  }
+
   grpc::Status Delete(const std::string& key, const std::string& id) {
     v1::DeleteReferencesRequest request;
     request.set_identity_id(id);
@@ -229,14 +240,18 @@ TEST_F(TenantIsolationTest, AnotherTenantsIdentityIsNotFoundOnAStream) {
 }
 
 TEST_F(TenantIsolationTest, RegisteringTheSameIdDoesNotReplaceAnotherTenantsReferences) {
-  v1::EnhanceResponse a_before, a_after, b_own;
+  v1::EnhanceResponse a_before, a_after, a_inline, b_own, b_inline;
   ASSERT_TRUE(tenants_->Register(kKeyA, "dora", 3, 40).ok());
   ASSERT_TRUE(tenants_->Enhance(kKeyA, "dora", 8, &a_before).ok());
-  ASSERT_TRUE(tenants_->Register(kKeyB, "dora", 3, 900).ok());  // other references
+  ASSERT_TRUE(tenants_->Register(kKeyB, "dora", 2, 900).ok());  // other references, fewer
   ASSERT_TRUE(tenants_->Enhance(kKeyA, "dora", 8, &a_after).ok());
   ASSERT_TRUE(tenants_->Enhance(kKeyB, "dora", 8, &b_own).ok());
-  EXPECT_EQ(a_after.image().data(), a_before.image().data());  // A still gets A's face
-  EXPECT_NE(b_own.image().data(), a_before.image().data());    // B gets its own
+  // Each tenant's output is exactly that of its own references sent inline: nothing merged.
+  ASSERT_TRUE(tenants_->EnhanceInline(kKeyA, 3, 40, 8, &a_inline).ok());
+  ASSERT_TRUE(tenants_->EnhanceInline(kKeyB, 2, 900, 8, &b_inline).ok());
+  EXPECT_EQ(a_before.image().data(), a_inline.image().data());
+  EXPECT_EQ(a_after.image().data(), a_inline.image().data());  // A still gets A's face
+  EXPECT_EQ(b_own.image().data(), b_inline.image().data());    // B gets its own
 }
 
 TEST_F(TenantIsolationTest, AnotherTenantCannotDeleteAnIdentity) {
