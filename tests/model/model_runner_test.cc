@@ -1,5 +1,8 @@
 #include "model/model_runner.h"
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <string>
@@ -221,9 +224,13 @@ TEST(ModelRunnerLoad, MissingFileIsNotFound) {
 }
 
 TEST(ModelRunnerLoad, CorruptFileIsInvalidArgument) {
-  const std::string path = ::testing::TempDir() + "/corrupt.pt";
+  std::string path = ::testing::TempDir() + "/corrupt_XXXXXX";  // unique: runs may overlap
+  const int fd = mkstemp(path.data());
+  ASSERT_GE(fd, 0);
+  close(fd);
   std::ofstream(path) << "this is not a TorchScript archive";
   auto runner = ModelRunner::Load(path, {});
+  std::remove(path.c_str());
   EXPECT_EQ(runner.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(runner.status().message(), HasSubstr("not a loadable TorchScript file"));
 }

@@ -2,7 +2,10 @@
 
 #include "server/api_key_auth.h"
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 
@@ -58,6 +61,20 @@ TEST(ApiKeysParse, ShortKeyIsRejected) {
               HasSubstr("keys.txt:1: expected a key of 16 to 256 characters, got 5"));
 }
 
+// The longest key is 256 characters; one more is refused, and the message does not echo it.
+TEST(ApiKeysParse, KeyLongerThan256CharactersIsRejected) {
+  const std::string longest(256, 'k');
+  absl::StatusOr<ApiKeys> keys = ApiKeys::Parse(longest + " tenant\n", "keys.txt");
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  EXPECT_EQ(*keys->TenantOf(longest), "tenant");
+  const std::string too_long(257, 'k');
+  keys = ApiKeys::Parse(too_long + " tenant\n", "keys.txt");
+  EXPECT_EQ(keys.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(keys.status().message(),
+              HasSubstr("keys.txt:1: expected a key of 16 to 256 characters, got 257"));
+  EXPECT_THAT(keys.status().message(), ::testing::Not(HasSubstr(too_long.substr(0, 32))));
+}
+
 TEST(ApiKeysParse, NonAsciiKeyIsRejected) {
   absl::StatusOr<ApiKeys> keys =
       ApiKeys::Parse("0123456789abcdef\xc3\xa9 tenant\n", "keys.txt");
@@ -90,7 +107,10 @@ TEST(ApiKeysParse, FileWithoutKeysIsRejected) {
 }
 
 TEST(ApiKeysFromFile, ReadsAFileAndNamesAMissingOne) {
-  const std::string path = ::testing::TempDir() + "/api_keys_test.txt";
+  std::string path = ::testing::TempDir() + "/api_keys_XXXXXX";  // unique: runs may overlap
+  const int fd = mkstemp(path.data());
+  ASSERT_GE(fd, 0);
+  close(fd);
   {
     std::ofstream file(path);
     file << kKeyB << " tenant-b\n";
