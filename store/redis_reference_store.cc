@@ -175,15 +175,17 @@ absl::StatusOr<RedisReferenceStore::Connection> RedisReferenceStore::Connect() c
   return connection;
 }
 
-absl::StatusOr<RedisReferenceStore::Connection> RedisReferenceStore::Acquire() {
+absl::StatusOr<RedisReferenceStore::Connection> RedisReferenceStore::Acquire(bool* pooled) {
   {
     absl::MutexLock lock(&mu_);
     if (!idle_.empty()) {
       Connection connection = std::move(idle_.back());
       idle_.pop_back();
+      *pooled = true;
       return connection;
     }
   }
+  *pooled = false;
   return Connect();
 }
 
@@ -197,9 +199,29 @@ void RedisReferenceStore::Release(Connection connection) {
 
 absl::StatusOr<RedisReferenceStore::Replies> RedisReferenceStore::Pipeline(
     const std::vector<std::vector<std::string>>& commands) {
-  absl::StatusOr<Connection> connection = Acquire();
+  bool pooled = false;
+  absl::StatusOr<Connection> connection = Acquire(&pooled);
   if (!connection.ok()) return connection.status();
-  redisContext* context = connection->get();
+  bool closed = false;
+  absl::StatusOr<Replies> replies = PipelineOn(*std::move(connection), commands, &closed);
+  if (replies.ok() || !pooled || !closed) return replies;
+  // The other idle connections date from before the same restart: drop them too.
+  std::vector<Connection> stale;
+  {
+    absl::MutexLock lock(&mu_);
+    stale.swap(idle_);
+  }
+  stale.clear();
+  connection = Connect();
+  if (!connection.ok()) return connection.status();
+  return PipelineOn(*std::move(connection), commands, &closed);
+}
+
+absl::StatusOr<RedisReferenceStore::Replies> RedisReferenceStore::PipelineOn(
+    Connection connection, const std::vector<std::vector<std::string>>& commands,
+    bool* closed) {
+  redisContext* context = connection.get();
+  *closed = false;
   for (const std::vector<std::string>& command : commands) {
     std::vector<const char*> argv;
     std::vector<size_t> lengths;
@@ -217,15 +239,20 @@ absl::StatusOr<RedisReferenceStore::Replies> RedisReferenceStore::Pipeline(
     void* reply = nullptr;
     if (redisGetReply(context, &reply) != REDIS_OK || reply == nullptr) {
       // The connection is closed with `connection`: its state is unknown now.
+      const bool timed_out =
+          context->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
+      // EOF (hiredis says so) or a reset: Redis closed it; nothing was answered.
+      *closed = i == 0 && !timed_out &&
+                (context->err == REDIS_ERR_EOF ||
+                 (context->err == REDIS_ERR_IO && (errno == ECONNRESET || errno == EPIPE)));
       return Unavailable(commands[i][0],
-                         context->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)
-                             ? absl::StrCat("no reply within ", options_.command_timeout_ms,
-                                            " ms (--reference_store_timeout_ms)")
-                             : std::string(context->errstr));
+                         timed_out ? absl::StrCat("no reply within ", options_.command_timeout_ms,
+                                                  " ms (--reference_store_timeout_ms)")
+                                   : std::string(context->errstr));
     }
     replies.Add(static_cast<redisReply*>(reply));
   }
-  Release(*std::move(connection));
+  Release(std::move(connection));
   for (size_t i = 0; i < replies.size(); ++i) {
     if (replies[i].type == REDIS_REPLY_ERROR) {
       // A Redis that is loading, read-only or out of memory: not ours to fix.

@@ -88,12 +88,21 @@ class RedisReferenceStore final : public ReferenceStore {
 
   // A connected (and authenticated) context, or UNAVAILABLE.
   absl::StatusOr<Connection> Connect() const;
-  absl::StatusOr<Connection> Acquire();
+  // A pooled connection (*pooled = true) or a new one.
+  absl::StatusOr<Connection> Acquire(bool* pooled);
   void Release(Connection connection);
   // Sends `commands` in one round trip and returns their replies, in order.
-  // UNAVAILABLE (and the connection dropped) on any I/O error or timeout.
+  // UNAVAILABLE (and the connection dropped) on any I/O error or timeout. A
+  // pooled connection that Redis closed meanwhile (it restarted, or dropped
+  // idle clients) is not an outage: the pool is emptied and the commands are
+  // sent once more on a new connection. A timeout is never retried.
   class Replies;
   absl::StatusOr<Replies> Pipeline(const std::vector<std::vector<std::string>>& commands);
+  // One try of Pipeline on `connection`; *closed tells a connection found
+  // closed by Redis from a timeout or a refusal.
+  absl::StatusOr<Replies> PipelineOn(Connection connection,
+                                     const std::vector<std::vector<std::string>>& commands,
+                                     bool* closed);
   absl::Status Unavailable(absl::string_view what, absl::string_view cause) const;
   std::string InvalidationMessage(const StoreKey& key) const;
   void Observe(StoreOperation operation, absl::StatusCode code, absl::Time start) const;

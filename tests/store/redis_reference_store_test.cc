@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -250,6 +251,27 @@ TEST(RedisReferenceStore, DownIsUnavailableAndRecoversWithoutAnyAction) {
   EXPECT_TRUE(store->Put(key, "v", kTtl).ok());
   // The subscriber came back by itself and says so (messages may have been missed).
   EXPECT_TRUE(Eventually([&] { return heard.subscribed.load() == 2; }));
+}
+
+// Connections pooled before a Redis restart are dead afterwards: the first call after the
+// restart must not fail on one of them (it would answer a registration UNAVAILABLE although
+// Redis is back).
+TEST(RedisReferenceStore, FirstCallAfterARedisRestartSucceeds) {
+  RedisServer redis;
+  auto store = MakeStore(redis);
+  const StoreKey key{"", "alice"};
+  // Several calls at once leave several connections in the pool.
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 4; ++i) {
+    callers.emplace_back([&] { EXPECT_TRUE(store->Put(key, "v", kTtl).ok()); });
+  }
+  for (std::thread& caller : callers) caller.join();
+  redis.Kill();
+  redis.Start();
+  for (int i = 0; i < 4; ++i) {
+    absl::StatusOr<std::string> put = store->Put(key, "v", kTtl);
+    EXPECT_TRUE(put.ok()) << "call " << i << ": " << put.status();
+  }
 }
 
 TEST(RedisReferenceStore, StoreThatDoesNotAnswerTimesOut) {
