@@ -133,6 +133,10 @@ void RegisterReferencesReactor::Answer(const absl::Status& status) {
 void RegisterReferencesReactor::OnDone() {
   // IsCancelled() after OnDone: whether the call failed before its status
   // reached the transport. Then the caller did not get the OK: undo the insert.
+  // With a shared store the new references are stored there already (and other
+  // replicas told): restoring the older ones here would serve what no other
+  // replica serves, so the local copy is only dropped, and read through again.
+  if (deps_.shared != nullptr) replaced_.reset();
   if (stored_ != nullptr && context_->IsCancelled() &&
       deps_.cache->Restore(key_, stored_.get(), std::move(replaced_))) {
     deps_.metrics->RecordRegistrationUndone();

@@ -90,6 +90,7 @@ SharedReferences::~SharedReferences() {
     stopping_ = true;
   }
   if (validator_.joinable()) validator_.join();
+  store_.reset();  // joins the subscriber, which uses mu_ and known_
 }
 
 void SharedReferences::Start() {
@@ -112,8 +113,11 @@ absl::StatusOr<std::string> SharedReferences::Persist(const std::string& tenant,
 
 void SharedReferences::Remember(const std::string& tenant, const std::string& identity_id,
                                 const std::string& generation) {
+  const std::string cache_key = ReferenceCacheKey(tenant, identity_id);
   absl::MutexLock lock(&mu_);
-  known_[ReferenceCacheKey(tenant, identity_id)] = Known{{tenant, identity_id}, generation};
+  known_[cache_key] = Known{{tenant, identity_id}, generation};
+  auto it = loads_.find(cache_key);
+  if (it != loads_.end()) it->second.invalidated = true;
 }
 
 void SharedReferences::ReadThrough(const std::string& tenant, const std::string& identity_id,

@@ -72,7 +72,8 @@ class SharedReferences {
   absl::StatusOr<std::string> Persist(const std::string& tenant, const std::string& identity_id,
                                       absl::Span<const float> luma, int count);
   // Records that the local cache is about to hold `generation` of the
-  // identity (call before inserting it, so validation checks that one).
+  // identity (call before inserting it, so validation checks that one). A
+  // read-through of it in flight is not cached: it read an older value.
   void Remember(const std::string& tenant, const std::string& identity_id,
                 const std::string& generation);
 
@@ -119,7 +120,8 @@ class SharedReferences {
   void OnInvalidate(const StoreKey& key);
   void ValidateLoop();
 
-  const std::unique_ptr<ReferenceStore> store_;
+  // Reset first in the destructor: its subscriber thread calls OnInvalidate.
+  std::unique_ptr<ReferenceStore> store_;
   ReferenceCache* const cache_;
   ModelRunner* const runner_;
   DynamicBatcher* const batcher_;

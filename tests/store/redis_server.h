@@ -6,6 +6,7 @@
 // command for checking what Redis holds. Not thread-safe; one test owns it.
 
 #include <hiredis/hiredis.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -54,6 +55,9 @@ class RedisServer {
   void Start() {
     pid_ = fork();
     if (pid_ == 0) {
+      const int null_fd = open("/dev/null", O_WRONLY);
+      dup2(null_fd, STDOUT_FILENO);
+      dup2(null_fd, STDERR_FILENO);
       std::vector<std::string> args = {"/usr/bin/redis-server", "--port", std::to_string(port_),
                                        "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                                        "--dir", dir_, "--loglevel", "warning"};
