@@ -23,12 +23,13 @@ std::string ReferenceCacheKey(absl::string_view tenant, absl::string_view identi
 
 EnhanceRequestHandler::EnhanceRequestHandler(const ModelMetadata& model, ImageLimits limits,
                                              int default_jpeg_quality, DynamicBatcher* batcher,
-                                             ReferenceCache* cache)
+                                             ReferenceCache* cache, SharedReferences* shared)
     : model_(model),
       limits_(limits),
       default_jpeg_quality_(default_jpeg_quality),
       batcher_(batcher),
-      cache_(cache) {}
+      cache_(cache),
+      shared_(shared) {}
 
 absl::StatusOr<std::unique_ptr<FrameTask>> EnhanceRequestHandler::Prepare(
     const v1::EnhanceRequest& request, absl::string_view tenant, absl::Time deadline,
@@ -58,7 +59,10 @@ absl::StatusOr<std::unique_ptr<FrameTask>> EnhanceRequestHandler::Prepare(
     }
     FSRST_RETURN_IF_ERROR(ValidateIdentityId(request.identity_id(), "identity_id"));
     task->references = cache_->Lookup(ReferenceCacheKey(tenant, request.identity_id()));
-    if (task->references == nullptr) return IdentityNotFound(request.identity_id());
+    // With a shared store, Submit reads a missing identity through.
+    if (task->references == nullptr && shared_ == nullptr) {
+      return IdentityNotFound(request.identity_id());
+    }
   } else if (request.references_size() > 0) {
     FSRST_ASSIGN_OR_RETURN(task->reference_luma,
                            DecodeReferences(request.references(), model_, limits_));
@@ -70,6 +74,32 @@ absl::StatusOr<std::unique_ptr<FrameTask>> EnhanceRequestHandler::Prepare(
     task->deadline = std::min(deadline, absl::Now() + absl::Milliseconds(request.timeout_ms()));
   }
   return task;
+}
+
+absl::Status EnhanceRequestHandler::Submit(std::unique_ptr<FrameTask>* task,
+                                           const v1::EnhanceRequest& request,
+                                           const std::string& tenant) const {
+  if (shared_ == nullptr || request.identity_id().empty() || (*task)->references != nullptr) {
+    return batcher_->Enqueue(task);
+  }
+  // Shared, so the std::function holding it stays copyable.
+  std::shared_ptr<FrameTask> pending(std::move(*task));
+  DynamicBatcher* batcher = batcher_;
+  shared_->ReadThrough(
+      tenant, request.identity_id(),
+      [pending, batcher](absl::StatusOr<std::shared_ptr<const ReferenceFeatures>> features) {
+        absl::Status status = features.status();
+        if (status.ok()) {
+          pending->references = *std::move(features);
+          auto owned = std::make_unique<FrameTask>(std::move(*pending));
+          status = batcher->Enqueue(&owned);
+          if (status.ok()) return;
+          owned->done(status, *owned);
+          return;
+        }
+        pending->done(status, *pending);
+      });
+  return absl::OkStatus();
 }
 
 absl::Status EnhanceRequestHandler::BuildResponse(const FrameTask& task,

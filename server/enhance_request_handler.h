@@ -13,6 +13,7 @@
 #include "model/model_metadata.h"
 #include "imaging/image_codec.h"
 #include "server/reference_cache.h"
+#include "server/shared_references.h"
 
 namespace fsrst {
 
@@ -26,25 +27,37 @@ struct ResponseFormat {
 // a FrameTask (validated, decoded, references looked up), and a finished task
 // into an EnhanceResponse. Knows nothing of gRPC reactors.
 //
+// With a shared store (`shared` not null), an identity missing from the
+// local cache is read through from the store instead of being NOT_FOUND: see
+// Submit.
+//
 // Thread-safe: const methods over shared, thread-safe collaborators. The
-// batcher and cache are not owned and must outlive the handler.
+// batcher, cache and shared store are not owned and must outlive the handler.
 class EnhanceRequestHandler {
  public:
   EnhanceRequestHandler(const ModelMetadata& model, ImageLimits limits, int default_jpeg_quality,
-                        DynamicBatcher* batcher, ReferenceCache* cache);
+                        DynamicBatcher* batcher, ReferenceCache* cache,
+                        SharedReferences* shared = nullptr);
 
   // A task for `request` (its `done` left empty), and the format its answer
   // takes. The identity is looked up in `tenant`'s namespace ("" when the
   // server runs without API keys). `deadline` is the call's; the request's
   // timeout_ms may shorten it. INVALID_ARGUMENT for bad input, NOT_FOUND for
-  // an identity not cached for this tenant.
+  // an identity not cached for this tenant (without a shared store; with
+  // one, the task comes back without references, for Submit to read them
+  // through).
   absl::StatusOr<std::unique_ptr<FrameTask>> Prepare(const v1::EnhanceRequest& request,
                                                      absl::string_view tenant,
                                                      absl::Time deadline,
                                                      ResponseFormat* format) const;
 
-  // Hands the task to the batcher (see DynamicBatcher::Enqueue).
-  absl::Status Submit(std::unique_ptr<FrameTask>* task) const { return batcher_->Enqueue(task); }
+  // Hands the task (of `request`, from Prepare) to the batcher (see
+  // DynamicBatcher::Enqueue). When its identity was not cached locally, it
+  // first reads it through from the shared store, off this thread, and then
+  // returns OK having taken the task: from then on the task's `done` answers
+  // it, also when the read-through fails (NOT_FOUND, UNAVAILABLE, ...).
+  absl::Status Submit(std::unique_ptr<FrameTask>* task, const v1::EnhanceRequest& request,
+                      const std::string& tenant) const;
 
   // Fills `response` from a task the model finished.
   absl::Status BuildResponse(const FrameTask& task, const ResponseFormat& format,
@@ -58,6 +71,7 @@ class EnhanceRequestHandler {
   const int default_jpeg_quality_;
   DynamicBatcher* const batcher_;
   ReferenceCache* const cache_;
+  SharedReferences* const shared_;
 };
 
 // The NOT_FOUND an unknown, evicted or expired identity gets. It names only

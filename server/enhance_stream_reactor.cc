@@ -66,7 +66,7 @@ absl::Status EnhanceStreamReactor::Submit(Slot* slot, const v1::EnhanceRequest& 
     if (status.ok()) status = handler_->BuildResponse(finished, format, &slot->response);
     Complete(slot, status);
   };
-  return handler_->Submit(&*task);
+  return handler_->Submit(&*task, request, tenant_);
 }
 
 absl::Status EnhanceStreamReactor::SubmitToDecoder(Slot* slot) {

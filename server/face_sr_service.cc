@@ -35,7 +35,7 @@ FaceSrService::FaceSrService(ModelRunner* runner, DynamicBatcher* batcher, Worke
       metrics_(metrics),
       options_(options),
       handler_(runner->metadata(), options.image_limits, options.default_jpeg_quality, batcher,
-               cache) {}
+               cache, options.shared) {}
 
 void FaceSrService::SetServing() { state_.store(State::kServing); }
 void FaceSrService::StartDraining() { state_.store(State::kDraining); }
@@ -99,10 +99,10 @@ grpc::ServerUnaryReactor* FaceSrService::RegisterReferences(
   deps.decoder = decoder_;
   deps.cache = cache_;
   deps.metrics = metrics_;
+  deps.shared = options_.shared;
   deps.image_limits = options_.image_limits;
   auto* reactor = new RegisterReferencesReactor(
-      context, request, response, ReferenceCacheKey(*tenant, request->identity_id()), deps,
-      start, [this] { pending_registrations_.fetch_sub(1); });
+      context, request, response, *std::move(tenant), deps, start, [this] { pending_registrations_.fetch_sub(1); });
   reactor->Start();
   return reactor;
 }
@@ -159,7 +159,7 @@ void FaceSrService::PrepareAndSubmit(grpc::CallbackServerContext* context,
     response->set_sequence_number(sequence);
     FinishUnary(reactor, Rpc::kEnhance, start, status);
   };
-  const absl::Status status = handler_.Submit(&*task);
+  const absl::Status status = handler_.Submit(&*task, *request, tenant);
   if (!status.ok()) FinishUnary(reactor, Rpc::kEnhance, start, status);
 }
 
@@ -183,7 +183,31 @@ grpc::ServerUnaryReactor* FaceSrService::DeleteReferences(
   absl::StatusOr<std::string> tenant = Authenticate(*context);
   absl::Status status = tenant.ok() ? Accepting() : tenant.status();
   if (status.ok()) status = ValidateIdentityId(request->identity_id(), "identity_id");
-  if (status.ok() && !cache_->Erase(ReferenceCacheKey(*tenant, request->identity_id()))) {
+  if (status.ok() && options_.shared != nullptr) {
+    // Deleting from the store blocks: on the store pool, which finishes the call.
+    auto job = std::make_unique<JobTask>();
+    job->deadline = ToAbslTime(context->deadline());
+    job->is_cancelled = [context] { return context->IsCancelled(); };
+    job->run = [this, reactor, start, tenant = *tenant,
+                identity_id = request->identity_id()](absl::Status status) {
+      if (status.ok()) {
+        absl::StatusOr<bool> deleted = options_.shared->Delete(tenant, identity_id);
+        if (!deleted.ok()) {
+          status = absl::UnavailableError(absl::StrCat(
+              "DeleteReferences: ", deleted.status().message(),
+              "; nothing was deleted, retry when it is back"));
+        } else if (!*deleted) {
+          status = IdentityNotFound(identity_id);
+        }
+      }
+      FinishUnary(reactor, Rpc::kDeleteReferences, start, status);
+    };
+    status = options_.shared->Submit(&job);
+    if (status.ok()) return reactor;
+    status = absl::UnavailableError(absl::StrCat(
+        "DeleteReferences: the shared reference store's queue refused the call (",
+        status.message(), "); nothing was deleted, retry with backoff"));
+  } else if (status.ok() && !cache_->Erase(ReferenceCacheKey(*tenant, request->identity_id()))) {
     status = IdentityNotFound(request->identity_id());
   }
   FinishUnary(reactor, Rpc::kDeleteReferences, start, status);

@@ -18,6 +18,7 @@
 #include "imaging/image_codec.h"
 #include "server/reference_cache.h"
 #include "server/server_metrics.h"
+#include "server/shared_references.h"
 
 namespace fsrst {
 
@@ -35,6 +36,10 @@ struct ServiceOptions {
   // Null: every call is served and all share one namespace of identities.
   // Set: every call needs a key of it, and identities are per tenant.
   std::shared_ptr<const ApiKeys> api_keys;
+  // Not owned; null: identities live in this process only. Set: registrations
+  // are written through to the shared store, local misses read through from
+  // it, and deletions are fleet-wide (see SharedReferences).
+  SharedReferences* shared = nullptr;
 };
 
 // fsrst.v1.FaceSuperResolution on the gRPC callback API. Every handler

@@ -1,7 +1,9 @@
 #include "server/fsrst_server.h"
 
 #include <algorithm>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <utility>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -13,6 +15,8 @@
 #include "server/batch_runner.h"
 #include "server/thread_priority.h"
 #include "server/tls_options.h"
+#include "store/redis_reference_store.h"
+#include "store/value_sealer.h"
 
 namespace fsrst {
 
@@ -27,6 +31,31 @@ absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConf
     absl::StatusOr<ApiKeys> keys = ApiKeys::FromFile(config.api_keys_file);
     if (!keys.ok()) return keys.status();
     api_keys = std::make_shared<const ApiKeys>(*std::move(keys));
+  }
+
+  // The store's secrets are read before the model loads, and never printed.
+  std::unique_ptr<ValueSealer> sealer;
+  std::string store_password;
+  if (!config.reference_store.empty()) {
+    absl::StatusOr<ValueSealer> loaded =
+        ValueSealer::FromKeyFile(config.reference_store_key_file, "reference_store_key_file");
+    if (!loaded.ok()) return loaded.status();
+    sealer = std::make_unique<ValueSealer>(*std::move(loaded));
+    if (!config.reference_store_password_file.empty()) {
+      std::ifstream file(config.reference_store_password_file, std::ios::binary);
+      if (!file) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--reference_store_password_file=", config.reference_store_password_file,
+                         ": cannot open the file"));
+      }
+      store_password.assign(std::istreambuf_iterator<char>(file),
+                            std::istreambuf_iterator<char>());
+      // A trailing newline (echo pass > file, a Kubernetes Secret) is not part of it.
+      while (!store_password.empty() &&
+             (store_password.back() == '\n' || store_password.back() == '\r')) {
+        store_password.pop_back();
+      }
+    }
   }
 
   std::unique_ptr<FsrstServer> s(new FsrstServer());
@@ -79,6 +108,8 @@ absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConf
   // Every job is an admitted registration (or the warm-up), so this bound is
   // reached only through --max_pending_registrations.
   batcher_options.max_queued_jobs = config.max_pending_registrations + 1;
+  // Read-throughs encode as jobs too: one per store call admitted.
+  if (sealer != nullptr) batcher_options.max_queued_jobs += config.max_queued_store_calls;
   batcher_options.num_workers = parallelism.instances;
   const int model_nice = config.model_nice;
   batcher_options.on_worker_start = [model_nice] {
@@ -101,6 +132,35 @@ absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConf
   };
   s->decoder_ = std::make_unique<WorkerPool>(decoder_options);
 
+  if (sealer != nullptr) {
+    WorkerPoolOptions store_pool_options;
+    store_pool_options.num_threads = config.reference_store_threads;
+    store_pool_options.max_queued = config.max_queued_store_calls;
+    s->store_pool_ = std::make_unique<WorkerPool>(store_pool_options);
+    RedisStoreOptions store_options;
+    store_options.url = config.reference_store;
+    store_options.password = std::move(store_password);
+    store_options.key_prefix = config.reference_store_key_prefix;
+    store_options.connect_timeout_ms = config.reference_store_connect_timeout_ms;
+    store_options.command_timeout_ms = config.reference_store_timeout_ms;
+    store_options.max_idle_connections = config.reference_store_threads + 1;
+    ServerMetrics* metrics = s->metrics_.get();
+    store_options.observer = [metrics](StoreOperation operation, absl::StatusCode code,
+                                       absl::Duration duration) {
+      metrics->RecordStoreRequest(operation, code, duration);
+    };
+    absl::StatusOr<std::unique_ptr<RedisReferenceStore>> store =
+        RedisReferenceStore::Create(std::move(store_options), std::move(*sealer));
+    if (!store.ok()) return store.status();
+    SharedReferencesOptions shared_options;
+    shared_options.ttl = absl::Seconds(config.identity_ttl_s);
+    shared_options.revalidate_period = absl::Seconds(config.reference_store_revalidate_s);
+    s->shared_ = std::make_unique<SharedReferences>(
+        *std::move(store), s->cache_.get(), s->runner_.get(), s->batcher_.get(),
+        s->store_pool_.get(), s->metrics_.get(), shared_options);
+    s->shared_->Start();
+  }
+
   ServiceOptions service_options;
   service_options.image_limits.max_pixels = config.max_image_pixels;
   service_options.image_limits.max_bytes = config.max_message_bytes;
@@ -112,6 +172,7 @@ absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConf
   service_options.max_message_bytes = config.max_message_bytes;
   service_options.max_pending_registrations = config.max_pending_registrations;
   service_options.api_keys = std::move(api_keys);
+  service_options.shared = s->shared_.get();
   s->service_ = std::make_unique<FaceSrService>(s->runner_.get(), s->batcher_.get(),
                                                 s->decoder_.get(), s->cache_.get(),
                                                 s->metrics_.get(), service_options);
@@ -178,13 +239,18 @@ bool FsrstServer::Shutdown(absl::Duration drain_timeout) {
   // Registrations being decoded go on to the model, so the batcher takes jobs
   // until the decoders are idle; it takes no new frames or calls meanwhile,
   // since the service refuses them.
-  bool drained = decoder_->WaitUntilIdle(deadline - absl::Now());
+  const auto left = [deadline] { return std::max(deadline - absl::Now(), absl::ZeroDuration()); };
+  bool drained = decoder_->WaitUntilIdle(left());
+  // Registrations go on from the model to the store pool, and read-throughs
+  // from the store pool to the model: wait for the store pool on both sides.
+  if (store_pool_ != nullptr) drained = store_pool_->WaitUntilIdle(left()) && drained;
   batcher_->StartDraining();
-  drained = batcher_->WaitUntilIdle(std::max(deadline - absl::Now(), absl::ZeroDuration())) &&
-            drained;
+  drained = batcher_->WaitUntilIdle(left()) && drained;
+  if (store_pool_ != nullptr) drained = store_pool_->WaitUntilIdle(left()) && drained;
   // Whatever is still queued now is answered UNAVAILABLE, not computed: only
-  // the decodes and model calls running now finish.
+  // the decodes, store calls and model calls running now finish.
   decoder_->Stop();
+  if (store_pool_ != nullptr) store_pool_->Stop();
   batcher_->Stop();
   // Answers of drained frames are on their way; give the calls a moment to end.
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));

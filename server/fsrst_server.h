@@ -18,11 +18,13 @@
 #include "server/reference_cache.h"
 #include "server/server_config.h"
 #include "server/server_metrics.h"
+#include "server/shared_references.h"
 
 namespace fsrst {
 
-// The whole server: model runner, dynamic batcher, reference cache, metrics,
-// the gRPC service with health checking and reflection.
+// The whole server: model runner, dynamic batcher, reference cache (and the
+// shared reference store behind it, with --reference_store), metrics, the
+// gRPC service with health checking and reflection.
 //
 // Start() returns once the server reports SERVING. Thread-safe.
 class FsrstServer {
@@ -56,6 +58,8 @@ class FsrstServer {
   WorkerPool& decoder() { return *decoder_; }
   // The model's queue and workers (tests hold the model with a job to fill the queue).
   DynamicBatcher& batcher() { return *batcher_; }
+  // The shared reference store's side of the cache; null without one.
+  SharedReferences* shared_references() { return shared_.get(); }
 
  private:
   FsrstServer() = default;
@@ -66,8 +70,11 @@ class FsrstServer {
   std::unique_ptr<ModelRunner> runner_;
   std::unique_ptr<ReferenceCache> cache_;
   std::unique_ptr<ServerMetrics> metrics_;
+  // Before the pools and the batcher, whose jobs call it until they stop.
+  std::unique_ptr<SharedReferences> shared_;  // null without --reference_store
   std::unique_ptr<DynamicBatcher> batcher_;
   std::unique_ptr<WorkerPool> decoder_;  // decodes registrations' references
+  std::unique_ptr<WorkerPool> store_pool_;  // blocking store calls; null without a store
   std::unique_ptr<FaceSrService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

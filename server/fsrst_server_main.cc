@@ -87,6 +87,31 @@ ABSL_FLAG(std::string, api_keys_file, "",
 ABSL_FLAG(int64_t, drain_timeout_s, kDefaults.drain_timeout_s,
           "on SIGTERM/SIGINT, how long queued work may take to finish; then what is still "
           "queued is answered UNAVAILABLE and the process exits");
+ABSL_FLAG(std::string, reference_store, kDefaults.reference_store,
+          "redis://host:port of the shared reference store: registrations are written through "
+          "and any replica reads a missing identity from it (docs/store.md); empty: identities "
+          "live in this process only");
+ABSL_FLAG(std::string, reference_store_key_file, kDefaults.reference_store_key_file,
+          "file of exactly 32 random bytes (head -c 32 /dev/urandom): the AES-256-GCM key that "
+          "encrypts and authenticates every stored value; required with --reference_store");
+ABSL_FLAG(std::string, reference_store_password_file, kDefaults.reference_store_password_file,
+          "file holding the Redis AUTH password (a trailing newline is ignored); empty: none");
+ABSL_FLAG(std::string, reference_store_key_prefix, kDefaults.reference_store_key_prefix,
+          "prefix of every key and of the invalidation channel in Redis (fleets sharing one "
+          "Redis use different prefixes)");
+ABSL_FLAG(int64_t, reference_store_connect_timeout_ms,
+          kDefaults.reference_store_connect_timeout_ms,
+          "a connect to the store that takes longer counts as the store being down");
+ABSL_FLAG(int64_t, reference_store_timeout_ms, kDefaults.reference_store_timeout_ms,
+          "a store reply that takes longer counts as the store being down (UNAVAILABLE)");
+ABSL_FLAG(int64_t, reference_store_revalidate_s, kDefaults.reference_store_revalidate_s,
+          "each cached identity is checked against the store this often: a replica that missed "
+          "a deletion message stops serving the identity within this (plus one round trip)");
+ABSL_FLAG(int, reference_store_threads, kDefaults.reference_store_threads,
+          "threads that make the blocking store calls, off the gRPC threads");
+ABSL_FLAG(int, max_queued_store_calls, kDefaults.max_queued_store_calls,
+          "store calls (write-throughs, read-throughs, deletes) waiting for a store thread; "
+          "beyond it UNAVAILABLE");
 
 int main(int argc, char** argv) {
   // --help names the file that defines each flag; the build's absolute path
@@ -139,6 +164,16 @@ int main(int argc, char** argv) {
   config.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
   config.api_keys_file = absl::GetFlag(FLAGS_api_keys_file);
   config.drain_timeout_s = absl::GetFlag(FLAGS_drain_timeout_s);
+  config.reference_store = absl::GetFlag(FLAGS_reference_store);
+  config.reference_store_key_file = absl::GetFlag(FLAGS_reference_store_key_file);
+  config.reference_store_password_file = absl::GetFlag(FLAGS_reference_store_password_file);
+  config.reference_store_key_prefix = absl::GetFlag(FLAGS_reference_store_key_prefix);
+  config.reference_store_connect_timeout_ms =
+      absl::GetFlag(FLAGS_reference_store_connect_timeout_ms);
+  config.reference_store_timeout_ms = absl::GetFlag(FLAGS_reference_store_timeout_ms);
+  config.reference_store_revalidate_s = absl::GetFlag(FLAGS_reference_store_revalidate_s);
+  config.reference_store_threads = absl::GetFlag(FLAGS_reference_store_threads);
+  config.max_queued_store_calls = absl::GetFlag(FLAGS_max_queued_store_calls);
 
   std::cerr << "fsrst_server: loading " << config.model_path << std::endl;
   absl::StatusOr<std::unique_ptr<fsrst::FsrstServer>> server = fsrst::FsrstServer::Start(config);
@@ -160,6 +195,14 @@ int main(int argc, char** argv) {
             << ", "
             << (config.api_keys_file.empty() ? "no API keys (open, single tenant)"
                                              : "API keys required (per-tenant identities)")
+            << std::endl;
+  // Where identities live; the key and password are never printed.
+  std::cerr << "fsrst_server: identities "
+            << (config.reference_store.empty()
+                    ? std::string("in this process only (no --reference_store)")
+                    : "shared through " + config.reference_store +
+                          " (values AES-256-GCM sealed; deletions reach every replica within " +
+                          std::to_string(config.reference_store_revalidate_s) + " s)")
             << std::endl;
 
   int signal_number = 0;

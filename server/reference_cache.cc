@@ -84,6 +84,13 @@ std::shared_ptr<const ReferenceFeatures> ReferenceCache::InsertLocked(
   return replaced;
 }
 
+std::optional<absl::Time> ReferenceCache::LastUse(const std::string& key) const {
+  absl::MutexLock lock(&mu_);
+  auto it = table_.find(key);
+  if (it == table_.end()) return std::nullopt;
+  return it->second->pins > 0 ? options_.now() : it->second->last_use;
+}
+
 std::shared_ptr<const ReferenceFeatures> ReferenceCache::Lookup(const std::string& key) {
   Entry* entry = nullptr;
   {

@@ -5,6 +5,7 @@
 #include <functional>
 #include <list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -80,6 +81,10 @@ class ReferenceCache {
   // Removes `key`; returns whether it was cached. Its bytes are released once
   // no handle pins it.
   bool Erase(const std::string& key);
+
+  // When `key` was last used (see above), without counting as a use; a pinned
+  // entry is in use now. nullopt if `key` is not cached.
+  std::optional<absl::Time> LastUse(const std::string& key) const;
 
   // Removes every unpinned entry idle longer than the TTL; returns how many.
   // Call periodically; Lookup also expires the entry it finds stale.

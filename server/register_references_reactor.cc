@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "server/enhance_request_handler.h"
 #include "server/request_validation.h"
 #include "server/status_util.h"
 
@@ -16,12 +17,13 @@ constexpr absl::Duration kCommitMargin = absl::Milliseconds(20);
 
 RegisterReferencesReactor::RegisterReferencesReactor(
     grpc::CallbackServerContext* context, const v1::RegisterReferencesRequest* request,
-    v1::RegisterReferencesResponse* response, std::string key, const RegistrationDeps& deps,
+    v1::RegisterReferencesResponse* response, std::string tenant, const RegistrationDeps& deps,
     absl::Time start, std::function<void()> on_done)
     : context_(context),
       request_(request),
       response_(response),
-      key_(std::move(key)),
+      tenant_(std::move(tenant)),
+      key_(ReferenceCacheKey(tenant_, request->identity_id())),
       deps_(deps),
       start_(start),
       on_done_(std::move(on_done)) {}
@@ -70,8 +72,39 @@ void RegisterReferencesReactor::Encode(absl::Status status) {
   absl::StatusOr<std::shared_ptr<const ReferenceFeatures>> features =
       deps_.runner->EncodeReferences(luma_, count);
   deps_.metrics->RecordReferenceEncode(absl::Now() - encode_start);
-  luma_ = std::vector<float>();
   if (!features.ok()) return Answer(features.status());
+  encoded_ = *std::move(features);
+  if (deps_.shared != nullptr) {
+    // Writing to the store blocks: on the store pool, not this model thread.
+    std::unique_ptr<JobTask> job = MakeJob(&RegisterReferencesReactor::Persist);
+    const absl::Status submitted = deps_.shared->Submit(&job);
+    if (!submitted.ok()) {
+      Answer(absl::UnavailableError(absl::StrCat(
+          "RegisterReferences: the shared reference store's queue refused the write (",
+          submitted.message(), "); nothing was stored, retry with backoff")));
+    }
+    return;
+  }
+  luma_ = std::vector<float>();
+  Commit();
+}
+
+void RegisterReferencesReactor::Persist(absl::Status status) {
+  if (!status.ok()) return Answer(status);
+  absl::StatusOr<std::string> generation = deps_.shared->Persist(
+      tenant_, request_->identity_id(), luma_, request_->references_size());
+  luma_ = std::vector<float>();
+  if (!generation.ok()) {
+    return Answer(absl::UnavailableError(
+        absl::StrCat("RegisterReferences: ", generation.status().message(),
+                     "; nothing was stored, retry when it is back")));
+  }
+  deps_.shared->Remember(tenant_, request_->identity_id(), *generation);
+  Commit();
+}
+
+void RegisterReferencesReactor::Commit() {
+  const int count = request_->references_size();
   // A caller that is gone by now gets nothing stored; one that goes between
   // here and the answer is caught in OnDone. The caller's clock runs ahead of
   // this deadline by the request's transit time, so an OK sent this close to
@@ -86,9 +119,9 @@ void RegisterReferencesReactor::Encode(absl::Status status) {
         "the call's deadline passed while the references were encoded; nothing was stored"));
   }
   response_->set_reference_count(count);
-  response_->set_feature_bytes((*features)->byte_size());
-  stored_ = *features;
-  replaced_ = deps_.cache->Insert(key_, *std::move(features));
+  response_->set_feature_bytes(encoded_->byte_size());
+  stored_ = encoded_;
+  replaced_ = deps_.cache->Insert(key_, std::move(encoded_));
   Answer(absl::OkStatus());
 }
 
@@ -100,6 +133,10 @@ void RegisterReferencesReactor::Answer(const absl::Status& status) {
 void RegisterReferencesReactor::OnDone() {
   // IsCancelled() after OnDone: whether the call failed before its status
   // reached the transport. Then the caller did not get the OK: undo the insert.
+  // With a shared store the new references are stored there already (and other
+  // replicas told): restoring the older ones here would serve what no other
+  // replica serves, so the local copy is only dropped, and read through again.
+  if (deps_.shared != nullptr) replaced_.reset();
   if (stored_ != nullptr && context_->IsCancelled() &&
       deps_.cache->Restore(key_, stored_.get(), std::move(replaced_))) {
     deps_.metrics->RecordRegistrationUndone();

@@ -17,6 +17,7 @@
 #include "imaging/image_codec.h"
 #include "server/reference_cache.h"
 #include "server/server_metrics.h"
+#include "server/shared_references.h"
 
 namespace fsrst {
 
@@ -27,6 +28,7 @@ struct RegistrationDeps {
   WorkerPool* decoder = nullptr;      // decodes the reference images
   ReferenceCache* cache = nullptr;
   ServerMetrics* metrics = nullptr;
+  SharedReferences* shared = nullptr;  // null: no shared store
   ImageLimits image_limits;
 };
 
@@ -37,6 +39,14 @@ struct RegistrationDeps {
 // Each stage is skipped, and the call answered, once the call's deadline has
 // passed or its caller cancelled (DEADLINE_EXCEEDED / CANCELLED, nothing
 // computed), or when a queue refuses it (RESOURCE_EXHAUSTED / UNAVAILABLE).
+//
+// With a shared store, the encoded call then goes to the store pool, which
+// writes the normalised references through (Persist) before the features are
+// cached and OK is sent; a store that cannot take them answers UNAVAILABLE
+// and nothing is cached. An OK undelivered after that cannot be undone in the
+// store (it keeps the new references, and other replicas were told to drop
+// theirs); OnDone then drops the local copy instead of restoring the older one,
+// so this replica reads through what every other replica serves.
 //
 // Stored iff answered OK: the features are inserted only while the call is
 // still alive, then OK is sent; if gRPC then reports the OK undelivered (the
@@ -52,7 +62,7 @@ class RegisterReferencesReactor final : public grpc::ServerUnaryReactor {
   // `request` and `response` are gRPC's, valid until OnDone.
   RegisterReferencesReactor(grpc::CallbackServerContext* context,
                             const v1::RegisterReferencesRequest* request,
-                            v1::RegisterReferencesResponse* response, std::string key,
+                            v1::RegisterReferencesResponse* response, std::string tenant,
                             const RegistrationDeps& deps, absl::Time start,
                             std::function<void()> on_done);
 
@@ -67,12 +77,16 @@ class RegisterReferencesReactor final : public grpc::ServerUnaryReactor {
   std::unique_ptr<JobTask> MakeJob(void (RegisterReferencesReactor::*stage)(absl::Status));
   void Decode(absl::Status status);  // on a decode thread
   void Encode(absl::Status status);  // on a batcher worker
+  void Persist(absl::Status status);  // on the store pool (shared store only)
+  // Caches the encoded features and answers OK, unless the call is gone.
+  void Commit();
   // Records and finishes the call; the last thing a stage does with `this`.
   void Answer(const absl::Status& status);
 
   grpc::CallbackServerContext* const context_;
   const v1::RegisterReferencesRequest* const request_;
   v1::RegisterReferencesResponse* const response_;
+  const std::string tenant_;
   const std::string key_;
   const RegistrationDeps deps_;
   const absl::Time start_;
@@ -80,7 +94,8 @@ class RegisterReferencesReactor final : public grpc::ServerUnaryReactor {
 
   // Touched by one stage at a time, each handing over to the next through a
   // queue (which orders the accesses), and by OnDone after Finish.
-  std::vector<float> luma_;  // decoded references; freed once encoded
+  std::vector<float> luma_;  // decoded references; freed once encoded (and persisted)
+  std::shared_ptr<const ReferenceFeatures> encoded_;  // between Encode and Commit
   std::shared_ptr<const ReferenceFeatures> stored_;    // what this call inserted
   std::shared_ptr<const ReferenceFeatures> replaced_;  // what it replaced, for Restore
 };

@@ -2,8 +2,11 @@
 
 #include <cstdint>
 #include <limits>
+#include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "store/redis_reference_store.h"
 
 namespace fsrst {
 namespace {
@@ -46,11 +49,42 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
       {"max_image_pixels", c.max_image_pixels, 1, int64_t{1} << 28},
       {"default_jpeg_quality", c.default_jpeg_quality, 1, 100},
       {"drain_timeout_s", c.drain_timeout_s, 0, 3600},
+      {"reference_store_connect_timeout_ms", c.reference_store_connect_timeout_ms, 1, 60000},
+      {"reference_store_timeout_ms", c.reference_store_timeout_ms, 1, 60000},
+      {"reference_store_revalidate_s", c.reference_store_revalidate_s, 1, 3600},
+      {"reference_store_threads", c.reference_store_threads, 1, 256},
+      {"max_queued_store_calls", c.max_queued_store_calls, 1, 100'000},
   };
   for (const Range& r : ranges) {
     if (r.value < r.min || r.value > r.max) {
       return absl::InvalidArgumentError(
           absl::StrCat("--", r.flag, "=", r.value, ": expected ", r.min, "..", r.max));
+    }
+  }
+  if (c.reference_store.empty()) {
+    for (const auto& [flag, value] :
+         {std::pair<const char*, const std::string*>{"reference_store_key_file",
+                                                      &c.reference_store_key_file},
+          {"reference_store_password_file", &c.reference_store_password_file}}) {
+      if (!value->empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--", flag, "=", *value, ": only meaningful with --reference_store=redis://host:port"));
+      }
+    }
+  } else {
+    absl::StatusOr<RedisAddress> address = ParseRedisUrl(c.reference_store, "reference_store");
+    if (!address.ok()) return address.status();
+    if (c.reference_store_key_file.empty()) {
+      return absl::InvalidArgumentError(
+          "--reference_store_key_file: expected a file of 32 random bytes (head -c 32 "
+          "/dev/urandom > key) with --reference_store: values are encrypted at rest, and a "
+          "store without a key is refused");
+    }
+    if (c.reference_store_key_prefix.size() > 64 ||
+        c.reference_store_key_prefix.find_first_of(" \t\r\n") != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--reference_store_key_prefix=", c.reference_store_key_prefix,
+          ": expected at most 64 characters without whitespace"));
     }
   }
   return absl::OkStatus();

@@ -42,6 +42,19 @@ struct ServerConfig {
   std::string tls_key;                    // PEM private key of tls_cert
   std::string tls_client_ca;              // PEM CA; set: mTLS, client certificates required
   std::string api_keys_file;              // `<key> <tenant>` lines; empty: open, single tenant
+  // The shared reference store (docs/store.md). Empty: identities live in
+  // this process only (the embedded default).
+  std::string reference_store;            // redis://host:port
+  std::string reference_store_key_file;   // 32 random bytes; required with reference_store
+  std::string reference_store_password_file;  // Redis AUTH password; empty: none
+  std::string reference_store_key_prefix = "fsrst:";  // namespace of keys and channel in Redis
+  int64_t reference_store_connect_timeout_ms = 500;  // a connect taking longer: store down
+  int64_t reference_store_timeout_ms = 500;  // a reply taking longer: store down
+  // A local copy is validated against the store this often, which bounds how
+  // long a replica that missed an invalidation serves a deleted identity.
+  int64_t reference_store_revalidate_s = 5;
+  int reference_store_threads = 2;        // threads that make the blocking store calls
+  int max_queued_store_calls = 64;        // store calls waiting for a thread; beyond: refused
 };
 
 // Checks every numeric setting against its allowed range. The first one out

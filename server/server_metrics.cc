@@ -196,6 +196,52 @@ ServerMetrics::ServerMetrics(const std::string& model_name, const std::string& m
                  "cancellation won the race), and so were undone.")
            .Register(*registry_)
            .Add({});
+  auto& store_requests =
+      prometheus::BuildCounter()
+          .Name("fsrst_store_requests_total")
+          .Help("Calls to the shared reference store by operation and result (status code).")
+          .Register(*registry_);
+  auto& store_duration = prometheus::BuildHistogram()
+                             .Name("fsrst_store_request_duration_seconds")
+                             .Help("Duration of one call to the shared reference store.")
+                             .Register(*registry_);
+  for (int op = 0; op < kNumStoreOperations; ++op) {
+    const char* name = StoreOperationName(static_cast<StoreOperation>(op));
+    for (int code = 0; code < kNumStatusCodes; ++code) {
+      store_requests_[op][code] = &store_requests.Add({{"operation", name},
+                                                       {"result", CodeName(code)}});
+    }
+    store_duration_[op] = &store_duration.Add(
+        {{"operation", name}},
+        prometheus::Histogram::BucketBoundaries{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1});
+  }
+  auto& read_throughs =
+      prometheus::BuildCounter()
+          .Name("fsrst_reference_read_throughs_total")
+          .Help("Local cache misses read through from the shared reference store, by result.")
+          .Register(*registry_);
+  for (int code = 0; code < kNumStatusCodes; ++code) {
+    read_throughs_[code] = &read_throughs.Add({{"result", CodeName(code)}});
+  }
+  reencodes_ = &prometheus::BuildCounter()
+                    .Name("fsrst_reference_reencodes_total")
+                    .Help("References loaded from the shared store and encoded by this model.")
+                    .Register(*registry_)
+                    .Add({});
+  invalidations_received_ =
+      &prometheus::BuildCounter()
+           .Name("fsrst_reference_invalidations_received_total")
+           .Help("Messages from other replicas to drop an identity (deleted or replaced).")
+           .Register(*registry_)
+           .Add({});
+  revalidation_drops_ =
+      &prometheus::BuildCounter()
+           .Name("fsrst_reference_revalidation_drops_total")
+           .Help("Identities dropped because periodic validation found them deleted or "
+                 "replaced in the shared store.")
+           .Register(*registry_)
+           .Add({});
   prometheus::BuildGauge()
       .Name("fsrst_model_info")
       .Help("The model this server runs (always 1; the labels carry the information).")
@@ -282,6 +328,23 @@ void ServerMetrics::RecordRegistrationUndone() { registrations_undone_->Incremen
 
 void ServerMetrics::StreamOpened() { active_streams_->Increment(); }
 void ServerMetrics::StreamClosed() { active_streams_->Decrement(); }
+
+void ServerMetrics::RecordStoreRequest(StoreOperation operation, absl::StatusCode code,
+                                       absl::Duration duration) {
+  const int op = static_cast<int>(operation);
+  store_requests_[op][CodeIndex(code)]->Increment();
+  store_duration_[op]->Observe(absl::ToDoubleSeconds(duration));
+}
+
+void ServerMetrics::RecordReadThrough(absl::StatusCode code) {
+  read_throughs_[CodeIndex(code)]->Increment();
+}
+
+void ServerMetrics::RecordReencode() { reencodes_->Increment(); }
+void ServerMetrics::RecordInvalidationReceived() { invalidations_received_->Increment(); }
+void ServerMetrics::RecordRevalidationDrops(int identities) {
+  revalidation_drops_->Increment(identities);
+}
 
 std::string ServerMetrics::SerializeText() const {
   std::vector<prometheus::MetricFamily> families = registry_->Collect();

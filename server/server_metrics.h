@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/reference_cache.h"
+#include "store/reference_store.h"
 
 namespace fsrst {
 
@@ -85,6 +86,21 @@ class ServerMetrics {
   void StreamOpened();
   void StreamClosed();
 
+  // The shared reference store (--reference_store); all zero without one.
+  // One store operation finished with `code` after `duration`.
+  void RecordStoreRequest(StoreOperation operation, absl::StatusCode code,
+                          absl::Duration duration);
+  // A local miss was read through from the store (once per load, however
+  // many frames waited for it), with its outcome.
+  void RecordReadThrough(absl::StatusCode code);
+  // References loaded from the store were encoded by this replica's model.
+  void RecordReencode();
+  // Another replica told this one to drop an identity.
+  void RecordInvalidationReceived();
+  // Identities dropped because a periodic validation found them deleted or
+  // replaced in the store (the invalidation message was missed).
+  void RecordRevalidationDrops(int identities);
+
   // The text Prometheus would scrape now (tests, debugging).
   std::string SerializeText() const;
 
@@ -108,6 +124,13 @@ class ServerMetrics {
   prometheus::Counter* dropped_cancelled_ = nullptr;
   prometheus::Gauge* active_streams_ = nullptr;
   prometheus::Counter* registrations_undone_ = nullptr;
+  std::array<std::array<prometheus::Counter*, kNumStatusCodes>, kNumStoreOperations>
+      store_requests_{};
+  std::array<prometheus::Histogram*, kNumStoreOperations> store_duration_{};
+  std::array<prometheus::Counter*, kNumStatusCodes> read_throughs_{};
+  prometheus::Counter* reencodes_ = nullptr;
+  prometheus::Counter* invalidations_received_ = nullptr;
+  prometheus::Counter* revalidation_drops_ = nullptr;
 };
 
 }  // namespace fsrst

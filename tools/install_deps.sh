@@ -12,6 +12,8 @@ packages=(
   # Python: model, tests, clients
   python3-torch python3-torchvision python3-pil python3-numpy python3-grpcio python3-protobuf
   python3-pytest python3-yaml python3-matplotlib
+  # tests/store: opens a stored value with the key, to prove the plaintext it checks for is exact
+  python3-cryptography
   # promtool, to check the metrics text
   prometheus
   # libFuzzer targets (tools/fuzz.sh): clang and its fuzzer/sanitizer runtimes

@@ -56,6 +56,25 @@ TEST(ReferenceCache, LookupCountsHitsAndMisses) {
   EXPECT_EQ(s.bytes, 10);
 }
 
+TEST(ReferenceCache, LastUseIsInsertOrReleaseAndIsNotAUse) {
+  FakeClock clock;
+  ReferenceCache cache(Options(1000, &clock));
+  EXPECT_EQ(cache.LastUse("a"), std::nullopt);
+  cache.Insert("a", Features(10));
+  const absl::Time inserted = clock.Now();
+  clock.Advance(absl::Seconds(5));
+  EXPECT_EQ(cache.LastUse("a"), inserted);
+  EXPECT_EQ(cache.stats().hits, 0);  // asking is not a use
+  {
+    auto pinned = cache.Lookup("a");
+    clock.Advance(absl::Seconds(5));
+    EXPECT_EQ(cache.LastUse("a"), clock.Now());  // pinned: in use now
+  }
+  const absl::Time released = clock.Now();
+  clock.Advance(absl::Seconds(5));
+  EXPECT_EQ(cache.LastUse("a"), released);
+}
+
 // Restore undoes a registration whose OK never reached its caller (issue 19,
 // defect 2: store iff the caller is answered OK).
 TEST(ReferenceCacheRestore, PutsBackWhatTheInsertReplaced) {

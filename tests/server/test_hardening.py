@@ -54,6 +54,11 @@ def start_and_wait(*flags: str) -> subprocess.CompletedProcess:
     ("decode_threads", "0", "1..256"),
     ("metrics_threads", "0", "1..64"),
     ("metrics_request_timeout_ms", "10", "100..60000"),
+    ("reference_store_connect_timeout_ms", "0", "1..60000"),
+    ("reference_store_timeout_ms", "60001", "1..60000"),
+    ("reference_store_revalidate_s", "0", "1..3600"),
+    ("reference_store_threads", "0", "1..256"),
+    ("max_queued_store_calls", "0", "1..100000"),
 ])
 def test_an_out_of_range_numeric_flag_stops_the_start_naming_flag_value_and_range(
         flag, value, expected):

@@ -172,7 +172,12 @@ def test_help_documents_every_flag():
     out = result.stdout + result.stderr
     for flag in ("--model", "--device", "--port", "--metrics_port", "--max_batch_size",
                  "--max_queue_delay_us", "--max_queue_size", "--cache_bytes", "--identity_ttl_s",
-                 "--max_stream_frames_in_flight", "--max_message_bytes", "--drain_timeout_s"):
+                 "--max_stream_frames_in_flight", "--max_message_bytes", "--drain_timeout_s",
+                 "--reference_store", "--reference_store_key_file",
+                 "--reference_store_password_file", "--reference_store_key_prefix",
+                 "--reference_store_connect_timeout_ms", "--reference_store_timeout_ms",
+                 "--reference_store_revalidate_s", "--reference_store_threads",
+                 "--max_queued_store_calls"):
         assert flag in out, flag
 
 

@@ -1,0 +1,229 @@
+"""Issue 20, "Show it" 1: a fleet without client logic. Three fsrst_server replicas share one
+real redis-server (--reference_store) behind Debian's nginx running deploy/nginx/fsrst-grpc.conf
+(identity hash). A caller with nothing but the generated stubs registers 50 identities once,
+through nginx, and then streams their frames while (a) one replica is SIGKILLed and started
+again, (b) a fourth replica is added, (c) every replica is restarted in turn (SIGTERM, drain,
+start). Counted at the caller: NOT_FOUND = 0, and every frame answered, or failed only with
+UNAVAILABLE when its stream was cut. A second caller uses our Python client library: 0 errors
+and 0 re-registrations.
+
+The fourth replica is in nginx's upstream list from the start (as a Kubernetes Service lists
+endpoints as they become ready): until it listens, nginx skips it (connection refused, then
+fail_timeout), so its identities are served by the next replica on the ring; once it is up,
+they move to it, and it reads them through from the store."""
+
+import collections
+import os
+import signal
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from deploy_util import Nginx, free_port, require_server_binary
+from fsrst_client import FsrstClient
+from redis_process import RedisProcess
+from server_process import ServerProcess, read_metric, small_model
+import fsrst_pb2
+import fsrst_pb2_grpc
+
+IDENTITIES = [f"fleet-{i:02d}" for i in range(50)]
+FRAMES_PER_STREAM = 4
+
+
+def rgb8(array):
+    h, w, _ = array.shape
+    return fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=array.tobytes(), width=w,
+                           height=h)
+
+
+class Replica:
+    """One fsrst_server on a fixed port, so that it can be killed and started again there."""
+
+    def __init__(self, redis_url, key_file):
+        self.port = free_port()
+        self.flags = ["--model_threads=1", "--max_batch_size=2", f"--port={self.port}",
+                      f"--reference_store={redis_url}", f"--reference_store_key_file={key_file}",
+                      "--drain_timeout_s=5"]
+        self.server = None
+
+    def start(self, wait=True):
+        self.server = ServerProcess(small_model(), *self.flags, wait=wait)
+        return self
+
+    def kill(self):
+        self.server.proc.send_signal(signal.SIGKILL)
+        self.server.proc.wait()
+        self.server.log.close()
+
+    def restart_gracefully(self):
+        assert self.server.stop() == 0
+        self.start()
+
+
+class PlainCaller:
+    """Streams every identity's frames with the generated stubs only, through nginx, until
+    stopped; counts each frame's outcome by status code name."""
+
+    def __init__(self, target):
+        self.channel = grpc.insecure_channel(target)
+        self.stub = fsrst_pb2_grpc.FaceSuperResolutionStub(self.channel)
+        self.counts = collections.Counter()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.frame = rgb8(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+
+    def count(self, code, n=1):
+        with self.lock:
+            self.counts[code] += n
+
+    def run(self):
+        i = 0
+        while not self.stop.is_set():
+            identity = IDENTITIES[i % len(IDENTITIES)]
+            i += 1
+            requests = [fsrst_pb2.EnhanceRequest(identity_id=identity, frame=self.frame,
+                                                 sequence_number=n)
+                        for n in range(FRAMES_PER_STREAM)]
+            answered = 0
+            try:
+                for response in self.stub.EnhanceStream(
+                        iter(requests), timeout=60,
+                        metadata=(("x-fsrst-identity", identity),)):
+                    answered += 1
+                    if response.HasField("error"):
+                        self.count(grpc.StatusCode(
+                            next(c for c in grpc.StatusCode
+                                 if c.value[0] == response.error.code)).name)
+                    else:
+                        self.count("OK")
+            except grpc.RpcError as e:
+                # The stream was cut: its unanswered frames fail with the call's code.
+                self.count(e.code().name, FRAMES_PER_STREAM - answered)
+                time.sleep(0.05)  # a plain caller's minimal backoff
+
+
+def test_fleet_serves_every_identity_through_kills_scale_up_and_restarts(tmp_path):
+    require_server_binary()
+    key_file = tmp_path / "store.key"
+    key_file.write_bytes(os.urandom(32))
+    redis = RedisProcess()
+    replicas = [Replica(redis.url, str(key_file)) for _ in range(4)]
+    nginx = None
+    callers = []
+    threads = []
+    library_errors = []
+    library_clients = []
+    try:
+        for r in replicas[:3]:
+            r.start(wait=False)
+        for r in replicas[:3]:
+            r.server.wait_serving()
+        nginx = Nginx([r.port for r in replicas], server_parameters="max_fails=1 fail_timeout=1s")
+        target = f"127.0.0.1:{nginx.port}"
+
+        # Register once, through nginx, with plain stubs; nothing is ever registered again.
+        rng = np.random.default_rng(0)
+        channel = grpc.insecure_channel(target)
+        stub = fsrst_pb2_grpc.FaceSuperResolutionStub(channel)
+        references = {}
+        for identity in IDENTITIES:
+            references[identity] = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+                                    for _ in range(2)]
+            stub.RegisterReferences(fsrst_pb2.RegisterReferencesRequest(
+                identity_id=identity, references=[rgb8(r) for r in references[identity]]),
+                timeout=60, metadata=(("x-fsrst-identity", identity),))
+        channel.close()
+        assert len(redis.keys("fsrst:ref:*")) == len(IDENTITIES)
+
+        callers = [PlainCaller(target) for _ in range(2)]
+        threads = [threading.Thread(target=c.run) for c in callers]
+
+        # Our client library, which would re-register on NOT_FOUND: it must never need to.
+        library = FsrstClient(target, timeout_s=60)
+        library_clients.append(library)
+        for identity in IDENTITIES:  # it learns the references, as its callers give them
+            library.register_references(identity, references[identity])
+        library_stop = threading.Event()
+        library_frames = collections.Counter()
+
+        def library_run():
+            frame = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            i = 0
+            while not library_stop.is_set():
+                identity = IDENTITIES[(i * 7) % len(IDENTITIES)]
+                i += 1
+                try:
+                    for _ in library.enhance_stream(identity, [frame] * FRAMES_PER_STREAM,
+                                                    timeout_s=60):
+                        library_frames["OK"] += 1
+                except Exception as e:  # noqa: BLE001 - every error counts against the library
+                    library_errors.append(repr(e))
+
+        threads.append(threading.Thread(target=library_run))
+        for t in threads:
+            t.start()
+
+        def served_frames():
+            return sum(c.counts["OK"] for c in callers)
+
+        def settle(frames=40):
+            """Waits until the callers got `frames` more answers (polling, not sleeping)."""
+            target_frames = served_frames() + frames
+            deadline = time.monotonic() + 60
+            while served_frames() < target_frames:
+                assert time.monotonic() < deadline, f"no progress: {[c.counts for c in callers]}"
+                time.sleep(0.05)
+
+        settle()
+        # (a) one replica SIGKILLed, then started again on its port.
+        replicas[0].kill()
+        settle()
+        replicas[0].start()
+        settle()
+        # (b) a fourth replica comes up; nginx moves its share of the ring to it.
+        replicas[3].start()
+        settle()
+        # (c) every replica restarted in turn.
+        for r in replicas:
+            r.restart_gracefully()
+            settle()
+
+        for c in callers:
+            c.stop.set()
+        library_stop.set()
+        for t in threads:
+            t.join(timeout=120)
+        counts = collections.Counter()
+        for c in callers:
+            counts.update(c.counts)
+        print("plain stub caller, frames by outcome:", dict(counts))
+        print("client library: frames", dict(library_frames), "streams reopened",
+              library.streams_reopened, "re-registrations", library.reregistrations)
+        read_throughs = sum(read_metric(r.server, "fsrst_reference_read_throughs_total",
+                                        result="OK") for r in replicas)
+        print("read-throughs on the replicas now running:", read_throughs)
+
+        assert counts["NOT_FOUND"] == 0, dict(counts)
+        assert set(counts) <= {"OK", "UNAVAILABLE"}, dict(counts)
+        assert counts["OK"] > 0
+        assert library_errors == []
+        assert library.reregistrations == 0
+        assert library_frames["OK"] > 0
+        # The store did the work the client library used to do.
+        assert read_throughs > 0
+    finally:
+        for c in callers:
+            c.stop.set()
+        for t in threads:
+            t.join(timeout=120)
+        for c in library_clients:
+            c.close()
+        if nginx is not None:
+            nginx.stop()
+        for r in replicas:
+            if r.server is not None and r.server.proc.poll() is None:
+                r.server.stop()
+        redis.stop()
