@@ -89,7 +89,7 @@ absl::StatusOr<std::unique_ptr<FsrstServer>> FsrstServer::Start(const ServerConf
   const ModelParallelism& parallelism = s->runner_->parallelism();
   s->metrics_ = std::make_unique<ServerMetrics>(
       model.name, model.version, s->runner_->device_name(), model.trained,
-      parallelism.instances, parallelism.threads, std::move(sources));
+      parallelism.instances, parallelism.threads, config.max_batch_size, std::move(sources));
   if (config.metrics_port >= 0) {
     ExposerOptions exposer;
     exposer.host = config.metrics_host.empty() ? config.host : config.metrics_host;

@@ -116,9 +116,18 @@ class ServerMetrics::LevelCollector final : public prometheus::Collectable {
   const MetricSources sources_;
 };
 
+std::vector<double> BatchSizeBuckets(int max_batch_size) {
+  std::vector<double> bounds;
+  for (int size = 1; size <= max_batch_size; size = size < 16 ? size + 1 : size * 2) {
+    bounds.push_back(size);
+  }
+  if (bounds.empty() || bounds.back() != max_batch_size) bounds.push_back(max_batch_size);
+  return bounds;
+}
+
 ServerMetrics::ServerMetrics(const std::string& model_name, const std::string& model_version,
                              const std::string& device, bool trained, int model_instances,
-                             int model_threads, MetricSources sources)
+                             int model_threads, int max_batch_size, MetricSources sources)
     : registry_(std::make_shared<prometheus::Registry>()),
       levels_(std::make_shared<LevelCollector>(std::move(sources))) {
   auto& requests = prometheus::BuildCounter()
@@ -171,8 +180,7 @@ ServerMetrics::ServerMetrics(const std::string& model_name, const std::string& m
                      .Name("fsrst_batch_size")
                      .Help("Frames per model call.")
                      .Register(*registry_)
-                     .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128,
-                                                                      256});
+                     .Add({}, BatchSizeBuckets(max_batch_size));
   frames_enhanced_ = &prometheus::BuildCounter()
                           .Name("fsrst_frames_enhanced_total")
                           .Help("Frames the model enhanced.")

@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <prometheus/counter.h>
 #include <prometheus/exposer.h>
@@ -48,13 +49,18 @@ struct MetricSources {
 // Thread-safe: every method may be called from any thread; the hot-path
 // methods touch pre-built counters and histograms only (no label lookups, no
 // allocation).
+// Bucket bounds of fsrst_batch_size for batches of 1..max_batch_size: every size up to 16,
+// beyond that the powers of two below max_batch_size and max_batch_size itself.
+std::vector<double> BatchSizeBuckets(int max_batch_size);
+
 class ServerMetrics {
  public:
   // The model's name, version, device, trained flag and instances x threads
-  // become the labels of fsrst_model_info.
+  // become the labels of fsrst_model_info; max_batch_size sets fsrst_batch_size's
+  // buckets (BatchSizeBuckets).
   ServerMetrics(const std::string& model_name, const std::string& model_version,
                 const std::string& device, bool trained, int model_instances, int model_threads,
-                MetricSources sources);
+                int max_batch_size, MetricSources sources);
   ~ServerMetrics();
 
   ServerMetrics(const ServerMetrics&) = delete;

@@ -371,6 +371,13 @@ TEST_F(FaceSrServiceTest, ExpiredPerFrameTimeoutIsDeadlineExceeded) {
   EXPECT_EQ(late_code, static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED));
 }
 
+TEST(BatchSizeBuckets, OnePerSizeUpTo16ThenPowersOfTwoAndTheLimit) {
+  EXPECT_THAT(BatchSizeBuckets(1), ::testing::ElementsAre(1));
+  EXPECT_THAT(BatchSizeBuckets(4), ::testing::ElementsAre(1, 2, 3, 4));
+  EXPECT_THAT(BatchSizeBuckets(40), ::testing::ElementsAre(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+                                                           13, 14, 15, 16, 32, 40));
+}
+
 TEST_F(FaceSrServiceTest, MetricsCountRequestsAndCache) {
   ASSERT_TRUE(Register("leo", 1, 1).ok());
   v1::EnhanceResponse response;
@@ -378,7 +385,10 @@ TEST_F(FaceSrServiceTest, MetricsCountRequestsAndCache) {
   const std::string text = server_->metrics().SerializeText();
   EXPECT_THAT(text, HasSubstr("fsrst_requests_total{code=\"OK\",rpc=\"Enhance\"}"));
   EXPECT_THAT(text, HasSubstr("fsrst_reference_cache_entries"));
-  EXPECT_THAT(text, HasSubstr("fsrst_batch_size_bucket"));
+  // One bucket per batch size 1..max_batch_size (4 in TestConfig), then +Inf.
+  EXPECT_THAT(text, ::testing::ContainsRegex("fsrst_batch_size_bucket\\{le=\"3(\\.0+)?\"\\}"));
+  EXPECT_THAT(text, ::testing::ContainsRegex("fsrst_batch_size_bucket\\{le=\"4(\\.0+)?\"\\}"));
+  EXPECT_THAT(text, ::testing::Not(::testing::ContainsRegex("fsrst_batch_size_bucket\\{le=\"8")));
   // TestConfig asks for one thread per call: one instance per core.
   EXPECT_THAT(text, HasSubstr(absl::StrCat("fsrst_model_info{device=\"cpu\",instances=\"",
                                            std::max(1u, std::thread::hardware_concurrency()),

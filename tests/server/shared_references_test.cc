@@ -46,7 +46,8 @@ class SharedReferencesTest : public ::testing::Test {
     auto runner = ModelRunner::Load(TestConfig().model_path, model_options);
     ASSERT_TRUE(runner.ok()) << runner.status();
     runner_ = *std::move(runner);
-    metrics_ = std::make_unique<ServerMetrics>("m", "v", "cpu", false, 1, 1, MetricSources{});
+    metrics_ = std::make_unique<ServerMetrics>("m", "v", "cpu", false, 1, 1, 8,
+                                               MetricSources{});
     cache_ = std::make_unique<ReferenceCache>(ReferenceCacheOptions{});
     DynamicBatcherOptions batcher_options;
     batcher_ = std::make_unique<DynamicBatcher>(batcher_options,
