@@ -95,9 +95,12 @@ def main() -> int:
         ("RESOURCE_EXHAUSTED latency at the caller, p50 / p99",
          f"{refused_latency.get('p50', 0):.2f} / {refused_latency.get('p99', 0):.2f} ms",
          "p99 <= 5 ms", refused > 0 and refused_latency["p99"] <= 5.0),
+        # The caller stops counting at the end of its window; a refusal answered after it is
+        # the server's only (one in a 60 s run here). More than a few apart means the
+        # histogram counts something else.
         ("RESOURCE_EXHAUSTED counted by the server / at the caller",
-         f"{server_refused:.0f} / {refused}", "equal, > 0",
-         refused > 0 and server_refused == refused),
+         f"{server_refused:.0f} / {refused}", "equal, or up to 3 more in the server",
+         refused > 0 and 0 <= server_refused - refused <= 3),
         ("RESOURCE_EXHAUSTED latency in the server, p99", f"<= {server_p99_ms:g} ms",
          "p99 <= 5 ms", server_refused > 0 and server_p99_ms <= 5.0),
         ("accepted frames p50 / p99", f"{overload['latency_ms']['p50']:.0f} / "
