@@ -194,7 +194,7 @@ def test_call_makes_a_unary_call_from_json_as_grpcurl_d_would(fsrst_server):
 @pytest.mark.parametrize("args, code, message", [
     (["call"], 2, "error: call needs a method, e.g. call GetServerInfo (see describe)"),
     (["call", "Nope"], 1, "fsrst_client: error: call: expected one of RegisterReferences, "
-                          "Enhance, EnhanceStream, DeleteReferences, GetServerInfo"),
+                          "Enhance, EnhanceStream, DeleteReferences, GetIdentity, GetServerInfo"),
     (["call", "EnhanceStream"], 1, "fsrst_client: error: call: EnhanceStream streams; use the "
                                    "stream command"),
     (["call", "DeleteReferences", "--data", '{"identity": "x"}'], 1,
