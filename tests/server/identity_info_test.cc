@@ -164,6 +164,73 @@ TEST_F(GetIdentityTest, UnknownOrDeletedIsNotFoundAndBadIdIsInvalid) {
   EXPECT_THAT(status.error_message(), HasSubstr("identity_id"));
 }
 
+// --- Reference checks at registration (issue 22, item 4) ---
+
+v1::Image SolidImage(int size, uint8_t r, uint8_t g, uint8_t b) {
+  v1::Image image;
+  image.set_encoding(v1::ENCODING_RGB8);
+  image.set_width(size);
+  image.set_height(size);
+  std::string data;
+  for (int i = 0; i < size * size; ++i) data += {static_cast<char>(r), static_cast<char>(g),
+                                                 static_cast<char>(b)};
+  image.set_data(data);
+  return image;
+}
+
+// The noise image of `seed`, 2x2 box-blurred: same content, less sharp.
+v1::Image Blurred(int size, uint32_t seed) {
+  v1::Image image = Rgb8Image(size, size, seed);
+  const std::string& in = image.data();
+  std::string out(in.size(), '\0');
+  for (int y = 0; y < size; ++y) {
+    for (int x = 0; x < size; ++x) {
+      for (int c = 0; c < 3; ++c) {
+        int sum = 0;
+        for (int dy = 0; dy < 2; ++dy) {
+          for (int dx = 0; dx < 2; ++dx) {
+            const int yy = std::min(size - 1, y + dy), xx = std::min(size - 1, x + dx);
+            sum += static_cast<uint8_t>(in[(yy * size + xx) * 3 + c]);
+          }
+        }
+        out[(y * size + x) * 3 + c] = static_cast<char>(sum / 4);
+      }
+    }
+  }
+  image.set_data(out);
+  return image;
+}
+
+TEST_F(GetIdentityTest, ASolidReferenceIsRefusedByIndexAndNothingIsStored) {
+  v1::RegisterReferencesRequest request;
+  request.set_identity_id("gi-solid");
+  *request.add_references() = Rgb8Image(128, 128, 70);
+  *request.add_references() = SolidImage(128, 200, 40, 40);
+  v1::RegisterReferencesResponse response;
+  grpc::ClientContext context;
+  WithKey(&context, "");
+  grpc::Status status = client_->stub()->RegisterReferences(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("references[1]: nearly uniform"));
+  EXPECT_THAT(status.error_message(), HasSubstr("expected at least 0.02"));
+  v1::GetIdentityResponse info;
+  EXPECT_EQ(client_->GetIdentity("gi-solid", &info).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(GetIdentityTest, RegistrationReportsEachReferencesSharpness) {
+  v1::RegisterReferencesRequest request;
+  request.set_identity_id("gi-sharp");
+  *request.add_references() = Rgb8Image(128, 128, 80);
+  *request.add_references() = Blurred(128, 80);
+  v1::RegisterReferencesResponse response;
+  grpc::ClientContext context;
+  WithKey(&context, "");
+  ASSERT_TRUE(client_->stub()->RegisterReferences(&context, request, &response).ok());
+  ASSERT_EQ(response.reference_sharpness_size(), 2);
+  EXPECT_GT(response.reference_sharpness(1), 0.0);
+  EXPECT_GT(response.reference_sharpness(0), 2 * response.reference_sharpness(1));
+}
+
 // Another tenant's identity is NOT_FOUND with the message of one that never existed.
 TEST(GetIdentityTenancy, AnotherTenantsIdentityIsNotFoundLikeAnUnknownOne) {
   constexpr char kKeyA[] = "key-of-tenant-a-0123456789abcdef";
