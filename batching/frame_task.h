@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "batching/identity_usage.h"
 #include "model/reference_features.h"
 
 namespace fsrst {
@@ -33,6 +34,11 @@ struct FrameTask {
   std::vector<float> reference_luma;
   int reference_luma_count = 0;
 
+  // The usage counters of the registration `references` came from, or null
+  // (inline references, none, or an unknown registration). The batch
+  // function records the frame in it once the model has run.
+  std::shared_ptr<IdentityUsage> usage;
+
   // The frame is dropped, not computed, if the batch would start after this.
   absl::Time deadline = absl::InfiniteFuture();
 
@@ -50,6 +56,11 @@ struct FrameTask {
 
   // The enhanced frame, interleaved RGB8, (lr_size*scale)^2 x 3 bytes.
   std::vector<uint8_t> output_rgb;
+
+  // Each reference's mean aggregation weight for this frame, one per
+  // reference in registration order; empty without references or when the
+  // model reports no weights (ModelRunner::has_reference_weights()).
+  std::vector<float> reference_weights;
 
   absl::Duration inference_duration;  // model time of its batch (set by the batch function)
   absl::Time enqueue_time;      // when Enqueue accepted it

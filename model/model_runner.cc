@@ -9,6 +9,7 @@
 #include <cstring>
 #include <exception>
 #include <fstream>
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -19,6 +20,7 @@ namespace fsrst {
 namespace {
 
 constexpr char kMetadataFile[] = "metadata.json";
+constexpr char kForwardWithWeights[] = "forward_with_weights";
 
 // Features of one identity: a [count, C, S, S] float tensor on the model's device.
 class TensorFeatures final : public ReferenceFeatures {
@@ -63,13 +65,17 @@ std::string FirstLine(const char* what) {
 class TorchModelRunner final : public ModelRunner {
  public:
   TorchModelRunner(ModelMetadata metadata, ModelParallelism parallelism,
-                   torch::jit::Module module, torch::Device device)
+                   torch::jit::Module module, torch::Device device, bool reference_weights)
       : ModelRunner(std::move(metadata), parallelism),
         module_(std::move(module)),
         encode_(module_.get_method("encode_references")),
-        device_(device) {}
+        device_(device) {
+    if (!reference_weights) return;
+    if (auto method = module_.find_method(kForwardWithWeights)) forward_with_weights_ = *method;
+  }
 
   std::string device_name() const override { return device_.str(); }
+  bool has_reference_weights() const override { return forward_with_weights_.has_value(); }
 
   absl::StatusOr<std::shared_ptr<const ReferenceFeatures>> EncodeReferences(
       absl::Span<const float> luma, int count) override {
@@ -176,6 +182,7 @@ class TorchModelRunner final : public ModelRunner {
     torch::Tensor features = torch::zeros(feature_dims, lr.options());
     torch::Tensor mask_host = torch::zeros({b, max_k}, torch::kBool);
     bool* mask = mask_host.data_ptr<bool>();
+    std::vector<int64_t> counts(b, 0);  // real slots per frame
     int64_t inline_offset = 0;
     for (int64_t i = 0; i < b; ++i) {
       const FrameInput& f = batch[i];
@@ -189,11 +196,20 @@ class TorchModelRunner final : public ModelRunner {
         continue;
       }
       const int64_t k = source.size(0);
+      counts[i] = k;
       features.select(0, i).narrow(0, 0, k).copy_(source);
       std::fill(mask + i * max_k, mask + i * max_k + k, true);
     }
 
-    torch::Tensor out = module_.forward({lr, features, mask_host.to(device_)}).toTensor();
+    std::vector<torch::jit::IValue> inputs = {lr, features, mask_host.to(device_)};
+    torch::Tensor out;
+    if (forward_with_weights_.has_value()) {
+      auto results = (*forward_with_weights_)(std::move(inputs)).toTuple();
+      out = results->elements()[0].toTensor();
+      CopyWeights(results->elements()[1].toTensor(), counts, batch);
+    } else {
+      out = module_.forward(std::move(inputs)).toTensor();
+    }
     torch::Tensor out_host = out.mul(255.0f)
                                  .round_()
                                  .clamp_(0.0f, 255.0f)
@@ -208,8 +224,21 @@ class TorchModelRunner final : public ModelRunner {
     }
   }
 
+  // weights [B, max_k] -> each frame's first counts[i] slots, the real ones.
+  static void CopyWeights(const torch::Tensor& weights, const std::vector<int64_t>& counts,
+                          absl::Span<const FrameInput> batch) {
+    torch::Tensor host = weights.to(torch::kCPU, torch::kFloat).contiguous();
+    const int64_t stride = host.size(1);
+    const float* src = host.data_ptr<float>();
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (batch[i].reference_weights == nullptr || counts[i] == 0) continue;
+      std::memcpy(batch[i].reference_weights, src + i * stride, counts[i] * sizeof(float));
+    }
+  }
+
   torch::jit::Module module_;
   torch::jit::Method encode_;
+  std::optional<torch::jit::Method> forward_with_weights_;  // absent in older exports
   const torch::Device device_;
 };
 
@@ -266,12 +295,17 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Load(const std::string
     }
     module.eval();
     if (options.freeze) {
-      const std::vector<std::string> methods = {"encode_references"};
+      std::vector<std::string> methods = {"encode_references"};
+      // Freezing drops every method it is not told to keep.
+      if (options.reference_weights && module.find_method(kForwardWithWeights)) {
+        methods.push_back(kForwardWithWeights);
+      }
       module = torch::jit::freeze(module, methods);
       module = torch::jit::optimize_for_inference(module, methods);
     }
     return std::unique_ptr<ModelRunner>(
-        new TorchModelRunner(*std::move(metadata), parallelism, std::move(module), *device));
+        new TorchModelRunner(*std::move(metadata), parallelism, std::move(module), *device,
+                             options.reference_weights));
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(
         absl::StrCat("--model=", path, ": not a loadable TorchScript file: ", FirstLine(e.what())));

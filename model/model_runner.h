@@ -23,6 +23,9 @@ struct ModelRunnerOptions {
   int num_threads = 0;
   bool freeze = true;           // torch.jit.freeze + optimize_for_inference: faster on CPU
   bool jit_profiling = false;   // TorchScript's profiling executor (process-wide setting)
+  // Call forward_with_weights when the model has it; false serves images only
+  // (forward), as models exported before the method do.
+  bool reference_weights = true;
 };
 
 // How the model's work is spread over the machine.
@@ -50,6 +53,11 @@ struct FrameInput {
   absl::Span<const float> reference_luma;  // count x R x R luma in [0,1]
   int reference_luma_count = 0;
   uint8_t* output_rgb = nullptr;  // output_size^2 x 3 bytes, written by Enhance
+  // Where Enhance writes this frame's reference weights when the model has
+  // them (has_reference_weights()): one float per real reference, in the
+  // order the references were encoded (padded slots are not written). The
+  // caller owns the buffer, which holds at least that many floats. May be null.
+  float* reference_weights = nullptr;
 };
 
 // Runs one FSRST TorchScript file (model/fsrst/export.py) on one device: the
@@ -74,6 +82,10 @@ class ModelRunner {
   // Instances and intra-op threads resolved from the options at Load.
   const ModelParallelism& parallelism() const { return parallelism_; }
   virtual std::string device_name() const = 0;
+  // Whether the model has forward_with_weights, so Enhance reports each
+  // reference's mean aggregation weight (FrameInput::reference_weights).
+  // Models exported before that method serve images only.
+  virtual bool has_reference_weights() const = 0;
 
   // Encodes `count` references (count x R x R luma floats in [0,1]) into
   // features resident on the model's device.
@@ -82,7 +94,9 @@ class ModelRunner {
       absl::Span<const float> luma, int count) = 0;
 
   // Enhances a batch: frames may have different reference counts (padded and
-  // masked). Writes every frame's output_rgb, or returns the model's error.
+  // masked). Writes every frame's output_rgb (and reference_weights, see
+  // FrameInput), or returns the model's error. The image is the same with or
+  // without weights: forward_with_weights is forward plus a mean per slot.
   virtual absl::Status Enhance(absl::Span<const FrameInput> batch) = 0;
 
   // Runs every batch size 1..max_batch_size once (with and without references),

@@ -58,7 +58,8 @@ absl::StatusOr<std::unique_ptr<FrameTask>> EnhanceRequestHandler::Prepare(
           "used); send one or the other");
     }
     FSRST_RETURN_IF_ERROR(ValidateIdentityId(request.identity_id(), "identity_id"));
-    task->references = cache_->Lookup(ReferenceCacheKey(tenant, request.identity_id()));
+    task->references =
+        cache_->Lookup(ReferenceCacheKey(tenant, request.identity_id()), &task->usage);
     // With a shared store, Submit reads a missing identity through.
     if (task->references == nullptr && shared_ == nullptr) {
       return IdentityNotFound(request.identity_id());
@@ -85,11 +86,15 @@ absl::Status EnhanceRequestHandler::Submit(std::unique_ptr<FrameTask>* task,
   // Shared, so the std::function holding it stays copyable.
   std::shared_ptr<FrameTask> pending(std::move(*task));
   DynamicBatcher* batcher = batcher_;
+  ReferenceCache* cache = cache_;
+  std::string key = ReferenceCacheKey(tenant, request.identity_id());
   shared_->ReadThrough(
       tenant, request.identity_id(),
-      [pending, batcher](absl::StatusOr<std::shared_ptr<const ReferenceFeatures>> features) {
+      [pending, batcher, cache, key = std::move(key)](
+          absl::StatusOr<std::shared_ptr<const ReferenceFeatures>> features) {
         absl::Status status = features.status();
         if (status.ok()) {
+          pending->usage = cache->UsageOf(key, features->get());
           pending->references = *std::move(features);
           auto owned = std::make_unique<FrameTask>(std::move(*pending));
           status = batcher->Enqueue(&owned);
@@ -122,6 +127,8 @@ absl::Status EnhanceRequestHandler::BuildResponse(const FrameTask& task,
       absl::ToInt64Microseconds(task.batch_start_time - task.enqueue_time));
   response->set_inference_duration_us(absl::ToInt64Microseconds(task.inference_duration));
   response->set_batch_size(task.batch_size);
+  response->mutable_reference_weights()->Add(task.reference_weights.begin(),
+                                             task.reference_weights.end());
   return absl::OkStatus();
 }
 

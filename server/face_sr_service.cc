@@ -1,6 +1,7 @@
 #include "server/face_sr_service.h"
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -214,6 +215,61 @@ grpc::ServerUnaryReactor* FaceSrService::DeleteReferences(
   return reactor;
 }
 
+namespace {
+
+// The response of GetIdentity for what the cache holds under the identity.
+void FillIdentity(const std::string& identity_id, const CachedIdentity& cached,
+                  v1::GetIdentityResponse* response) {
+  const IdentityUsage::Snapshot usage = cached.usage->snapshot();
+  response->set_identity_id(identity_id);
+  response->set_reference_count(cached.reference_count);
+  response->set_feature_bytes(cached.feature_bytes);
+  response->set_registered_time_unix_ms(absl::ToUnixMillis(usage.registered));
+  response->set_last_used_time_unix_ms(absl::ToUnixMillis(usage.last_used));
+  response->set_frames_served(usage.frames_served);
+  response->mutable_mean_reference_weights()->Add(usage.mean_weights.begin(),
+                                                  usage.mean_weights.end());
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* FaceSrService::GetIdentity(grpc::CallbackServerContext* context,
+                                                     const v1::GetIdentityRequest* request,
+                                                     v1::GetIdentityResponse* response) {
+  const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<std::string> tenant = Authenticate(*context);
+  absl::Status status = tenant.status();
+  if (status.ok()) status = ValidateIdentityId(request->identity_id(), "identity_id");
+  if (status.ok()) {
+    const std::string key = ReferenceCacheKey(*tenant, request->identity_id());
+    if (std::optional<CachedIdentity> cached = cache_->Describe(key)) {
+      FillIdentity(request->identity_id(), *cached, response);
+    } else if (options_.shared != nullptr) {
+      options_.shared->ReadThrough(
+          *tenant, request->identity_id(),
+          [this, reactor, start, response, key, identity_id = request->identity_id()](
+              absl::StatusOr<std::shared_ptr<const ReferenceFeatures>> features) {
+            absl::Status status = features.status();
+            if (status.ok()) {
+              std::optional<CachedIdentity> cached = cache_->Describe(key);
+              if (cached.has_value()) {
+                FillIdentity(identity_id, *cached, response);
+              } else {
+                status = IdentityNotFound(identity_id);
+              }
+            }
+            FinishUnary(reactor, Rpc::kGetIdentity, start, status);
+          });
+      return reactor;
+    } else {
+      status = IdentityNotFound(request->identity_id());
+    }
+  }
+  FinishUnary(reactor, Rpc::kGetIdentity, start, status);
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* FaceSrService::GetServerInfo(grpc::CallbackServerContext* context,
                                                        const v1::GetServerInfoRequest* /*request*/,
                                                        v1::GetServerInfoResponse* response) {
@@ -238,6 +294,7 @@ grpc::ServerUnaryReactor* FaceSrService::GetServerInfo(grpc::CallbackServerConte
   response->set_max_queue_delay_us(options_.max_queue_delay_us);
   response->set_max_message_bytes(options_.max_message_bytes);
   response->set_max_stream_frames_in_flight(options_.max_stream_frames_in_flight);
+  response->set_reference_weights(runner_->has_reference_weights());
   FinishUnary(reactor, Rpc::kGetServerInfo, start, absl::OkStatus());
   return reactor;
 }

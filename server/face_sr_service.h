@@ -85,6 +85,11 @@ class FaceSrService final : public v1::FaceSuperResolution::CallbackService {
   grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* context,
                                           const v1::GetServerInfoRequest* request,
                                           v1::GetServerInfoResponse* response) override;
+  // Reads the local cache only (no lock of the batch path); with a shared
+  // store, a local miss is read through first, so every replica answers.
+  grpc::ServerUnaryReactor* GetIdentity(grpc::CallbackServerContext* context,
+                                        const v1::GetIdentityRequest* request,
+                                        v1::GetIdentityResponse* response) override;
 
  private:
   enum class State { kStarting, kServing, kDraining };

@@ -10,6 +10,8 @@ struct ReferenceCache::Entry {
   // Set before the entry is published, then constant.
   std::string key;  // table_'s key views it
   std::shared_ptr<const ReferenceFeatures> features;
+  // Counters of this registration (a Restore starts them anew).
+  std::shared_ptr<IdentityUsage> usage;
   int64_t charge = 0;
   // Guarded by the cache's mu_.
   absl::Time last_use;  // while unpinned: its Insert or its last Release
@@ -33,6 +35,7 @@ std::shared_ptr<const ReferenceFeatures> ReferenceCache::Insert(
   auto owned = std::make_unique<Entry>();
   owned->key = key;
   owned->charge = features->byte_size();
+  owned->usage = std::make_shared<IdentityUsage>(features->count(), options_.now());
   owned->features = std::move(features);
   absl::MutexLock lock(&mu_);
   return InsertLocked(std::move(owned));
@@ -45,6 +48,7 @@ bool ReferenceCache::Restore(const std::string& key, const ReferenceFeatures* in
     owned = std::make_unique<Entry>();
     owned->key = key;
     owned->charge = previous->byte_size();
+    owned->usage = std::make_shared<IdentityUsage>(previous->count(), options_.now());
     owned->features = std::move(previous);
   }
   absl::MutexLock lock(&mu_);
@@ -92,6 +96,31 @@ std::optional<absl::Time> ReferenceCache::LastUse(const std::string& key) const 
 }
 
 std::shared_ptr<const ReferenceFeatures> ReferenceCache::Lookup(const std::string& key) {
+  return Lookup(key, nullptr);
+}
+
+std::shared_ptr<IdentityUsage> ReferenceCache::UsageOf(const std::string& key,
+                                                       const ReferenceFeatures* features) const {
+  absl::MutexLock lock(&mu_);
+  auto it = table_.find(key);
+  if (it == table_.end() || it->second->features.get() != features) return nullptr;
+  return it->second->usage;
+}
+
+std::optional<CachedIdentity> ReferenceCache::Describe(const std::string& key) const {
+  absl::MutexLock lock(&mu_);
+  auto it = table_.find(key);
+  if (it == table_.end()) return std::nullopt;
+  const Entry* entry = it->second;
+  if (entry->pins == 0 && options_.now() - entry->last_use > options_.idle_ttl) {
+    return std::nullopt;
+  }
+  return CachedIdentity{entry->features->count(), entry->charge, entry->usage};
+}
+
+std::shared_ptr<const ReferenceFeatures> ReferenceCache::Lookup(
+    const std::string& key, std::shared_ptr<IdentityUsage>* usage) {
+  if (usage != nullptr) usage->reset();
   Entry* entry = nullptr;
   {
     absl::MutexLock lock(&mu_);
@@ -110,6 +139,7 @@ std::shared_ptr<const ReferenceFeatures> ReferenceCache::Lookup(const std::strin
       return nullptr;
     }
     ++stats_.hits;
+    if (usage != nullptr) *usage = entry->usage;
     if (entry->pins++ == 0) in_use_.splice(in_use_.end(), lru_, entry->node);
   }
   // The pin keeps `entry`, and with it entry->features, alive until the

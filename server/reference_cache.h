@@ -14,6 +14,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "batching/identity_usage.h"
 #include "model/reference_features.h"
 
 namespace fsrst {
@@ -23,6 +24,13 @@ struct ReferenceCacheOptions {
   absl::Duration idle_ttl = absl::Minutes(30);  // an entry not looked up for this long expires
   // The clock; tests inject a fake one. Must be thread-safe.
   std::function<absl::Time()> now = [] { return absl::Now(); };
+};
+
+// One cached identity as GetIdentity reports it.
+struct CachedIdentity {
+  int reference_count = 0;
+  int64_t feature_bytes = 0;
+  std::shared_ptr<IdentityUsage> usage;  // of the registration now cached; never null
 };
 
 // Counters and levels, for the metrics.
@@ -77,6 +85,19 @@ class ReferenceCache {
   // The features of `key`, pinned, and marks it most recently used; null if
   // the key is unknown, evicted or expired (expired entries are removed here).
   std::shared_ptr<const ReferenceFeatures> Lookup(const std::string& key);
+  // Lookup, and the usage counters of the entry it found (null when it found
+  // none), read under the same lock so they belong to the same registration.
+  std::shared_ptr<const ReferenceFeatures> Lookup(const std::string& key,
+                                                  std::shared_ptr<IdentityUsage>* usage);
+
+  // The usage counters of `key` if it still holds `features` (e.g. just
+  // inserted by a read-through), else null. Not a use.
+  std::shared_ptr<IdentityUsage> UsageOf(const std::string& key,
+                                         const ReferenceFeatures* features) const;
+
+  // What `key` holds, without counting as a use; nullopt if it is not cached
+  // or has been idle past the TTL (what Lookup would not find either).
+  std::optional<CachedIdentity> Describe(const std::string& key) const;
 
   // Removes `key`; returns whether it was cached. Its bytes are released once
   // no handle pins it.

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/enhance_request_handler.h"
+#include "server/reference_quality.h"
 #include "server/request_validation.h"
 #include "server/status_util.h"
 
@@ -56,6 +57,12 @@ void RegisterReferencesReactor::Decode(absl::Status status) {
       DecodeReferences(request_->references(), deps_.runner->metadata(), deps_.image_limits,
                        [context] { return context->IsCancelled(); });
   if (!luma.ok()) return Answer(luma.status());
+  const ModelMetadata& m = deps_.runner->metadata();
+  absl::StatusOr<std::vector<double>> sharpness =
+      CheckReferences(*luma, request_->references_size(), m.reference_size);
+  if (!sharpness.ok()) return Answer(sharpness.status());
+  // Written here, before the encode job exists; read by gRPC only after Finish.
+  response_->mutable_reference_sharpness()->Add(sharpness->begin(), sharpness->end());
   luma_ = *std::move(luma);
   std::unique_ptr<JobTask> job = MakeJob(&RegisterReferencesReactor::Encode);
   const absl::Status enqueued = deps_.batcher->EnqueueJob(&job);

@@ -16,7 +16,7 @@ namespace {
 const char* RpcName(int rpc) {
   static constexpr const char* kNames[kNumRpcs] = {"RegisterReferences", "Enhance",
                                                    "EnhanceStream", "DeleteReferences",
-                                                   "GetServerInfo"};
+                                                   "GetServerInfo", "GetIdentity"};
   return kNames[rpc];
 }
 
@@ -181,6 +181,14 @@ ServerMetrics::ServerMetrics(const std::string& model_name, const std::string& m
                      .Help("Frames per model call.")
                      .Register(*registry_)
                      .Add({}, BatchSizeBuckets(max_batch_size));
+  reference_share_ =
+      &prometheus::BuildHistogram()
+           .Name("fsrst_reference_share")
+           .Help("Per enhanced frame with references: the sum of its reference weights, the "
+                 "share of the frame's aggregation the references carried (0: ignored).")
+           .Register(*registry_)
+           .Add({}, prometheus::Histogram::BucketBoundaries{0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6,
+                                                            0.7, 0.8, 0.9, 0.95, 1.0});
   frames_enhanced_ = &prometheus::BuildCounter()
                           .Name("fsrst_frames_enhanced_total")
                           .Help("Frames the model enhanced.")
@@ -322,6 +330,8 @@ void ServerMetrics::RecordQueueDuration(absl::Duration queued) {
 }
 
 void ServerMetrics::RecordFramesEnhanced(int frames) { frames_enhanced_->Increment(frames); }
+
+void ServerMetrics::RecordReferenceShare(double share) { reference_share_->Observe(share); }
 
 void ServerMetrics::RecordFrameDone(absl::StatusCode code) {
   if (code == absl::StatusCode::kCancelled) dropped_cancelled_->Increment();

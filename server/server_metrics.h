@@ -22,8 +22,15 @@
 namespace fsrst {
 
 // The RPCs, as the `rpc` label of request metrics.
-enum class Rpc { kRegisterReferences, kEnhance, kEnhanceStream, kDeleteReferences, kGetServerInfo };
-inline constexpr int kNumRpcs = 5;
+enum class Rpc {
+  kRegisterReferences,
+  kEnhance,
+  kEnhanceStream,
+  kDeleteReferences,
+  kGetServerInfo,
+  kGetIdentity
+};
+inline constexpr int kNumRpcs = 6;
 inline constexpr int kNumStatusCodes = 17;  // absl::StatusCode 0..16
 
 // Where and how /metrics is served.
@@ -83,6 +90,9 @@ class ServerMetrics {
   void RecordBatch(int batch_size, absl::Duration inference);
   void RecordQueueDuration(absl::Duration queued);
   void RecordFramesEnhanced(int frames);
+  // One enhanced frame's reference share: the sum of its reference weights
+  // (frames without references or weights are not recorded).
+  void RecordReferenceShare(double share);
   // A frame handed to the batcher came back with `code`; DEADLINE_EXCEEDED and
   // CANCELLED mean the batcher dropped it before inference.
   void RecordFrameDone(absl::StatusCode code);
@@ -125,6 +135,7 @@ class ServerMetrics {
   prometheus::Histogram* inference_duration_ = nullptr;
   prometheus::Histogram* encode_duration_ = nullptr;
   prometheus::Histogram* batch_size_ = nullptr;
+  prometheus::Histogram* reference_share_ = nullptr;
   prometheus::Counter* frames_enhanced_ = nullptr;
   prometheus::Counter* dropped_deadline_ = nullptr;
   prometheus::Counter* dropped_cancelled_ = nullptr;

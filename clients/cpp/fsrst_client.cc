@@ -287,6 +287,22 @@ absl::StatusOr<v1::GetServerInfoResponse> FsrstClient::GetServerInfo(const CallO
   return response;
 }
 
+absl::StatusOr<v1::GetIdentityResponse> FsrstClient::GetIdentity(const std::string& identity_id,
+                                                                  const CallOptions& options) {
+  if (absl::Status valid = CheckIdentityId(identity_id); !valid.ok()) return valid;
+  const absl::Time deadline = DeadlineAfter(options.timeout);
+  v1::GetIdentityRequest request;
+  request.set_identity_id(identity_id);
+  v1::GetIdentityResponse response;
+  const absl::Status status = Retrying(deadline, [&] {
+    grpc::ClientContext context;
+    PrepareContext(&context, identity_id, deadline, options);
+    return FromGrpcStatus(stub_->GetIdentity(&context, request, &response));
+  });
+  if (!status.ok()) return status;
+  return response;
+}
+
 absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> FsrstClient::Health(
     const std::string& service, const CallOptions& options) {
   // Not retried: a probe reports the server's state now.

@@ -164,6 +164,14 @@ class FsrstClient {
   // The model and limits the server runs with.
   absl::StatusOr<v1::GetServerInfoResponse> GetServerInfo(const CallOptions& options = {});
 
+  // What the server holds for `identity_id` and has served with it: reference
+  // count, feature bytes, registered and last-used times, frames served and
+  // each reference's mean weight. NOT_FOUND if the server does not hold it
+  // (not re-registered: this only reads). Each EnhanceResponse carries the
+  // frame's own weights (reference_weights).
+  absl::StatusOr<v1::GetIdentityResponse> GetIdentity(const std::string& identity_id,
+                                                      const CallOptions& options = {});
+
   // grpc.health.v1 Check of `service` ("" = the whole server). Not retried: a
   // probe reports the server's state now.
   absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health(

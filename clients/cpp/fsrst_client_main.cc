@@ -5,6 +5,7 @@
 //   fsrst_client register --identity=ID --ref a.jpg --ref b.jpg
 //   fsrst_client enhance  --identity=ID --frame f.jpg --out out.jpg [--ref a.jpg ...]
 //   fsrst_client stream   --identity=ID [--ref a.jpg ...] --frames_dir DIR --out_dir DIR
+//   fsrst_client identity --identity=ID
 //   fsrst_client delete   --identity=ID
 //
 // Images are JPEG (.jpg/.jpeg), PNG (.png) or square raw RGB8 (.rgb). --ref
@@ -32,6 +33,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
@@ -185,7 +187,33 @@ int Info(FsrstClient& client) {
             << "max_queue_size: " << info->max_queue_size() << "\n"
             << "max_queue_delay_us: " << info->max_queue_delay_us() << "\n"
             << "max_message_bytes: " << info->max_message_bytes() << "\n"
-            << "max_stream_frames_in_flight: " << info->max_stream_frames_in_flight() << "\n";
+            << "max_stream_frames_in_flight: " << info->max_stream_frames_in_flight() << "\n"
+            << "reference_weights: " << (info->reference_weights() ? "true" : "false") << "\n";
+  return 0;
+}
+
+// Milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds.
+std::string FormatUnixMs(int64_t ms) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMillis(ms), absl::UTCTimeZone());
+}
+
+int Identity(FsrstClient& client, const std::string& identity) {
+  if (identity.empty()) return Usage("identity needs --identity");
+  auto info = client.GetIdentity(identity, OptionsFromFlags(absl::GetFlag(FLAGS_timeout_ms)));
+  if (!info.ok()) return Fail(info.status());
+  std::cout << "identity_id: " << info->identity_id() << "\n"
+            << "reference_count: " << info->reference_count() << "\n"
+            << "feature_bytes: " << info->feature_bytes() << "\n"
+            << "registered: " << FormatUnixMs(info->registered_time_unix_ms()) << "\n"
+            << "last_used: " << FormatUnixMs(info->last_used_time_unix_ms()) << "\n"
+            << "frames_served: " << info->frames_served() << "\n";
+  if (info->mean_reference_weights().empty()) {
+    std::cout << "mean weights: none yet (no frame served, or the model reports none)\n";
+  }
+  for (int i = 0; i < info->mean_reference_weights_size(); ++i) {
+    std::cout << absl::StrFormat("reference %d: mean weight %.4f\n", i,
+                                 info->mean_reference_weights(i));
+  }
   return 0;
 }
 
@@ -281,6 +309,8 @@ int Stream(FsrstClient& client, const std::string& identity, const std::vector<s
   const absl::Duration interval = absl::Milliseconds(absl::GetFlag(FLAGS_frame_interval_ms));
   const size_t total = frames->size();
   size_t sent = 0, written = 0;
+  std::vector<double> weight_sums;  // per reference, over the frames that carried weights
+  int64_t weighted = 0;
   absl::Time next_send = absl::Now();
   absl::Status stopped;
   bool stopped_locally = false;  // by a file here, not by the server's answer
@@ -310,6 +340,13 @@ int Stream(FsrstClient& client, const std::string& identity, const std::vector<s
                              absl::StrCat(source.string(), ": ", response.error().message()));
       break;
     }
+    if (const auto& w = response.reference_weights(); !w.empty()) {
+      if (weight_sums.empty()) weight_sums.assign(w.size(), 0.0);
+      if (static_cast<size_t>(w.size()) == weight_sums.size()) {  // a re-registration may change it
+        for (int i = 0; i < w.size(); ++i) weight_sums[i] += w[i];
+        ++weighted;
+      }
+    }
     const std::string out_path = (std::filesystem::path(out_dir) / source.filename()).string();
     if (stopped = WriteImageFile(response.image(), out_path); !stopped.ok()) {
       stopped_locally = true;
@@ -323,6 +360,15 @@ int Stream(FsrstClient& client, const std::string& identity, const std::vector<s
             << (*stream)->reopens() << " stream reopens, " << (*stream)->frames_resent()
             << " frames resent after NOT_FOUND"
             << (stopped.ok() ? "" : absl::StrCat("; stopped after ", sent, " sent")) << ")\n";
+  if (weighted > 0) {
+    double share = 0;
+    for (size_t i = 0; i < weight_sums.size(); ++i) {
+      share += weight_sums[i] / weighted;
+      std::cout << absl::StrFormat("reference %d: mean weight %.4f\n", i,
+                                   weight_sums[i] / weighted);
+    }
+    std::cout << absl::StrFormat("reference share: %.4f (1 - share: the model's own)\n", share);
+  }
   if (!stopped.ok()) {
     if (stopped_locally) return FailLocal(stopped);
     Fail(stopped);
@@ -345,6 +391,7 @@ int Main(int argc, char** argv) {
       "  fsrst_client register --identity=ID --ref a.jpg --ref b.jpg\n"
       "  fsrst_client enhance --identity=ID --frame f.jpg --out out.jpg [--ref a.jpg ...]\n"
       "  fsrst_client stream --identity=ID [--ref ...] --frames_dir DIR --out_dir DIR\n"
+      "  fsrst_client identity --identity=ID\n"
       "  fsrst_client delete --identity=ID\n"
       "Images: .jpg/.jpeg, .png, or square raw RGB8 .rgb. Common flag: --server=host:port");
   std::vector<std::string> refs;
@@ -354,7 +401,7 @@ int Main(int argc, char** argv) {
   for (const std::string& ref : absl::GetFlag(FLAGS_ref)) refs.push_back(ref);
   if (positional.size() != 2) {
     return Usage(positional.size() < 2
-                     ? "expected a command: health, info, register, enhance, stream or delete"
+                     ? "expected a command: health, info, register, enhance, stream, identity or delete"
                      : absl::StrCat("expected one command, got: ",
                                     absl::StrJoin(positional.begin() + 1, positional.end(), " ")));
   }
@@ -383,8 +430,10 @@ int Main(int argc, char** argv) {
   if (command == "enhance") return Enhance(client, identity, refs);
   if (command == "stream") return Stream(client, identity, refs);
   if (command == "delete") return Delete(client, identity);
+  if (command == "identity") return Identity(client, identity);
   return Usage(absl::StrCat("unknown command \"", command,
-                            "\": expected health, info, register, enhance, stream or delete"));
+                            "\": expected health, info, register, enhance, stream, identity or "
+                            "delete"));
 }
 
 }  // namespace

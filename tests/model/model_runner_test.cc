@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -185,6 +187,139 @@ TEST_P(ModelRunnerTest, ConcurrentCallsEqualSequentialOnes) {
 
 INSTANTIATE_TEST_SUITE_P(ShippedModels, ModelRunnerTest,
                          ::testing::Values("fsrst_x4", "fsrst_x4_small"));
+
+// One line of tests/model/testdata/*_weights.txt: what the Python model gives.
+struct PythonWeights {
+  int frame_seed = 0;
+  int reference_seed = 0;
+  int count = 0;
+  std::vector<float> weights;
+};
+
+std::vector<PythonWeights> ReadPythonWeights(const std::string& variant) {
+  std::ifstream in(SourceDir() + "/tests/model/testdata/" + variant + "_weights.txt");
+  std::vector<PythonWeights> cases;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream fields(line);
+    PythonWeights c;
+    fields >> c.frame_seed >> c.reference_seed >> c.count;
+    float w;
+    while (fields >> w) c.weights.push_back(w);
+    cases.push_back(c);
+  }
+  return cases;
+}
+
+std::vector<float> UnitLuma(const ModelMetadata& m, int count, int seed) {
+  std::vector<float> luma = Luma(m, count, seed);
+  for (float& v : luma) v /= 255.0f;
+  return luma;
+}
+
+std::unique_ptr<ModelRunner> LoadOnCpu(const std::string& variant, bool reference_weights) {
+  ModelRunnerOptions options;
+  options.device = "cpu";
+  options.num_threads = 1;
+  options.reference_weights = reference_weights;
+  auto runner = ModelRunner::Load(WeightsPath(variant), options);
+  EXPECT_TRUE(runner.ok()) << runner.status();
+  return runner.ok() ? *std::move(runner) : nullptr;
+}
+
+TEST(ModelRunnerWeights, DetectsForwardWithWeights) {
+  EXPECT_TRUE(LoadOnCpu("fsrst_x4_small", true)->has_reference_weights());
+  EXPECT_FALSE(LoadOnCpu("fsrst_x4_small", false)->has_reference_weights());
+  // fsrst_x4 predates the method: it serves images and reports no weights.
+  EXPECT_FALSE(LoadOnCpu("fsrst_x4", true)->has_reference_weights());
+}
+
+// The cases of make_reference_weights_fixture.py run as one padded batch
+// (counts 2, 0, 3: max_k 3): each frame's real slots carry the Python model's
+// weights for that frame alone, in registration order, padded slots are not
+// written, and the images are byte for byte those of forward.
+TEST(ModelRunnerWeights, BatchWeightsEqualThePythonModelsAndImagesEqualForward) {
+  std::unique_ptr<ModelRunner> runner = LoadOnCpu("fsrst_x4_small", true);
+  std::unique_ptr<ModelRunner> images_only = LoadOnCpu("fsrst_x4_small", false);
+  ASSERT_TRUE(runner && images_only);
+  const ModelMetadata& m = runner->metadata();
+  const std::vector<PythonWeights> cases = ReadPythonWeights("fsrst_x4_small");
+  ASSERT_EQ(cases.size(), 3u) << "regenerate with make_reference_weights_fixture.py";
+
+  constexpr float kUnwritten = -7.0f;
+  const int n = static_cast<int>(cases.size());
+  std::vector<std::vector<uint8_t>> frames(n), outputs(n), expected(n);
+  std::vector<std::vector<float>> weights(n, std::vector<float>(m.max_references, kUnwritten));
+  std::vector<std::shared_ptr<const ReferenceFeatures>> refs(n), refs_plain(n);
+  std::vector<FrameInput> batch(n), plain(n);
+  for (int i = 0; i < n; ++i) {
+    frames[i] = Pattern(m.frame_bytes(), cases[i].frame_seed);
+    outputs[i].resize(m.output_bytes());
+    expected[i].resize(m.output_bytes());
+    if (cases[i].count > 0) {
+      const std::vector<float> luma = UnitLuma(m, cases[i].count, cases[i].reference_seed);
+      auto encoded = runner->EncodeReferences(luma, cases[i].count);
+      auto encoded_plain = images_only->EncodeReferences(luma, cases[i].count);
+      ASSERT_TRUE(encoded.ok() && encoded_plain.ok());
+      refs[i] = *encoded;
+      refs_plain[i] = *encoded_plain;
+    }
+    batch[i] = {frames[i].data(), refs[i].get(), {}, 0, outputs[i].data(), weights[i].data()};
+    plain[i] = {frames[i].data(), refs_plain[i].get(), {}, 0, expected[i].data(), nullptr};
+  }
+  ASSERT_TRUE(runner->Enhance(batch).ok());
+  ASSERT_TRUE(images_only->Enhance(plain).ok());
+  for (int i = 0; i < n; ++i) {
+    SCOPED_TRACE(i);
+    const int k = cases[i].count;
+    ASSERT_EQ(static_cast<int>(cases[i].weights.size()), k);
+    for (int j = 0; j < k; ++j) {
+      // Python's weights of one frame differ by ~2e-4: a swapped order fails.
+      EXPECT_NEAR(weights[i][j], cases[i].weights[j], 2e-5) << "slot " << j;
+    }
+    for (int j = k; j < m.max_references; ++j) EXPECT_EQ(weights[i][j], kUnwritten);
+    EXPECT_EQ(outputs[i], expected[i]);
+  }
+}
+
+TEST(ModelRunnerWeights, InlineReferencesGetWeightsToo) {
+  std::unique_ptr<ModelRunner> runner = LoadOnCpu("fsrst_x4_small", true);
+  ASSERT_TRUE(runner);
+  const ModelMetadata& m = runner->metadata();
+  const PythonWeights c = ReadPythonWeights("fsrst_x4_small").at(2);
+  const std::vector<float> luma = UnitLuma(m, c.count, c.reference_seed);
+  const std::vector<uint8_t> frame = Pattern(m.frame_bytes(), c.frame_seed);
+  std::vector<uint8_t> out(m.output_bytes());
+  std::vector<float> weights(c.count, -1.0f);
+  FrameInput input;
+  input.frame_rgb = frame.data();
+  input.reference_luma = luma;
+  input.reference_luma_count = c.count;
+  input.output_rgb = out.data();
+  input.reference_weights = weights.data();
+  ASSERT_TRUE(runner->Enhance({&input, 1}).ok());
+  ASSERT_EQ(c.weights.size(), weights.size());
+  for (size_t j = 0; j < weights.size(); ++j) EXPECT_NEAR(weights[j], c.weights[j], 2e-5);
+}
+
+TEST(ModelRunnerWeights, AModelWithoutTheMethodWritesNoWeights) {
+  std::unique_ptr<ModelRunner> runner = LoadOnCpu("fsrst_x4", true);
+  ASSERT_TRUE(runner);
+  const ModelMetadata& m = runner->metadata();
+  auto refs = runner->EncodeReferences(UnitLuma(m, 2, 1), 2);
+  ASSERT_TRUE(refs.ok());
+  const std::vector<uint8_t> frame = Pattern(m.frame_bytes(), 10);
+  std::vector<uint8_t> out(m.output_bytes());
+  std::vector<float> weights(2, -1.0f);
+  FrameInput input;
+  input.frame_rgb = frame.data();
+  input.references = refs->get();
+  input.output_rgb = out.data();
+  input.reference_weights = weights.data();
+  ASSERT_TRUE(runner->Enhance({&input, 1}).ok());
+  EXPECT_THAT(weights, ::testing::Each(-1.0f));
+}
 
 TEST(ModelParallelismRule, AutoOnCpuIsOneSingleThreadedInstancePerCore) {
   const ModelParallelism p = ResolveModelParallelism(0, 0, /*on_cuda=*/false, /*cores=*/4);

@@ -213,6 +213,9 @@ def test_every_rpc_is_unauthenticated_before_its_request_is_looked_at(tls_server
             metadata=md),
         "GetServerInfo": lambda stub, md: stub.GetServerInfo(
             fsrst_pb2.GetServerInfoRequest(), timeout=10, metadata=md),
+        "GetIdentity": lambda stub, md: stub.GetIdentity(
+            fsrst_pb2.GetIdentityRequest(identity_id="never-registered"), timeout=10,
+            metadata=md),
     }
     with tls_channel(tls_server.port, pki) as channel:
         stub = fsrst_pb2_grpc.FaceSuperResolutionStub(channel)

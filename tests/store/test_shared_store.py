@@ -430,3 +430,27 @@ def test_password_is_used_and_no_secret_reaches_the_log(tmp_path):
     assert "shared through " + redis.url in log
     assert "redis-pass-xyz" not in log
     assert printable_key.decode() not in log
+
+
+def test_get_identity_on_a_replica_that_never_saw_it_reads_it_through(redis, key_file):
+    a, b = replicas(2, redis.url, key_file)
+    try:
+        ca, cb = Client(a), Client(b)
+        assert ca.register("gi-fleet", refs(2)).reference_count == 2
+        ca.enhance("gi-fleet", frame())
+        # b never saw it: GetIdentity reads it through (no false NOT_FOUND), with b's own
+        # figures (no frame served there yet).
+        info = cb.stub.GetIdentity(fsrst_pb2.GetIdentityRequest(identity_id="gi-fleet"),
+                                   timeout=60)
+        assert (info.reference_count, info.frames_served) == (2, 0)
+        assert read_metric(b, "fsrst_reference_read_throughs_total", result="OK") == 1
+        there = ca.stub.GetIdentity(fsrst_pb2.GetIdentityRequest(identity_id="gi-fleet"),
+                                    timeout=60)
+        assert there.frames_served == 1 and len(there.mean_reference_weights) == 2
+        code, message = code_of(lambda: cb.stub.GetIdentity(
+            fsrst_pb2.GetIdentityRequest(identity_id="gi-nowhere"), timeout=60))
+        assert code == grpc.StatusCode.NOT_FOUND and "call RegisterReferences again" in message
+        ca.close()
+        cb.close()
+    finally:
+        stop_all([a, b])

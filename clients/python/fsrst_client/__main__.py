@@ -8,6 +8,7 @@
                                          [--truth hr.jpg]
     clients/python/fsrst-client stream   --identity alice --frames_dir frames/ [--out_dir out/]
                                          [--ref a.jpg ...]
+    clients/python/fsrst-client identity --identity alice   # what the server holds and served
     clients/python/fsrst-client delete   --identity alice
     clients/python/fsrst-client describe   # the services and methods, without grpcurl
     clients/python/fsrst-client call GetServerInfo [--data '{"json": "request"}']
@@ -21,7 +22,8 @@ none. --side_by_side also writes LR (nearest) | bicubic | enhanced | references,
 with the high-resolution truth after enhanced when --truth names it.
 stream sends every image in --frames_dir in sorted name order on one stream,
 prints one line per frame (its latency, from sending to the answer) and a summary
-(frames, errors, p50/p99 latency, fps); --out_dir keeps the answers under the
+(frames, errors, p50/p99 latency, fps) and, when the model reports them, each
+reference's mean weight over the frames; --out_dir keeps the answers under the
 frames' names. A frame the server refuses is counted and the stream goes on,
 except NOT_FOUND (the identity is not registered), which stops it at once.
 describe and call stand in for grpcurl's `list`/`describe` and `-d`: call makes
@@ -162,10 +164,11 @@ def stream(client: FsrstClient, args) -> int:
             yield frame
 
     latencies, errors, answered = [], 0, 0
+    weight_sums, weighted = None, 0
     started = time.monotonic()
     results = client.enhance_stream(args.identity, frames(), output=args.output,
                                     max_in_flight=args.window, timeout_s=None,
-                                    return_errors=True)
+                                    return_errors=True, with_weights=True)
     try:
         for i, result in enumerate(results):
             latency = time.monotonic() - sent_at.pop(i)
@@ -180,6 +183,12 @@ def stream(client: FsrstClient, args) -> int:
                     break
                 continue
             latencies.append(latency)
+            result, weights = result
+            if weights:
+                weight_sums = [0.0] * len(weights) if weight_sums is None else weight_sums
+                if len(weights) == len(weight_sums):  # a re-registration may change the count
+                    weight_sums = [s + w for s, w in zip(weight_sums, weights)]
+                    weighted += 1
             if args.out_dir:
                 out = os.path.join(args.out_dir, name)
                 try:
@@ -198,7 +207,32 @@ def stream(client: FsrstClient, args) -> int:
                     f"p99: {percentile_ms(latencies, 99):.1f} ms, "
                     f"fps: {len(latencies) / elapsed:.1f}")
     print(summary)
+    if weighted:
+        means = [s / weighted for s in weight_sums]
+        for i, mean in enumerate(means):
+            print(f"reference {i}: mean weight {mean:.4f}")
+        print(f"reference share: {sum(means):.4f} (1 - share: the model's own)")
     return 0 if errors == 0 and len(latencies) == len(paths) else 1
+
+
+def show_identity(client: FsrstClient, args) -> None:
+    """Prints GetIdentity: what the server holds for --identity and has served with it."""
+    info = client.get_identity(args.identity)
+
+    def when(ms: int) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+
+    print(f"identity_id: {info.identity_id}")
+    print(f"reference_count: {info.reference_count}")
+    print(f"feature_bytes: {info.feature_bytes}")
+    print(f"registered: {when(info.registered_time_unix_ms)}")
+    print(f"last_used: {when(info.last_used_time_unix_ms)}")
+    print(f"frames_served: {info.frames_served}")
+    if info.mean_reference_weights:
+        for i, mean in enumerate(info.mean_reference_weights):
+            print(f"reference {i}: mean weight {mean:.4f}")
+    else:
+        print("mean weights: none yet (no frame served, or the model reports none)")
 
 
 def describe() -> None:
@@ -282,7 +316,8 @@ def api_key_hint(key_given: bool) -> str:
             "(keeps it out of ps); other clients send the metadata `authorization: Bearer KEY`")
 
 
-COMMANDS = ["register", "enhance", "stream", "delete", "info", "health", "describe", "call"]
+COMMANDS = ["register", "enhance", "stream", "identity", "delete", "info", "health", "describe",
+            "call"]
 
 
 def main(argv=None) -> int:
@@ -324,7 +359,7 @@ def main(argv=None) -> int:
         parser.error("enhance needs --frame and --out")
     if args.truth and not args.side_by_side:
         parser.error("--truth goes with --side_by_side")
-    if args.command in ("register", "stream", "delete") and not args.identity:
+    if args.command in ("register", "stream", "identity", "delete") and not args.identity:
         parser.error(f"{args.command} needs --identity")
     if args.command == "register" and not args.ref:
         parser.error("register needs at least one --ref")
@@ -358,6 +393,8 @@ def main(argv=None) -> int:
                 register(client, args)
             elif args.command == "delete":
                 delete(client, args)
+            elif args.command == "identity":
+                show_identity(client, args)
             elif args.command == "stream":
                 return stream(client, args)
             else:

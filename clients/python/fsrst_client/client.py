@@ -19,7 +19,7 @@ import random
 import string
 import threading
 import time
-from typing import Iterable, Iterator, Optional, Sequence, Union
+from typing import Iterable, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
 import grpc
 import numpy as np
@@ -50,6 +50,16 @@ _MAX_BACKOFF_S = 2.0
 _MAX_IDENTITY_ID_LENGTH = 128
 _IDENTITY_ID_RULE = "only [A-Za-z0-9._:@-]"
 _IDENTITY_ID_CHARS = frozenset(string.ascii_letters + string.digits + "._:@-")
+
+
+class Enhanced(NamedTuple):
+    """A frame's answer with its reference weights (enhance/enhance_stream with
+    with_weights=True)."""
+    image: np.ndarray
+    # Each reference's mean aggregation weight over the frame, in registration
+    # order; 1 - sum is the share the model took from none of them. Empty without
+    # references or when the server's model reports none (server_info().reference_weights).
+    weights: Tuple[float, ...]
 
 
 class FsrstError(Exception):
@@ -269,8 +279,10 @@ class FsrstClient:
 
     def enhance(self, identity_id: str, frame: ImageLike, output: str = "rgb8", *,
                 references: Optional[Sequence[ImageLike]] = None, encoding: Optional[str] = None,
-                jpeg_quality: int = 0, frame_timeout_ms: int = 0) -> np.ndarray:
-        """Enhances one lr_size x lr_size frame; returns the HxWx3 uint8 face.
+                jpeg_quality: int = 0, frame_timeout_ms: int = 0,
+                with_weights: bool = False) -> Union[np.ndarray, Enhanced]:
+        """Enhances one lr_size x lr_size frame; returns the HxWx3 uint8 face, or
+        with_weights=True an Enhanced(image, weights).
 
         identity_id: a registered identity, or "" for the stateless path with the
         inline `references` (encoded by the server for this request only) or none.
@@ -294,13 +306,14 @@ class FsrstClient:
                     or not self._reregister(identity_id, epoch, deadline)):
                 raise
             response = self._call(self._stub.Enhance, request, identity_id, deadline)
-        return from_proto(response.image)
+        return _result(response, with_weights)
 
     def enhance_stream(self, identity_id: str, frames: Iterable[ImageLike], output: str = "rgb8",
                        *, encoding: Optional[str] = None, jpeg_quality: int = 0,
                        frame_timeout_ms: int = 0, timeout_s: Optional[float] = None,
-                       max_in_flight: int = 16, return_errors: bool = False
-                       ) -> Iterator[Union[np.ndarray, FsrstError]]:
+                       max_in_flight: int = 16, return_errors: bool = False,
+                       with_weights: bool = False
+                       ) -> Iterator[Union[np.ndarray, Enhanced, FsrstError]]:
         """Enhances the frames of one identity on one EnhanceStream call and
         yields the faces in frame order, as they come back.
 
@@ -321,13 +334,14 @@ class FsrstClient:
         index) when its turn comes and ends the stream, or with
         return_errors=True is yielded in its place and the stream goes on.
         timeout_s: deadline of the whole stream; None: none (video runs long).
+        with_weights: yield Enhanced(image, weights) instead of the image.
         Leaving the loop early cancels the call."""
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
         if identity_id:
             check_identity_id(identity_id)
         stream = _FrameStream(self, identity_id, iter(frames), output, encoding, jpeg_quality,
-                              frame_timeout_ms, max_in_flight)
+                              frame_timeout_ms, max_in_flight, with_weights)
         return stream.run(timeout_s, return_errors)
 
     def delete_references(self, identity_id: str) -> None:
@@ -348,6 +362,16 @@ class FsrstClient:
                 # The server had already lost it (restart, eviction): gone either way.
                 if not (known and error.code == grpc.StatusCode.NOT_FOUND):
                     raise
+
+    def get_identity(self, identity_id: str) -> "fsrst_pb2.GetIdentityResponse":
+        """What the server holds and has served for the identity: reference_count,
+        feature_bytes, registered/last-used times (Unix ms), frames_served and each
+        reference's mean weight (mean_reference_weights, registration order).
+        NOT_FOUND (FsrstError) if the server does not hold it."""
+        check_identity_id(identity_id)
+        return self._call(self._stub.GetIdentity,
+                          fsrst_pb2.GetIdentityRequest(identity_id=identity_id), identity_id,
+                          self._deadline())
 
     def server_info(self) -> "fsrst_pb2.GetServerInfoResponse":
         """The model (name, version, trained, device), sizes and limits the server runs with."""
@@ -458,14 +482,20 @@ class FsrstClient:
             jpeg_quality=jpeg_quality, timeout_ms=frame_timeout_ms)
 
 
+def _result(response: "fsrst_pb2.EnhanceResponse", with_weights: bool):
+    image = from_proto(response.image)
+    return Enhanced(image, tuple(response.reference_weights)) if with_weights else image
+
+
 class _FrameStream:
     """One enhance_stream() call. gRPC's request thread of each call opened runs
     requests(); the caller's thread runs run(). Shared state is guarded by `cond`;
     `frames` is only advanced under `pull_lock`."""
 
     def __init__(self, client: FsrstClient, identity_id, frames, output, encoding, jpeg_quality,
-                 frame_timeout_ms, max_in_flight):
+                 frame_timeout_ms, max_in_flight, with_weights=False):
         self.client = client
+        self.with_weights = with_weights
         self.identity_id = identity_id
         self.frames = frames
         self.make_request = lambda frame, seq: client._enhance_request(
@@ -587,7 +617,7 @@ class _FrameStream:
                                 continue
                             result = FsrstError(code, response.error.message, seq)
                         else:
-                            result = from_proto(response.image)
+                            result = _result(response, self.with_weights)
                         reopens = 0
                         with self.cond:
                             del self.unanswered[seq]

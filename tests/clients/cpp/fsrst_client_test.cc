@@ -239,6 +239,31 @@ TEST_F(FsrstClientTest, GetServerInfoReportsTheModel) {
   EXPECT_EQ(info->max_references(), 8u);
 }
 
+// Each answer carries the frame's reference weights; GetIdentity counts the
+// frames and averages them.
+TEST_F(FsrstClientTest, WeightsAndGetIdentity) {
+  ASSERT_TRUE(client_->RegisterReferences("weights", References(2, 90)).ok());
+  auto fresh = client_->GetIdentity("weights");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(fresh->reference_count(), 2u);
+  EXPECT_EQ(fresh->frames_served(), 0u);
+  std::vector<double> sums(2, 0.0);
+  for (uint32_t seed : {1u, 2u}) {
+    auto answer = client_->Enhance("weights", Frame(seed));
+    ASSERT_TRUE(answer.ok()) << answer.status();
+    ASSERT_EQ(answer->reference_weights_size(), 2);
+    for (int j = 0; j < 2; ++j) sums[j] += answer->reference_weights(j);
+  }
+  auto info = client_->GetIdentity("weights");
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->frames_served(), 2u);
+  ASSERT_EQ(info->mean_reference_weights_size(), 2);
+  for (int j = 0; j < 2; ++j) EXPECT_NEAR(info->mean_reference_weights(j), sums[j] / 2, 1e-6);
+  EXPECT_EQ(client_->GetIdentity("weights-nobody").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(client_->GetIdentity("bad id").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 // --- FrameStream against the real server ---
 
 TEST_F(FsrstClientTest, StreamAnswersInSendOrderWithTheCallersSequenceNumbers) {

@@ -126,6 +126,29 @@ def test_stream_sends_png_frames_and_writes_png_answers(fsrst_server, cli, tmp_p
     names = sorted(os.listdir(tmp_path / "out"))
     assert names == [f"frame_{i:03d}.png" for i in range(4)]
     assert Image.open(tmp_path / "out" / names[0]).size == (128, 128)
+    # Each reference's mean weight over the 4 frames (fsrst_x4_small reports weights), then
+    # their sum; the server's GetIdentity (a fresh registration: the same 4 frames) agrees.
+    lines = result.stdout.splitlines()
+    weight_lines = [line for line in lines if re.match(r"reference \d+: ", line)]
+    assert [line.split(":")[0] for line in weight_lines] == [f"reference {i}" for i in range(3)]
+    means = [float(line.split("mean weight ")[1]) for line in weight_lines]
+    assert all(0.0 <= m <= 1.0 for m in means)
+    assert re.fullmatch(r"reference share: \d\.\d{4} \(1 - share: the model's own\)", lines[-1])
+    shown = cli(fsrst_server, "identity", "--identity=cpp-stream")
+    assert (shown.returncode, shown.stderr) == (0, "")
+    fields = dict(line.split(": ", 1) for line in shown.stdout.splitlines())
+    assert (fields["identity_id"], fields["reference_count"], fields["frames_served"]) == (
+        "cpp-stream", "3", "4")
+    assert [float(fields[f"reference {i}"].split("mean weight ")[1]) for i in range(3)] == means
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", fields["registered"])
+
+
+def test_identity_of_an_unknown_identity_is_not_found(fsrst_server, cli):
+    result = cli(fsrst_server, "identity", "--identity=cpp-nobody-here")
+    assert result.returncode == 1
+    assert result.stderr.startswith("fsrst_client: NOT_FOUND: ")
+    usage = cli(fsrst_server, "identity")
+    assert usage.returncode == 2 and "identity needs --identity" in usage.stderr
 
 
 def test_stream_of_an_unknown_identity_stops_after_the_first_not_found(fsrst_server, cli,

@@ -69,6 +69,35 @@ def test_round_trip_register_enhance_stream_info_health(fsrst_server, tmp_path):
             assert np.array_equal(face, client.enhance("ann", frame))
 
 
+def test_weights_and_get_identity(fsrst_server):
+    with FsrstClient(target(fsrst_server)) as client:
+        assert client.server_info().reference_weights
+        client.register_references("weights-ann", REFS)
+        fresh = client.get_identity("weights-ann")
+        assert (fresh.identity_id, fresh.reference_count, fresh.frames_served) == (
+            "weights-ann", 3, 0)
+        assert fresh.feature_bytes == client.register_references("weights-ann", REFS).feature_bytes
+        assert list(fresh.mean_reference_weights) == []
+        one = client.enhance("weights-ann", FRAMES[0], with_weights=True)
+        assert np.array_equal(one.image, client.enhance("weights-ann", FRAMES[0]))
+        assert len(one.weights) == 3 and all(0.0 <= w <= 1.0 for w in one.weights)
+        streamed = list(client.enhance_stream("weights-ann", FRAMES[:3], with_weights=True))
+        assert [len(s.weights) for s in streamed] == [3, 3, 3]
+        assert streamed[0].weights == pytest.approx(one.weights, abs=1e-6)
+        # No references, no weights.
+        assert client.enhance("", FRAMES[0], with_weights=True).weights == ()
+        # Frames served: the two unary calls on weights-ann and the three streamed.
+        seen = [one.weights, one.weights] + [s.weights for s in streamed]
+        info = client.get_identity("weights-ann")
+        assert info.frames_served == 5
+        assert list(info.mean_reference_weights) == pytest.approx(
+            np.mean(np.array(seen, np.float64), axis=0).tolist(), abs=1e-6)
+        assert info.last_used_time_unix_ms >= info.registered_time_unix_ms
+        with pytest.raises(FsrstError) as error:
+            client.get_identity("weights-nobody")
+        assert error.value.code == grpc.StatusCode.NOT_FOUND
+
+
 def test_errors_carry_the_grpc_code_and_the_servers_message(fsrst_server):
     with FsrstClient(target(fsrst_server)) as client:
         with pytest.raises(FsrstError) as unknown:

@@ -45,10 +45,28 @@ def test_register_stream_delete_with_the_samples(fsrst_server, tmp_path):
                    "--out_dir", str(tmp_path / "out"))
     assert streamed.returncode == 0, streamed.stderr
     lines = streamed.stdout.splitlines()
-    # One line per frame, in sorted order, then the summary.
-    assert [LINE.match(line).group(1) for line in lines[:-1]] == FRAME_NAMES
+    # One line per frame, in sorted order, the summary, then each reference's mean weight
+    # (fsrst_x4_small reports weights) and their sum.
+    assert [LINE.match(line).group(1) for line in lines[:8]] == FRAME_NAMES
     assert re.fullmatch(r"frames: 8, enhanced: 8, errors: 0, latency p50: \d+\.\d ms, "
-                        r"p99: \d+\.\d ms, fps: \d+\.\d", lines[-1])
+                        r"p99: \d+\.\d ms, fps: \d+\.\d", lines[8])
+    weight_lines = lines[9:12]
+    assert [line.split(":")[0] for line in weight_lines] == [f"reference {i}" for i in range(3)]
+    means = [float(line.split("mean weight ")[1]) for line in weight_lines]
+    assert all(0.0 <= m <= 1.0 for m in means)
+    assert re.fullmatch(r"reference share: (\d\.\d{4}) \(1 - share: the model's own\)",
+                        lines[12])
+    assert len(lines) == 13
+    # The server counted the same 8 frames (a fresh registration) and the same means.
+    shown = cli(fsrst_server, "identity", "--identity", "sample-a")
+    assert shown.returncode == 0, shown.stderr
+    fields = dict(line.split(": ", 1) for line in shown.stdout.splitlines())
+    assert fields["identity_id"] == "sample-a"
+    assert fields["reference_count"] == "3"
+    assert fields["frames_served"] == "8"
+    assert [float(fields[f"reference {i}"].split("mean weight ")[1]) for i in range(3)] == means
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", fields["registered"])
+    assert fields["last_used"] >= fields["registered"]
     assert sorted(os.listdir(tmp_path / "out")) == FRAME_NAMES
     # The answers are the server's faces for those frames with those references
     # (the JPEG written back is compared to the raw answer, so not bit for bit).
@@ -65,6 +83,15 @@ def test_register_stream_delete_with_the_samples(fsrst_server, tmp_path):
     assert (deleted.returncode, deleted.stdout) == (0, "deleted the references of sample-a\n")
     again = cli(fsrst_server, "delete", "--identity", "sample-a")
     assert again.returncode == 1 and again.stderr.startswith("fsrst_client: NOT_FOUND: ")
+
+
+def test_identity_of_an_unknown_identity_is_not_found(fsrst_server):
+    result = cli(fsrst_server, "identity", "--identity", "nobody-registered")
+    assert result.returncode == 1
+    assert result.stderr.startswith("fsrst_client: NOT_FOUND: ")
+    assert "call RegisterReferences again" in result.stderr
+    usage = cli(fsrst_server, "identity")
+    assert usage.returncode == 2 and "identity needs --identity" in usage.stderr
 
 
 def test_stream_of_an_unknown_identity_stops_at_the_first_not_found(fsrst_server):
@@ -194,7 +221,7 @@ def test_call_makes_a_unary_call_from_json_as_grpcurl_d_would(fsrst_server):
 @pytest.mark.parametrize("args, code, message", [
     (["call"], 2, "error: call needs a method, e.g. call GetServerInfo (see describe)"),
     (["call", "Nope"], 1, "fsrst_client: error: call: expected one of RegisterReferences, "
-                          "Enhance, EnhanceStream, DeleteReferences, GetServerInfo"),
+                          "Enhance, EnhanceStream, DeleteReferences, GetIdentity, GetServerInfo"),
     (["call", "EnhanceStream"], 1, "fsrst_client: error: call: EnhanceStream streams; use the "
                                    "stream command"),
     (["call", "DeleteReferences", "--data", '{"identity": "x"}'], 1,
