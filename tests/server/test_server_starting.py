@@ -1,0 +1,61 @@
+"""While the model warms up the port is open: health says NOT_SERVING and calls are refused
+UNAVAILABLE with the starting message; then SERVING, and the same call works."""
+
+import socket
+import time
+
+import grpc
+import numpy as np
+
+from server_process import ServerProcess, small_model
+import fsrst_pb2
+import fsrst_pb2_grpc
+import health_pb2
+import health_pb2_grpc
+
+FRAME = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, width=32, height=32,
+                        data=np.zeros((32, 32, 3), np.uint8).tobytes())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_warming_server_is_not_serving_and_refuses_calls_as_unavailable():
+    port = free_port()
+    # Warm-up runs every batch size 1..16 with and without references on one thread: seconds
+    # during which the port is already open.
+    server = ServerProcess(small_model(), "--model_instances=1", "--model_threads=1",
+                           "--max_batch_size=16", f"--port={port}", wait=False)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            stub = fsrst_pb2_grpc.FaceSuperResolutionStub(channel)
+            seen, refusal = [], None
+            deadline = time.time() + 300
+            while time.time() < deadline:
+                try:
+                    status = health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                except grpc.RpcError:
+                    time.sleep(0.01)  # not listening yet
+                    continue
+                seen.append(status)
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+                if refusal is None:
+                    try:
+                        stub.Enhance(fsrst_pb2.EnhanceRequest(frame=FRAME), timeout=10)
+                        refusal = "served while NOT_SERVING"
+                    except grpc.RpcError as error:
+                        refusal = (error.code(), error.details())
+            assert seen and seen[0] == health_pb2.HealthCheckResponse.NOT_SERVING, (
+                f"the first health answer was {seen[:1]}: warm-up ended before the first probe")
+            assert seen[-1] == health_pb2.HealthCheckResponse.SERVING
+            assert refusal == (grpc.StatusCode.UNAVAILABLE,
+                               "the model is still loading or warming up; retry shortly")
+            answer = stub.Enhance(fsrst_pb2.EnhanceRequest(frame=FRAME), timeout=60)
+            assert len(answer.image.data) == 128 * 128 * 3
+    finally:
+        assert server.stop() == 0
