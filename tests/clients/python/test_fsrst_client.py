@@ -627,3 +627,18 @@ def test_stream_not_found_again_with_the_reopens_spent_is_the_frames_answer(fake
     # each frame (sent after the last registration): NOT_FOUND, registered again, sent
     # again, NOT_FOUND; no reopen
     assert (service.count("EnhanceStream"), service.count("RegisterReferences")) == (1, 3)
+
+
+def test_jpeg_quality_of_answers_reaches_the_server(fsrst_server):
+    with FsrstClient(target(fsrst_server)) as client:
+        answer = lambda quality: client.enhance("", FRAMES[1], "jpeg", jpeg_quality=quality)
+        default, best, worst = answer(0), answer(95), answer(10)
+        # 0 is the server's default, 95 (the fixture's server runs with defaults).
+        assert np.array_equal(default, best)
+        # A low quality is another JPEG, further from the exact answer.
+        exact = client.enhance("", FRAMES[1], "rgb8").astype(np.int16)
+        assert np.abs(worst - exact).mean() > np.abs(best - exact).mean()
+        with pytest.raises(FsrstError) as too_high:
+            answer(101)
+        assert too_high.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert too_high.value.message == "jpeg_quality: expected 0 (default) to 100, got 101"
