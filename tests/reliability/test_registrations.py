@@ -29,10 +29,12 @@ ONE_INSTANCE = ("--model_instances=1", "--model_threads=1")
 UNBOUNDED = ("--max_pending_registrations=100000", "--max_queued_decodes=100000")
 FRAME = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=bytes(32 * 32 * 3), width=32,
                         height=32)
-# Eight 1x1 references: a request of ~100 bytes that costs a full 8-reference encode, as in
-# the attack.
-TINY_REFS = [fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=bytes([i, 2 * i, 3 * i]),
-                             width=1, height=1) for i in range(8)]
+# Eight 2x2 references: a request of ~200 bytes that costs a full 8-reference encode, as in
+# the attack (a black and white checker each, so the server's check for blank
+# references lets them through: a 1x1 one is a solid colour now refused at decode).
+TINY_REFS = [fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8,
+                             data=bytes([i, 2 * i, 3 * i, 255, 255, 255, 255, 255, 255, 0, 0, 0]),
+                             width=2, height=2) for i in range(8)]
 
 
 def jpeg_refs(count: int, size: int) -> list:
