@@ -1,18 +1,20 @@
 """While the model warms up the port is open: health says NOT_SERVING and calls are refused
 UNAVAILABLE with the starting message; then SERVING, and the same call works."""
 
+import os
 import socket
 import time
 
 import grpc
 import numpy as np
 
-from server_process import ServerProcess, small_model
+from server_process import ROOT, ServerProcess
 import fsrst_pb2
 import fsrst_pb2_grpc
 import health_pb2
 import health_pb2_grpc
 
+LARGE_MODEL = os.path.join(ROOT, "model", "weights", "fsrst_x4.pt")
 FRAME = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, width=32, height=32,
                         data=np.zeros((32, 32, 3), np.uint8).tobytes())
 
@@ -25,9 +27,9 @@ def free_port() -> int:
 
 def test_a_warming_server_is_not_serving_and_refuses_calls_as_unavailable():
     port = free_port()
-    # Warm-up runs every batch size 1..16 with and without references on one thread: seconds
-    # during which the port is already open.
-    server = ServerProcess(small_model(), "--model_instances=1", "--model_threads=1",
+    # Warm-up runs every batch size 1..16 with and without references on one thread, with the
+    # larger model: many seconds during which the port is already open.
+    server = ServerProcess(LARGE_MODEL, "--model_instances=1", "--model_threads=1",
                            "--max_batch_size=16", f"--port={port}", wait=False)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
