@@ -24,6 +24,9 @@ import health_pb2_grpc
 
 QUEUED_WORK_S = 2.0  # seconds of forward passes queued in front of the frame under test
 MAX_QUEUE_SIZE = 4096
+# A reference with detail (a blank one is refused).
+REFERENCE = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, width=2, height=2,
+                            data=bytes([0, 0, 0, 255, 255, 255, 255, 255, 255, 0, 0, 0]))
 FRAME = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=bytes(32 * 32 * 3), width=32,
                         height=32)
 
@@ -79,14 +82,6 @@ def ahead_count(server):
     return count
 
 
-def arrived(server, before):
-    """Frames that reached the batcher since `before`, not counting one that is running: done
-    plus queued. With one instance and batches of one, at most one runs; so when this is >= n,
-    n frames have arrived (a running frame holds it at n - 1 until it is done)."""
-    return (read_metric(server, "fsrst_frames_enhanced_total") - before["enhanced"]
-            + read_metric(server, "fsrst_queue_depth"))
-
-
 def fill_queue(server, client, count, before):
     """count frames in flight; returns their futures once half of them wait in the queue
     (QUEUED_WORK_S / 2 of work: more than any deadline or cancel below needs). Waiting for all
@@ -100,10 +95,16 @@ def fill_queue(server, client, count, before):
 
 def test_a_frame_cancelled_while_queued_is_not_computed_and_is_counted(server, client,
                                                                        ahead_count):
+    # The frame under test is the only one with an identity: its arrival is the one cache hit.
+    client.RegisterReferences(fsrst_pb2.RegisterReferencesRequest(
+        identity_id="behind", references=[REFERENCE]), timeout=60)
+    hits = read_metric(server, "fsrst_reference_cache_hits_total")
     before = counters(server)
     ahead = fill_queue(server, client, ahead_count, before)
-    behind = client.Enhance.future(fsrst_pb2.EnhanceRequest(frame=FRAME), timeout=60)
-    assert wait_for(lambda: arrived(server, before) >= ahead_count + 1, poll_s=0.01)
+    behind = client.Enhance.future(fsrst_pb2.EnhanceRequest(identity_id="behind", frame=FRAME),
+                                   timeout=60)
+    assert wait_for(lambda: read_metric(server, "fsrst_reference_cache_hits_total") > hits,
+                    poll_s=0.01)
     done = counters(server)["enhanced"] - before["enhanced"]
     assert done < ahead_count, "the frames ahead were done before the call was cancelled"
     assert behind.cancel(), "the call finished before it could be cancelled"
