@@ -2,9 +2,11 @@
 
 import os
 
+import grpc
 import pytest
 
 from server_process import ROOT, SERVER_BIN, ServerProcess, small_model  # noqa: F401
+import fsrst_pb2_grpc
 
 
 @pytest.fixture(scope="module")
@@ -14,3 +16,10 @@ def server():
     s = ServerProcess(small_model(), "--model_threads=1")
     yield s
     s.stop()
+
+
+@pytest.fixture()
+def stub(server):
+    """A FaceSuperResolution stub on its own channel to `server` (a module may override it)."""
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield fsrst_pb2_grpc.FaceSuperResolutionStub(channel)

@@ -10,7 +10,6 @@ import pytest
 
 from server_process import ServerProcess, read_metric, small_model
 import fsrst_pb2
-import fsrst_pb2_grpc
 
 RNG = np.random.default_rng(11)
 HISTOGRAMS = ("fsrst_queue_duration_seconds", "fsrst_inference_duration_seconds",
@@ -43,12 +42,6 @@ def server():
                             "--max_queue_size=1", "--max_batch_size=4")
     yield process
     assert process.stop() == 0
-
-
-@pytest.fixture()
-def stub(server):
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        yield fsrst_pb2_grpc.FaceSuperResolutionStub(channel)
 
 
 def test_registrations_calls_and_streams_are_each_counted_once(server, stub):

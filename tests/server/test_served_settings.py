@@ -11,7 +11,6 @@ from PIL import Image
 from fsrst.export import read_metadata
 from server_process import ServerProcess, read_metric, small_model
 import fsrst_pb2
-import fsrst_pb2_grpc
 
 RNG = np.random.default_rng(23)
 DEFAULT_QUALITY = 20
@@ -35,12 +34,6 @@ def server():
                             f"--default_jpeg_quality={DEFAULT_QUALITY}", f"--cache_bytes={budget}")
     yield process
     assert process.stop() == 0
-
-
-@pytest.fixture()
-def stub(server):
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        yield fsrst_pb2_grpc.FaceSuperResolutionStub(channel)
 
 
 def register(stub, identity):
