@@ -19,6 +19,11 @@ FRAME = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, width=32, height=32,
                         data=np.zeros((32, 32, 3), np.uint8).tobytes())
 
 
+RECONNECT_PROMPTLY = [("grpc.initial_reconnect_backoff_ms", 20),
+                      ("grpc.min_reconnect_backoff_ms", 20),
+                      ("grpc.max_reconnect_backoff_ms", 20)]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -32,7 +37,10 @@ def test_a_warming_server_is_not_serving_and_refuses_calls_as_unavailable():
     server = ServerProcess(LARGE_MODEL, "--model_instances=1", "--model_threads=1",
                            "--max_batch_size=16", f"--port={port}", wait=False)
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        # The model loads before the port opens; gRPC's default reconnect backoff (1 s, growing
+        # 1.6x) would let the first probe land seconds after the port opened, after a fast
+        # machine's warm-up. Retry the connection every 20 ms instead.
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=RECONNECT_PROMPTLY) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             stub = fsrst_pb2_grpc.FaceSuperResolutionStub(channel)
             seen, refusal = [], None
