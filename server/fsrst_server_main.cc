@@ -4,18 +4,25 @@
 //
 // SIGTERM or SIGINT: report NOT_SERVING, refuse new work with UNAVAILABLE,
 // finish what is queued within --drain_timeout_s, answer what is still queued
-// then with UNAVAILABLE (without computing it), exit 0.
+// then with UNAVAILABLE (without computing it), exit 0. During start-up (model
+// load and warm-up, when every call is refused and nothing is accepted) a
+// signal ends the process at once, exit 0: a pod stopped while it warms up on a
+// busy node must not wait minutes for a warm-up nobody will use.
 
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "server/fsrst_server.h"
 
 namespace {
@@ -175,8 +182,30 @@ int main(int argc, char** argv) {
   config.reference_store_threads = absl::GetFlag(FLAGS_reference_store_threads);
   config.max_queued_store_calls = absl::GetFlag(FLAGS_max_queued_store_calls);
 
+  // The one thread that takes SIGTERM/SIGINT. Before start-up has finished it
+  // ends the process (nothing to drain); after, it tells main to drain.
+  absl::Mutex start_mu;
+  bool started = false;  // guarded by start_mu
+  absl::Notification signalled;
+  int signal_number = 0;
+  std::thread signal_thread([&] {
+    sigwait(&signals, &signal_number);
+    absl::MutexLock lock(&start_mu);
+    if (!started) {
+      std::cerr << "fsrst_server: signal " << signal_number
+                << " during start-up: nothing accepted yet, exiting" << std::endl;
+      std::_Exit(0);  // the model may be mid warm-up on another thread: skip destructors
+    }
+    signalled.Notify();
+  });
+  signal_thread.detach();
+
   std::cerr << "fsrst_server: loading " << config.model_path << std::endl;
   absl::StatusOr<std::unique_ptr<fsrst::FsrstServer>> server = fsrst::FsrstServer::Start(config);
+  {
+    absl::MutexLock lock(&start_mu);
+    started = true;
+  }
   if (!server.ok()) {
     std::cerr << "fsrst_server: cannot start: " << server.status() << std::endl;
     return 1;
@@ -205,8 +234,7 @@ int main(int argc, char** argv) {
                           std::to_string(config.reference_store_revalidate_s) + " s)")
             << std::endl;
 
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  signalled.WaitForNotification();
   std::cerr << "fsrst_server: signal " << signal_number << ": draining" << std::endl;
   const bool drained =
       (*server)->Shutdown(absl::Seconds(config.drain_timeout_s));

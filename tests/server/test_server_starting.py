@@ -2,6 +2,7 @@
 UNAVAILABLE with the starting message; then SERVING, and the same call works."""
 
 import os
+import signal
 import socket
 import time
 
@@ -69,3 +70,29 @@ def test_a_warming_server_is_not_serving_and_refuses_calls_as_unavailable():
             assert len(answer.image.data) == 128 * 128 * 3
     finally:
         assert server.stop() == 0
+
+
+def test_a_signal_during_warm_up_ends_the_process_without_waiting_for_the_warm_up():
+    port = free_port()
+    server = ServerProcess(LARGE_MODEL, "--model_instances=1", "--model_threads=1",
+                           "--max_batch_size=16", f"--port={port}", wait=False)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=RECONNECT_PROMPTLY) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            deadline = time.time() + 300
+            status = None
+            while status is None and time.time() < deadline:
+                try:
+                    status = health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                except grpc.RpcError:
+                    time.sleep(0.01)  # still loading the model: the port is not open yet
+            assert status == health_pb2.HealthCheckResponse.NOT_SERVING, (
+                f"health said {status}: warm-up ended before the first probe")
+        server.proc.send_signal(signal.SIGTERM)
+        # Before the fix the process finished the warm-up, said SERVING, then drained.
+        assert server.proc.wait(timeout=60) == 0
+        log = server.output()
+        assert "during start-up: nothing accepted yet, exiting" in log, log
+        assert "SERVING" not in log, log
+    finally:
+        server.stop()
