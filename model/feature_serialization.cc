@@ -102,9 +102,9 @@ absl::StatusOr<FeatureBytesView> ParseFeatureBytes(absl::string_view bytes,
   if (!(status = reader.ReadString("model name", &name)).ok()) return status;
   if (!(status = reader.ReadString("model version", &version)).ok()) return status;
   if (name != model.name || version != model.version) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("stored features: model ", name, " version ", version, ", expected ",
-                     model.name, " version ", model.version));
+    return absl::FailedPreconditionError(absl::StrCat("stored features: model ", name, " version ",
+                                                      version, ", expected ", model.name,
+                                                      " version ", model.version));
   }
   uint32_t rank = 0;
   if (!(status = reader.Read("rank", &rank)).ok()) return status;
@@ -122,9 +122,9 @@ absl::StatusOr<FeatureBytesView> ParseFeatureBytes(absl::string_view bytes,
   expected_shape.insert(expected_shape.end(), model.feature_shape.begin(),
                         model.feature_shape.end());
   if (view.shape[0] < 1 || view.shape[0] > model.max_references || view.shape != expected_shape) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "stored features: shape [", absl::StrJoin(view.shape, ","), "], expected [1..",
-        model.max_references, ",", absl::StrJoin(model.feature_shape, ","), "]"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("stored features: shape [", absl::StrJoin(view.shape, ","), "], expected [1..",
+                     model.max_references, ",", absl::StrJoin(model.feature_shape, ","), "]"));
   }
   int64_t count = 1;
   for (int64_t dim : view.shape) count *= dim;  // bounded: every dim was checked above

@@ -191,10 +191,10 @@ TEST_F(FeatureSerializationTest, FeaturesOfAnotherModelVersionOrShapeAreRefused)
   std::vector<float> values(3 * 3 * 32 * 32, 0.5f);
   ModelMetadata other = m;
   other.version = m.version + "1";
-  EXPECT_THAT(Refused(SerializeFeatureBytes(other, {3, 3, 32, 32}, values),
-                      absl::StatusCode::kFailedPrecondition),
-              HasSubstr("version " + other.version + ", expected fsrst_x4_small version " +
-                        m.version));
+  EXPECT_THAT(
+      Refused(SerializeFeatureBytes(other, {3, 3, 32, 32}, values),
+              absl::StatusCode::kFailedPrecondition),
+      HasSubstr("version " + other.version + ", expected fsrst_x4_small version " + m.version));
   other = m;
   other.name = "fsrst_x4";
   EXPECT_THAT(Refused(SerializeFeatureBytes(other, {3, 3, 32, 32}, values),
@@ -204,9 +204,9 @@ TEST_F(FeatureSerializationTest, FeaturesOfAnotherModelVersionOrShapeAreRefused)
   EXPECT_THAT(Refused(SerializeFeatureBytes(m, {12, 3, 16, 16}, values),
                       absl::StatusCode::kFailedPrecondition),
               HasSubstr("shape [12,3,16,16], expected [1..8,3,32,32]"));
-  EXPECT_THAT(Refused(SerializeFeatureBytes(m, {0, 3, 32, 32}, {}),
-                      absl::StatusCode::kFailedPrecondition),
-              HasSubstr("shape [0,3,32,32]"));
+  EXPECT_THAT(
+      Refused(SerializeFeatureBytes(m, {0, 3, 32, 32}, {}), absl::StatusCode::kFailedPrecondition),
+      HasSubstr("shape [0,3,32,32]"));
   std::vector<float> nine(9 * 3 * 32 * 32, 0.5f);
   EXPECT_THAT(Refused(SerializeFeatureBytes(m, {9, 3, 32, 32}, nine),
                       absl::StatusCode::kFailedPrecondition),

@@ -51,8 +51,7 @@ class SharedFeaturesTest : public ::testing::Test {
     auto runner = ModelRunner::Load(ModelPath(), model_options);
     ASSERT_TRUE(runner.ok()) << runner.status();
     runner_ = *std::move(runner);
-    metrics_ = std::make_unique<ServerMetrics>("m", "v", "cpu", false, 1, 1, 8,
-                                               MetricSources{});
+    metrics_ = std::make_unique<ServerMetrics>("m", "v", "cpu", false, 1, 1, 8, MetricSources{});
     cache_ = std::make_unique<ReferenceCache>(ReferenceCacheOptions{});
     batcher_ = std::make_unique<DynamicBatcher>(DynamicBatcherOptions{},
                                                 MakeBatchFunction(runner_.get(), metrics_.get()));
@@ -70,8 +69,8 @@ class SharedFeaturesTest : public ::testing::Test {
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = store->get();
     shared_ = std::make_unique<SharedReferences>(
-        *std::move(store), cache_.get(), runner_.get(), batcher_.get(), pool_.get(),
-        metrics_.get(), SharedReferencesOptions{absl::Minutes(10), absl::Hours(1)});
+        *std::move(store), cache_.get(), runner_.get(), batcher_.get(), pool_.get(), metrics_.get(),
+        SharedReferencesOptions{absl::Minutes(10), absl::Hours(1)});
     model_version_ = runner_->metadata().name + "@" + runner_->metadata().version;
   }
 
@@ -247,9 +246,8 @@ TEST_F(SharedFeaturesTest, AWriteBackOfReplacedReferencesIsNotStored) {
   // The load has read the old references and waits for the model with their encode.
   ASSERT_TRUE(Eventually([&] { return batcher_->job_queue_size() == 1; }));
   // Registered again elsewhere, by a replica of another version (references only).
-  ASSERT_TRUE(store_->Put({"", "dave"}, std::string("FSR1") + std::string(8, '\0'),
-                          absl::Minutes(1))
-                  .ok());
+  ASSERT_TRUE(
+      store_->Put({"", "dave"}, std::string("FSR1") + std::string(8, '\0'), absl::Minutes(1)).ok());
   release->Notify();
   loaded.WaitForNotification();
   // The write-back ran (an OK store call whose answer was "not stored"); then look.
