@@ -404,6 +404,39 @@ def test_x4_and_x4_small_replicas_serve_each_others_identities(redis, key_file):
         stop_all([big, small])
 
 
+def test_bad_stored_features_are_refused_and_the_references_serve_instead(redis, key_file):
+    """Stored features of this version that do not open (one byte changed in Redis) never fail
+    a frame and never crash the replica: it encodes the references instead and writes good
+    features back. (Validly sealed features of a wrong shape: SharedFeaturesTest.)"""
+    a, b = replicas(2, redis.url, key_file)
+    try:
+        ca, cb = Client(a), Client(b)
+        ca.register("frank", refs())
+        field = f"f:{model_info(b)['model']}@{model_info(b)['version']}"
+        sealed = redis.cli("HGET", "fsrst:ref:/frank", field)
+        # Changed inside Redis: the value holds NUL bytes, which no command line can carry.
+        assert redis.cli("EVAL", "local v = redis.call('HGET', KEYS[1], ARGV[1]) "
+                         "local i = #v - 40 "
+                         "return redis.call('HSET', KEYS[1], ARGV[1], string.sub(v, 1, i - 1) "
+                         ".. string.char((string.byte(v, i) + 1) % 256) .. string.sub(v, i + 1))",
+                         "1", "fsrst:ref:/frank", field) == b"0"
+        tampered = redis.cli("HGET", "fsrst:ref:/frank", field)
+        assert tampered != sealed and len(tampered) == len(sealed)
+        f = frame()
+        served = cb.enhance("frank", f).image.data
+        assert served == ca.enhance("frank", f).image.data
+        assert read_metric(b, "fsrst_reference_stored_features_refused_total") == 1
+        assert read_metric(b, "fsrst_reference_reencodes_total") == 1
+        assert read_metric(b, "fsrst_reference_stored_features_used_total") == 0
+        # The write-back replaced the bad value with one that opens.
+        poll(lambda: read_metric(b, "fsrst_store_requests_total", operation="put_features",
+                                 result="OK") == 1)
+        assert redis.cli("HGET", "fsrst:ref:/frank", field) != tampered
+        ca.close(), cb.close()
+    finally:
+        stop_all([a, b])
+
+
 def test_tenants_stay_apart_through_the_store(redis, key_file, tmp_path):
     keys = tmp_path / "api_keys"
     keys.write_text("key-a-0123456789abcdef tenant-a\nkey-b-0123456789abcdef tenant-b\n")
