@@ -15,6 +15,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "model/feature_serialization.h"
 
 namespace fsrst {
 namespace {
@@ -93,6 +94,41 @@ class TorchModelRunner final : public ModelRunner {
           std::make_shared<TensorFeatures>(std::move(features)));
     } catch (const std::exception& e) {
       return absl::InternalError(absl::StrCat("encode_references failed: ", FirstLine(e.what())));
+    }
+  }
+
+  absl::StatusOr<std::string> SerializeFeatures(
+      const ReferenceFeatures& features) const override {
+    const auto* tensor_features = dynamic_cast<const TensorFeatures*>(&features);
+    if (tensor_features == nullptr) {
+      return absl::InvalidArgumentError("SerializeFeatures: features of another runner");
+    }
+    try {
+      c10::InferenceMode guard;
+      const torch::Tensor host =
+          tensor_features->tensor().to(torch::kCPU, torch::kFloat).contiguous();
+      return SerializeFeatureBytes(
+          metadata(), absl::MakeConstSpan(host.sizes().data(), host.sizes().size()),
+          absl::MakeConstSpan(host.data_ptr<float>(), static_cast<size_t>(host.numel())));
+    } catch (const std::exception& e) {
+      return absl::InternalError(
+          absl::StrCat("SerializeFeatures: cannot copy the features: ", FirstLine(e.what())));
+    }
+  }
+
+  absl::StatusOr<std::shared_ptr<const ReferenceFeatures>> DeserializeFeatures(
+      absl::string_view bytes) const override {
+    absl::StatusOr<FeatureBytesView> view = ParseFeatureBytes(bytes, metadata());
+    if (!view.ok()) return view.status();
+    try {
+      c10::InferenceMode guard;
+      torch::Tensor host = torch::empty(view->shape, torch::kFloat);
+      std::memcpy(host.data_ptr<float>(), view->values.data(), view->values.size());
+      return std::shared_ptr<const ReferenceFeatures>(
+          std::make_shared<TensorFeatures>(host.to(device_)));
+    } catch (const std::exception& e) {
+      return absl::InternalError(
+          absl::StrCat("DeserializeFeatures: cannot place the features: ", FirstLine(e.what())));
     }
   }
 

@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "model/model_metadata.h"
 #include "model/reference_features.h"
@@ -67,7 +68,8 @@ struct FrameInput {
 // parallelism().instances threads (the DynamicBatcher's workers): they share
 // the read-only TorchScript module, and a TorchScript forward without writes
 // to module state is thread-safe. Warmup must run alone. metadata(),
-// parallelism() and device_name() are safe from any thread. Features returned
+// parallelism() and device_name() are safe from any thread, and so are
+// SerializeFeatures and DeserializeFeatures (they never touch the module). Features returned
 // by EncodeReferences may be used, shared and destroyed from any thread.
 class ModelRunner {
  public:
@@ -92,6 +94,22 @@ class ModelRunner {
   // REQUIRES: 1 <= count <= metadata().max_references.
   virtual absl::StatusOr<std::shared_ptr<const ReferenceFeatures>> EncodeReferences(
       absl::Span<const float> luma, int count) = 0;
+
+  // The bytes of `features` (model/feature_serialization.h: this model's name
+  // and version, float32, [count, feature_shape...]), for a store that other
+  // replicas of the same model version read. Copies the features to the host;
+  // does not run the model. INVALID_ARGUMENT for features this runner did not
+  // make.
+  virtual absl::StatusOr<std::string> SerializeFeatures(
+      const ReferenceFeatures& features) const = 0;
+
+  // Features on the model's device from SerializeFeatures' bytes, equal to the
+  // ones serialised (Enhance gives the same image with either). Every field is
+  // checked first (ParseFeatureBytes): bytes that are corrupt, truncated, of
+  // another model or version, or of another shape are refused with an error
+  // that names the field; nothing is allocated for them. Does not run the model.
+  virtual absl::StatusOr<std::shared_ptr<const ReferenceFeatures>> DeserializeFeatures(
+      absl::string_view bytes) const = 0;
 
   // Enhances a batch: frames may have different reference counts (padded and
   // masked). Writes every frame's output_rgb (and reference_weights, see

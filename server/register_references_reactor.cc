@@ -99,7 +99,7 @@ void RegisterReferencesReactor::Encode(absl::Status status) {
 void RegisterReferencesReactor::Persist(absl::Status status) {
   if (!status.ok()) return Answer(status);
   absl::StatusOr<std::string> generation = deps_.shared->Persist(
-      tenant_, request_->identity_id(), luma_, request_->references_size());
+      tenant_, request_->identity_id(), luma_, request_->references_size(), *encoded_);
   luma_ = std::vector<float>();
   if (!generation.ok()) {
     return Answer(absl::UnavailableError(

@@ -41,12 +41,13 @@ struct RegistrationDeps {
 // computed), or when a queue refuses it (RESOURCE_EXHAUSTED / UNAVAILABLE).
 //
 // With a shared store, the encoded call then goes to the store pool, which
-// writes the normalised references through (Persist) before the features are
-// cached and OK is sent; a store that cannot take them answers UNAVAILABLE
-// and nothing is cached. An OK undelivered after that cannot be undone in the
-// store (it keeps the new references, and other replicas were told to drop
-// theirs); OnDone then drops the local copy instead of restoring the older one,
-// so this replica reads through what every other replica serves.
+// writes the normalised references and this model version's features through
+// (Persist) before the features are cached and OK is sent; a store that
+// cannot take them answers UNAVAILABLE and nothing is cached. An OK
+// undelivered after that cannot be undone in the store (it keeps the new
+// references, and other replicas were told to drop theirs); OnDone then drops
+// the local copy instead of restoring the older one, so this replica reads
+// through what every other replica serves.
 //
 // Stored iff answered OK: the features are inserted only while the call is
 // still alive, then OK is sent; if gRPC then reports the OK undelivered (the

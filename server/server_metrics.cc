@@ -245,6 +245,20 @@ ServerMetrics::ServerMetrics(const std::string& model_name, const std::string& m
                     .Help("References loaded from the shared store and encoded by this model.")
                     .Register(*registry_)
                     .Add({});
+  stored_features_used_ =
+      &prometheus::BuildCounter()
+           .Name("fsrst_reference_stored_features_used_total")
+           .Help("Read-throughs served by this model version's features from the shared "
+                 "store, with no encode.")
+           .Register(*registry_)
+           .Add({});
+  stored_features_refused_ =
+      &prometheus::BuildCounter()
+           .Name("fsrst_reference_stored_features_refused_total")
+           .Help("Stored features of this model version refused as corrupt or of another "
+                 "key, version or shape; the references were encoded instead.")
+           .Register(*registry_)
+           .Add({});
   invalidations_received_ =
       &prometheus::BuildCounter()
            .Name("fsrst_reference_invalidations_received_total")
@@ -359,6 +373,8 @@ void ServerMetrics::RecordReadThrough(absl::StatusCode code) {
 }
 
 void ServerMetrics::RecordReencode() { reencodes_->Increment(); }
+void ServerMetrics::RecordStoredFeaturesUsed() { stored_features_used_->Increment(); }
+void ServerMetrics::RecordStoredFeaturesRefused() { stored_features_refused_->Increment(); }
 void ServerMetrics::RecordInvalidationReceived() { invalidations_received_->Increment(); }
 void ServerMetrics::RecordRevalidationDrops(int identities) {
   revalidation_drops_->Increment(identities);

@@ -111,6 +111,12 @@ class ServerMetrics {
   void RecordReadThrough(absl::StatusCode code);
   // References loaded from the store were encoded by this replica's model.
   void RecordReencode();
+  // A read-through was served by features of this model version from the
+  // store, without encoding anything.
+  void RecordStoredFeaturesUsed();
+  // Features of this model version in the store were refused (corrupt,
+  // another key, shape or version); the read-through re-encoded instead.
+  void RecordStoredFeaturesRefused();
   // Another replica told this one to drop an identity.
   void RecordInvalidationReceived();
   // Identities dropped because a periodic validation found them deleted or
@@ -146,6 +152,8 @@ class ServerMetrics {
   std::array<prometheus::Histogram*, kNumStoreOperations> store_duration_{};
   std::array<prometheus::Counter*, kNumStatusCodes> read_throughs_{};
   prometheus::Counter* reencodes_ = nullptr;
+  prometheus::Counter* stored_features_used_ = nullptr;
+  prometheus::Counter* stored_features_refused_ = nullptr;
   prometheus::Counter* invalidations_received_ = nullptr;
   prometheus::Counter* revalidation_drops_ = nullptr;
 };

@@ -1,6 +1,7 @@
 #include "server/shared_references.h"
 
 #include <cstring>
+#include <iostream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -82,7 +83,9 @@ SharedReferences::SharedReferences(std::unique_ptr<ReferenceStore> store, Refere
       batcher_(batcher),
       pool_(store_pool),
       metrics_(metrics),
-      options_(options) {}
+      options_(options),
+      model_version_(
+          absl::StrCat(runner->metadata().name, "@", runner->metadata().version)) {}
 
 SharedReferences::~SharedReferences() {
   {
@@ -109,6 +112,22 @@ absl::StatusOr<std::string> SharedReferences::Persist(const std::string& tenant,
                                                       absl::Span<const float> luma, int count) {
   return store_->Put(StoreKey{tenant, identity_id},
                      EncodeValue(luma, count, runner_->metadata().reference_size), options_.ttl);
+}
+
+absl::StatusOr<std::string> SharedReferences::Persist(const std::string& tenant,
+                                                      const std::string& identity_id,
+                                                      absl::Span<const float> luma, int count,
+                                                      const ReferenceFeatures& features) {
+  absl::StatusOr<std::string> bytes = runner_->SerializeFeatures(features);
+  if (!bytes.ok()) {
+    std::cerr << "fsrst store: storing the references of identity_id \"" << identity_id
+              << "\" without features: " << bytes.status().message() << std::endl;
+    return Persist(tenant, identity_id, luma, count);
+  }
+  const VersionFeatures stored{model_version_, *std::move(bytes)};
+  return store_->Put(StoreKey{tenant, identity_id},
+                     EncodeValue(luma, count, runner_->metadata().reference_size), &stored,
+                     options_.ttl);
 }
 
 void SharedReferences::Remember(const std::string& tenant, const std::string& identity_id,
@@ -141,6 +160,61 @@ void SharedReferences::ReadThrough(const std::string& tenant, const std::string&
 }
 
 void SharedReferences::RunLoad(const std::string& cache_key, const StoreKey& key) {
+  absl::StatusOr<StoredValue> stored = store_->GetFeatures(key, model_version_, options_.ttl);
+  if (stored.ok() && !stored->value.empty()) {
+    absl::StatusOr<std::shared_ptr<const ReferenceFeatures>> features =
+        runner_->DeserializeFeatures(stored->value);
+    if (features.ok()) {
+      metrics_->RecordStoredFeaturesUsed();
+      CacheLoaded(cache_key, key, stored->generation, *features);
+      return FinishLoad(cache_key, features);
+    }
+    stored = features.status();
+  }
+  if (!stored.ok()) {
+    // Only bad features fall back to the references (which may well be
+    // fine); NOT_FOUND and UNAVAILABLE hold for the references too.
+    if (stored.status().code() != absl::StatusCode::kDataLoss &&
+        stored.status().code() != absl::StatusCode::kFailedPrecondition) {
+      return FinishLoad(cache_key, ReadThroughError(key.identity_id, stored.status()));
+    }
+    metrics_->RecordStoredFeaturesRefused();
+    std::cerr << "fsrst store: the stored " << model_version_ << " features of identity_id \""
+              << key.identity_id << "\" were refused, encoding its references instead: "
+              << stored.status().message() << std::endl;
+  }
+  LoadReferences(cache_key, key);
+}
+
+void SharedReferences::CacheLoaded(const std::string& cache_key, const StoreKey& key,
+                                   const std::string& generation,
+                                   const std::shared_ptr<const ReferenceFeatures>& features) {
+  absl::MutexLock lock(&mu_);
+  auto it = loads_.find(cache_key);
+  if (it != loads_.end() && !it->second.invalidated) {
+    known_[cache_key] = Known{key, generation};
+    cache_->Insert(cache_key, features);
+  }
+}
+
+void SharedReferences::WriteBack(const StoreKey& key, const std::string& generation,
+                                 std::shared_ptr<const ReferenceFeatures> features) {
+  auto job = std::make_unique<JobTask>();
+  job->run = [this, key, generation, features = std::move(features)](absl::Status status) {
+    if (!status.ok()) return;  // shutting down: the next replica encodes again
+    absl::StatusOr<std::string> bytes = runner_->SerializeFeatures(*features);
+    if (!bytes.ok()) return;
+    // False: registered again or deleted meanwhile, and rightly not stored.
+    // UNAVAILABLE: the next replica encodes again. Either way nothing to do.
+    store_->PutFeatures(key, generation, VersionFeatures{model_version_, *std::move(bytes)},
+                        options_.ttl)
+        .IgnoreError();
+  };
+  // A full store queue drops the write-back: it is an optimisation only.
+  pool_->Submit(&job).IgnoreError();
+}
+
+void SharedReferences::LoadReferences(const std::string& cache_key, const StoreKey& key) {
   absl::StatusOr<StoredValue> stored = store_->Get(key, options_.ttl);
   if (!stored.ok()) return FinishLoad(cache_key, ReadThroughError(key.identity_id, stored.status()));
   auto count = std::make_shared<int>(0);
@@ -156,15 +230,9 @@ void SharedReferences::RunLoad(const std::string& cache_key, const StoreKey& key
     metrics_->RecordReferenceEncode(absl::Now() - start);
     if (!features.ok()) return FinishLoad(cache_key, features.status());
     metrics_->RecordReencode();
-    {
-      absl::MutexLock lock(&mu_);
-      auto it = loads_.find(cache_key);
-      if (it != loads_.end() && !it->second.invalidated) {
-        known_[cache_key] = Known{key, generation};
-        cache_->Insert(cache_key, *features);
-      }
-    }
+    CacheLoaded(cache_key, key, generation, *features);
     FinishLoad(cache_key, features);
+    WriteBack(key, generation, *features);
   };
   const absl::Status enqueued = batcher_->EnqueueJob(&job);
   if (!enqueued.ok()) FinishLoad(cache_key, ReadThroughError(key.identity_id, enqueued));

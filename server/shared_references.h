@@ -34,12 +34,18 @@ struct SharedReferencesOptions {
 
 // The fleet-wide side of the reference cache (--reference_store): makes the
 // in-process ReferenceCache a cache of the shared store.
-//  - Persist: a registration's normalised references go to the store (sealed)
-//    before it is answered OK.
-//  - ReadThrough: a local miss loads the identity's references from the store
-//    on the store pool and encodes them with this replica's model as a batcher
-//    job (so a replica of another model version serves it too), then caches
-//    the features. Concurrent misses of one identity share one load.
+//  - Persist: a registration's normalised references, and their features
+//    under this model's name and version, go to the store (sealed) before it
+//    is answered OK.
+//  - ReadThrough: a local miss loads the identity's features of THIS model
+//    version from the store on the store pool and caches them: no encode.
+//    When the store has none (another model version registered it, or it was
+//    registered before features were stored) or they are refused (corrupt,
+//    another shape), it loads the references instead, encodes them with this
+//    replica's model as a batcher job (so a replica of another model version
+//    serves it too), caches the features and writes them back to the store
+//    for the next replica of this version, unless the identity was registered
+//    again meanwhile. Concurrent misses of one identity share one load.
 //  - Delete: deletes from the store (which tells every other replica) and
 //    from the local cache.
 //  - Invalidations from other replicas drop the local copy; a background
@@ -71,6 +77,13 @@ class SharedReferences {
   // Remember, or UNAVAILABLE (store unreachable, message says so).
   absl::StatusOr<std::string> Persist(const std::string& tenant, const std::string& identity_id,
                                       absl::Span<const float> luma, int count);
+  // Persist, with `features` (this runner's encoding of `luma`) stored beside
+  // the references for every replica of this model version. If the features
+  // cannot be serialised, the references are stored alone (a read-through
+  // then encodes them).
+  absl::StatusOr<std::string> Persist(const std::string& tenant, const std::string& identity_id,
+                                      absl::Span<const float> luma, int count,
+                                      const ReferenceFeatures& features);
   // Records that the local cache is about to hold `generation` of the
   // identity (call before inserting it, so validation checks that one). A
   // read-through of it in flight is not cached: it read an older value.
@@ -85,6 +98,8 @@ class SharedReferences {
   // register again), UNAVAILABLE (store unreachable, or the queues refused:
   // retry, do not re-register), DATA_LOSS (another encryption key) or
   // FAILED_PRECONDITION (stored references of another size). Never blocks.
+  // Metrics tell which way it went: fsrst_reference_stored_features_used_total
+  // (no encode) or fsrst_reference_reencodes_total.
   void ReadThrough(const std::string& tenant, const std::string& identity_id,
                    FeaturesCallback done);
 
@@ -101,6 +116,8 @@ class SharedReferences {
   absl::Status Submit(std::unique_ptr<JobTask>* job) { return pool_->Submit(job); }
 
   std::string address() const { return store_->address(); }
+  // This replica's model as the store keys its features: "<name>@<version>".
+  const std::string& model_version() const { return model_version_; }
 
  private:
   struct Known {
@@ -114,6 +131,16 @@ class SharedReferences {
 
   // Loads and hands the encode to the batcher; on the store pool.
   void RunLoad(const std::string& cache_key, const StoreKey& key);
+  // Loads the references and hands their encode to the batcher; on the store pool.
+  void LoadReferences(const std::string& cache_key, const StoreKey& key);
+  // Caches `features` of `generation` unless the load was invalidated.
+  void CacheLoaded(const std::string& cache_key, const StoreKey& key,
+                   const std::string& generation,
+                   const std::shared_ptr<const ReferenceFeatures>& features);
+  // Stores this model version's `features` of `generation` for the next
+  // replica; on the store pool (queued from a model thread, never blocking it).
+  void WriteBack(const StoreKey& key, const std::string& generation,
+                 std::shared_ptr<const ReferenceFeatures> features);
   // Answers every waiter of `cache_key`'s load.
   void FinishLoad(const std::string& cache_key,
                   const absl::StatusOr<std::shared_ptr<const ReferenceFeatures>>& result);
@@ -128,6 +155,7 @@ class SharedReferences {
   WorkerPool* const pool_;
   ServerMetrics* const metrics_;
   const SharedReferencesOptions options_;
+  const std::string model_version_;
 
   absl::Mutex mu_;
   // Local copies that came from (or went to) the store, by cache key.

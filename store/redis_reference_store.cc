@@ -51,6 +51,10 @@ const char* StoreOperationName(StoreOperation operation) {
       return "delete";
     case StoreOperation::kValidate:
       return "validate";
+    case StoreOperation::kGetFeatures:
+      return "get_features";
+    case StoreOperation::kPutFeatures:
+      return "put_features";
   }
   return "unknown";
 }
@@ -135,6 +139,19 @@ std::string RedisReferenceStore::AssociatedData(const StoreKey& key) {
   // Tenants and identity ids never contain NUL, so the parts cannot run together.
   return absl::StrCat("fsrst.references.v1", std::string(1, '\0'), key.tenant,
                       std::string(1, '\0'), key.identity_id);
+}
+
+std::string RedisReferenceStore::FeaturesField(absl::string_view model_version) {
+  return absl::StrCat("f:", model_version);
+}
+
+std::string RedisReferenceStore::FeaturesAssociatedData(const StoreKey& key,
+                                                        absl::string_view model_version,
+                                                        absl::string_view generation) {
+  // None of the parts contains NUL (model versions are names and numbers).
+  const std::string nul(1, '\0');
+  return absl::StrCat("fsrst.features.v1", nul, key.tenant, nul, key.identity_id, nul,
+                      model_version, nul, generation);
 }
 
 std::string RedisReferenceStore::InvalidationMessage(const StoreKey& key) const {
@@ -264,20 +281,33 @@ absl::StatusOr<RedisReferenceStore::Replies> RedisReferenceStore::PipelineOn(
 
 absl::StatusOr<std::string> RedisReferenceStore::Put(const StoreKey& key,
                                                      absl::string_view value,
+                                                     const VersionFeatures* features,
                                                      absl::Duration ttl) {
   const absl::Time start = absl::Now();
-  absl::StatusOr<std::string> sealed = sealer_.Seal(value, AssociatedData(key));
-  if (!sealed.ok()) {
-    Observe(StoreOperation::kPut, sealed.status().code(), start);
-    return sealed.status();
-  }
   std::string generation = RandomHex(8);
+  absl::StatusOr<std::string> sealed = sealer_.Seal(value, AssociatedData(key));
+  absl::StatusOr<std::string> sealed_features = std::string();  // none to seal: OK
+  if (sealed.ok() && features != nullptr) {
+    sealed_features = sealer_.Seal(
+        features->bytes, FeaturesAssociatedData(key, features->model_version, generation));
+  }
+  if (!sealed.ok() || !sealed_features.ok()) {
+    const absl::Status status = sealed.ok() ? sealed_features.status() : sealed.status();
+    Observe(StoreOperation::kPut, status.code(), start);
+    return status;
+  }
   const std::string redis_key = RedisKey(key);
-  // DEL first: the hash holds exactly this Put's fields.
+  std::vector<std::string> hset = {"HSET", redis_key, "g", generation, "v", *std::move(sealed)};
+  if (features != nullptr) {
+    hset.push_back(FeaturesField(features->model_version));
+    hset.push_back(*std::move(sealed_features));
+  }
+  // DEL first: the hash holds exactly this Put's fields (no other version's
+  // features of the old references survive).
   absl::StatusOr<Replies> replies =
       Pipeline({{"MULTI"},
                 {"DEL", redis_key},
-                {"HSET", redis_key, "g", generation, "v", *std::move(sealed)},
+                std::move(hset),
                 {"PEXPIRE", redis_key, TtlMs(ttl)},
                 {"PUBLISH", channel_, InvalidationMessage(key)},
                 {"EXEC"}});
@@ -322,6 +352,81 @@ absl::StatusOr<StoredValue> RedisReferenceStore::Get(const StoreKey& key, absl::
     }
   }
   Observe(StoreOperation::kGet, result.status().code(), start);
+  return result;
+}
+
+absl::StatusOr<StoredValue> RedisReferenceStore::GetFeatures(const StoreKey& key,
+                                                             absl::string_view model_version,
+                                                             absl::Duration ttl) {
+  const absl::Time start = absl::Now();
+  const std::string redis_key = RedisKey(key);
+  absl::StatusOr<Replies> replies =
+      Pipeline({{"HMGET", redis_key, "g", FeaturesField(model_version)},
+                {"PEXPIRE", redis_key, TtlMs(ttl)}});
+  absl::StatusOr<StoredValue> result;
+  if (!replies.ok()) {
+    result = replies.status();
+  } else {
+    const redisReply& fields = (*replies)[0];
+    if (fields.type != REDIS_REPLY_ARRAY || fields.elements != 2 ||
+        fields.element[0]->type != REDIS_REPLY_STRING) {
+      result = absl::NotFoundError(
+          absl::StrCat("the reference store holds nothing for identity_id \"", key.identity_id,
+                       "\""));
+    } else {
+      StoredValue stored;
+      stored.generation.assign(fields.element[0]->str, fields.element[0]->len);
+      result = stored;  // no features of this version: an empty value
+      if (fields.element[1]->type == REDIS_REPLY_STRING) {
+        absl::StatusOr<std::string> features = sealer_.Open(
+            absl::string_view(fields.element[1]->str, fields.element[1]->len),
+            FeaturesAssociatedData(key, model_version, stored.generation));
+        if (features.ok()) {
+          result->value = *std::move(features);
+        } else {
+          result = absl::DataLossError(absl::StrCat(
+              "the reference store's ", model_version, " features of identity_id \"",
+              key.identity_id, "\" cannot be opened with this server's "
+              "--reference_store_key_file for generation ", stored.generation, ": ",
+              features.status().message()));
+        }
+      }
+    }
+  }
+  Observe(StoreOperation::kGetFeatures, result.status().code(), start);
+  return result;
+}
+
+absl::StatusOr<bool> RedisReferenceStore::PutFeatures(const StoreKey& key,
+                                                      absl::string_view generation,
+                                                      const VersionFeatures& features,
+                                                      absl::Duration ttl) {
+  // Atomic on the server: between a client-side check and the write, a
+  // registration elsewhere could replace the references.
+  static constexpr char kScript[] =
+      "if redis.call('HGET', KEYS[1], 'g') ~= ARGV[1] then return 0 end\n"
+      "redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])\n"
+      "redis.call('PEXPIRE', KEYS[1], ARGV[4])\n"
+      "return 1\n";
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::string> sealed = sealer_.Seal(
+      features.bytes, FeaturesAssociatedData(key, features.model_version, generation));
+  absl::StatusOr<bool> result;
+  if (!sealed.ok()) {
+    result = sealed.status();
+  } else {
+    absl::StatusOr<Replies> replies =
+        Pipeline({{"EVAL", kScript, "1", RedisKey(key), std::string(generation),
+                   FeaturesField(features.model_version), *std::move(sealed), TtlMs(ttl)}});
+    if (!replies.ok()) {
+      result = replies.status();
+    } else if ((*replies)[0].type != REDIS_REPLY_INTEGER) {
+      result = Unavailable("EVAL", "unexpected reply");
+    } else {
+      result = (*replies)[0].integer == 1;
+    }
+  }
+  Observe(StoreOperation::kPutFeatures, result.status().code(), start);
   return result;
 }
 

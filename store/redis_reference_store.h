@@ -38,12 +38,18 @@ struct RedisAddress {
 absl::StatusOr<RedisAddress> ParseRedisUrl(absl::string_view url, absl::string_view flag);
 
 // ReferenceStore on Redis through hiredis. Each identity is one hash,
-//   <prefix>ref:<tenant>/<identity_id>  { g: generation, v: sealed value }
-// with a PEXPIRE of the ttl; Put and Delete publish "<instance> <tenant>/<id>"
-// on <prefix>invalidate in the same MULTI/EXEC, and the subscriber ignores
-// its own instance's messages. Values are sealed (AES-256-GCM) with the
-// tenant, identity and kind as associated data, so Redis holds no plaintext
-// and a value moved to another key does not open.
+//   <prefix>ref:<tenant>/<identity_id>
+//     { g: generation, v: sealed value, f:<model_version>: sealed features, ... }
+// with a PEXPIRE of the ttl, so one DEL (Put, Delete) or one expiry removes
+// the features of every model version with the references, and one PEXPIRE
+// refreshes them all: no key listing anywhere. Put and Delete publish
+// "<instance> <tenant>/<id>" on <prefix>invalidate in the same MULTI/EXEC,
+// and the subscriber ignores its own instance's messages. PutFeatures is one
+// server-side script that writes only while the hash holds the generation.
+// Values are sealed (AES-256-GCM) with the tenant, identity and kind as
+// associated data (features also with the model version and the generation),
+// so Redis holds no plaintext and a value moved to another key, version or
+// generation does not open.
 //
 // Connections: a pool of at most max_idle_connections idle ones; a call takes
 // one (or connects), and a connection that failed is closed, so the next call
@@ -61,9 +67,14 @@ class RedisReferenceStore final : public ReferenceStore {
   RedisReferenceStore(const RedisReferenceStore&) = delete;
   RedisReferenceStore& operator=(const RedisReferenceStore&) = delete;
 
+  using ReferenceStore::Put;
   absl::StatusOr<std::string> Put(const StoreKey& key, absl::string_view value,
-                                  absl::Duration ttl) override;
+                                  const VersionFeatures* features, absl::Duration ttl) override;
   absl::StatusOr<StoredValue> Get(const StoreKey& key, absl::Duration ttl) override;
+  absl::StatusOr<StoredValue> GetFeatures(const StoreKey& key, absl::string_view model_version,
+                                          absl::Duration ttl) override;
+  absl::StatusOr<bool> PutFeatures(const StoreKey& key, absl::string_view generation,
+                                   const VersionFeatures& features, absl::Duration ttl) override;
   absl::StatusOr<bool> Delete(const StoreKey& key) override;
   absl::StatusOr<std::vector<std::string>> Generations(absl::Span<const GenerationProbe> probes,
                                                        absl::Duration ttl) override;
@@ -74,6 +85,12 @@ class RedisReferenceStore final : public ReferenceStore {
   std::string RedisKey(const StoreKey& key) const;
   // The associated data a value of `key` is sealed under.
   static std::string AssociatedData(const StoreKey& key);
+  // The hash field of `model_version`'s features ("f:<model_version>").
+  static std::string FeaturesField(absl::string_view model_version);
+  // The associated data features of `model_version` for `generation` of
+  // `key` are sealed under.
+  static std::string FeaturesAssociatedData(const StoreKey& key, absl::string_view model_version,
+                                            absl::string_view generation);
 
  private:
   struct ContextFree {

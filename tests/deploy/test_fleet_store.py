@@ -5,7 +5,12 @@ through nginx, and then streams their frames while (a) one replica is SIGKILLed 
 again, (b) a fourth replica is added, (c) every replica is restarted in turn (SIGTERM, drain,
 start). Counted at the caller: NOT_FOUND = 0, and every frame answered, or failed only with
 UNAVAILABLE when its stream was cut. A second caller uses our Python client library: 0 errors
-and 0 re-registrations.
+and 0 re-registrations. A third uses our C++ client library through its CLI without
+references (so it cannot re-register): 0 errors.
+
+Replicas listen on ports outside the kernel's ephemeral range (replica_port()): the test
+keeps a replica's port across kills and restarts, and a port from that range could meanwhile
+become the source port of one of the test's own connections, which makes the restart fail.
 
 The fourth replica is in nginx's upstream list from the start (as a Kubernetes Service lists
 endpoints as they become ready): until it listens, nginx skips it (connection refused, then
@@ -14,7 +19,11 @@ they move to it, and it reads them through from the store."""
 
 import collections
 import os
+import random
+import re
 import signal
+import socket
+import subprocess
 import threading
 import time
 
@@ -22,15 +31,16 @@ import grpc
 import numpy as np
 import pytest
 
-from deploy_util import Nginx, free_port, require_server_binary
+from deploy_util import Nginx, require_server_binary
 from fsrst_client import FsrstClient
 from redis_process import RedisProcess
-from server_process import ServerProcess, read_metric, small_model
+from server_process import BUILD, ServerProcess, read_metric, small_model
 import fsrst_pb2
 import fsrst_pb2_grpc
 
 IDENTITIES = [f"fleet-{i:02d}" for i in range(50)]
 FRAMES_PER_STREAM = 4
+CPP_CLIENT = os.path.join(BUILD, "clients", "cpp", "fsrst_client")
 
 
 def rgb8(array):
@@ -39,11 +49,76 @@ def rgb8(array):
                            height=h)
 
 
+class CppCaller:
+    """Streams identities' frames with our C++ client library through its CLI
+    (clients/cpp: `fsrst_client stream`, one process per stream), through nginx, until
+    stopped. Without --ref: the library holds no references, so it cannot re-register, and a
+    NOT_FOUND would stop the stream; it may only reopen streams a replica cut. Every stream
+    that does not end with all its frames answered is an error."""
+
+    def __init__(self, target, frames_dir, out_dir):
+        self.target = target
+        self.frames_dir = frames_dir
+        self.out_dir = out_dir
+        self.frames = 0
+        self.reopens = 0
+        self.errors = []
+        self.stop = threading.Event()
+
+    def run(self):
+        i = 0
+        while not self.stop.is_set():
+            identity = IDENTITIES[(i * 11) % len(IDENTITIES)]
+            i += 1
+            result = subprocess.run(
+                [CPP_CLIENT, "stream", f"--server={self.target}", f"--identity={identity}",
+                 f"--frames_dir={self.frames_dir}", f"--out_dir={self.out_dir}",
+                 "--stream_timeout_ms=60000"], capture_output=True, text=True, timeout=120)
+            done = re.search(rf"enhanced {FRAMES_PER_STREAM} of {FRAMES_PER_STREAM} frames .*"
+                             r"\((\d+) stream reopens", result.stdout)
+            if result.returncode == 0 and done:
+                self.frames += FRAMES_PER_STREAM
+                self.reopens += int(done.group(1))
+            else:
+                self.errors.append(f"{identity}: exit {result.returncode}: "
+                                   f"{result.stdout.strip()} {result.stderr.strip()}")
+
+
+def ephemeral_port_range():
+    """The kernel's range of automatically chosen source ports (net.ipv4.ip_local_port_range)."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low, high = (int(v) for v in f.read().split())
+    return low, high
+
+
+def replica_port():
+    """A free port OUTSIDE the ephemeral range, for a replica that keeps its port while it is
+    down. A port from that range (free_port()'s, the kernel's pick for port 0) can become the
+    source port of one of the test's short connections while the replica is down: nginx opens
+    one upstream connection per stream. As long as that connection lives, and for 60 s in
+    TIME_WAIT after it, binding the port fails with EADDRINUSE (SO_REUSEADDR/SO_REUSEPORT do
+    not help) and the replica exits on start. The kernel never picks a source port outside the
+    range, so such a port stays free for the replica (another process could still bind it on
+    purpose; then bind fails here and another is tried)."""
+    low, high = ephemeral_port_range()
+    candidates = list(range(max(1024, low - 16384), low)) + list(range(high + 1, 65536))
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.choice(candidates)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port outside the ephemeral range")
+
+
 class Replica:
     """One fsrst_server on a fixed port, so that it can be killed and started again there."""
 
     def __init__(self, redis_url, key_file):
-        self.port = free_port()
+        self.port = replica_port()
         self.flags = ["--model_threads=1", "--max_batch_size=2", f"--port={self.port}",
                       f"--reference_store={redis_url}", f"--reference_store_key_file={key_file}",
                       "--drain_timeout_s=5"]
@@ -105,6 +180,16 @@ class PlainCaller:
                 time.sleep(0.05)  # a plain caller's minimal backoff
 
 
+def test_replica_ports_stay_out_of_the_kernels_source_ports():
+    """Regression: the fleet test failed once because a replica restarted on its fixed port
+    while a connection of the test itself used that port as its source port (see
+    replica_port())."""
+    low, high = ephemeral_port_range()
+    for _ in range(50):
+        port = replica_port()
+        assert not low <= port <= high, f"port {port} is in the ephemeral range {low}-{high}"
+
+
 def test_fleet_serves_every_identity_through_kills_scale_up_and_restarts(tmp_path):
     require_server_binary()
     key_file = tmp_path / "store.key"
@@ -113,6 +198,7 @@ def test_fleet_serves_every_identity_through_kills_scale_up_and_restarts(tmp_pat
     replicas = [Replica(redis.url, str(key_file)) for _ in range(4)]
     nginx = None
     callers = []
+    callers_to_stop = []  # the C++ caller
     threads = []
     library_errors = []
     library_clients = []
@@ -163,6 +249,17 @@ def test_fleet_serves_every_identity_through_kills_scale_up_and_restarts(tmp_pat
                     library_errors.append(repr(e))
 
         threads.append(threading.Thread(target=library_run))
+
+        # Our C++ client library, through its CLI, alongside.
+        frames_dir = tmp_path / "frames"
+        frames_dir.mkdir()
+        frame_rng = np.random.default_rng(3)
+        for n in range(FRAMES_PER_STREAM):
+            (frames_dir / f"frame_{n}.rgb").write_bytes(
+                frame_rng.integers(0, 256, (32, 32, 3), dtype=np.uint8).tobytes())
+        cpp = CppCaller(target, str(frames_dir), str(tmp_path / "answers"))
+        callers_to_stop.append(cpp)
+        threads.append(threading.Thread(target=cpp.run))
         for t in threads:
             t.start()
 
@@ -191,7 +288,7 @@ def test_fleet_serves_every_identity_through_kills_scale_up_and_restarts(tmp_pat
             r.restart_gracefully()
             settle()
 
-        for c in callers:
+        for c in callers + callers_to_stop:
             c.stop.set()
         library_stop.set()
         for t in threads:
@@ -202,6 +299,8 @@ def test_fleet_serves_every_identity_through_kills_scale_up_and_restarts(tmp_pat
         print("plain stub caller, frames by outcome:", dict(counts))
         print("client library: frames", dict(library_frames), "streams reopened",
               library.streams_reopened, "re-registrations", library.reregistrations)
+        print("C++ client: frames", cpp.frames, "streams reopened", cpp.reopens, "errors",
+              len(cpp.errors))
         read_throughs = sum(read_metric(r.server, "fsrst_reference_read_throughs_total",
                                         result="OK") for r in replicas)
         print("read-throughs on the replicas now running:", read_throughs)
@@ -212,10 +311,12 @@ def test_fleet_serves_every_identity_through_kills_scale_up_and_restarts(tmp_pat
         assert library_errors == []
         assert library.reregistrations == 0
         assert library_frames["OK"] > 0
+        assert cpp.errors == []
+        assert cpp.frames > 0
         # The store did the work the client library used to do.
         assert read_throughs > 0
     finally:
-        for c in callers:
+        for c in callers + callers_to_stop:
             c.stop.set()
         for t in threads:
             t.join(timeout=120)

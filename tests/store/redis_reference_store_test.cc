@@ -194,6 +194,141 @@ TEST(RedisReferenceStore, GenerationsTellCurrentReplacedAndGoneAndTouch) {
   EXPECT_EQ(redis.Command({"EXISTS", store->RedisKey(gone)}), "0");  // a touch creates nothing
 }
 
+// Features of a model version: a marker that cannot appear by chance, distinct per version.
+VersionFeatures Features(const std::string& model_version) {
+  std::string bytes;
+  while (bytes.size() < 2048) bytes += "FEATURE-PLAINTEXT-" + model_version + "-";
+  return VersionFeatures{model_version, bytes};
+}
+
+TEST(RedisReferenceStore, PutWithFeaturesKeepsThemPerModelVersion) {
+  RedisServer redis;
+  auto store = MakeStore(redis);
+  const StoreKey key{"tenantA", "alice"};
+  const VersionFeatures small = Features("fsrst_x4_small@22030");
+  absl::StatusOr<std::string> generation = store->Put(key, Plaintext(), &small, kTtl);
+  ASSERT_TRUE(generation.ok()) << generation.status();
+  absl::StatusOr<StoredValue> got = store->GetFeatures(key, small.model_version, kTtl);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->value, small.bytes);
+  EXPECT_EQ(got->generation, *generation);
+  // Another version (or another version number of the same model) has none yet: an empty
+  // value, and the generation to write them back under.
+  for (const char* other : {"fsrst_x4@20083", "fsrst_x4_small@22031"}) {
+    got = store->GetFeatures(key, other, kTtl);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->value, "") << other;
+    EXPECT_EQ(got->generation, *generation);
+  }
+  // The references are untouched by the features beside them.
+  EXPECT_EQ(store->Get(key, kTtl)->value, Plaintext());
+  // An identity that is not stored at all is NOT_FOUND, whatever the version.
+  EXPECT_EQ(store->GetFeatures({"tenantA", "nobody"}, small.model_version, kTtl).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST(RedisReferenceStore, PutFeaturesWritesOnlyBesideTheGenerationItRead) {
+  RedisServer redis;
+  auto store = MakeStore(redis);
+  const StoreKey key{"", "alice"};
+  const VersionFeatures x4 = Features("fsrst_x4@20083");
+  const VersionFeatures small = Features("fsrst_x4_small@22030");
+  const std::string first = *store->Put(key, "refs-1", &small, kTtl);
+  ASSERT_EQ(*store->PutFeatures(key, first, x4, kTtl), true);
+  EXPECT_EQ(store->GetFeatures(key, x4.model_version, kTtl)->value, x4.bytes);
+  EXPECT_EQ(store->GetFeatures(key, small.model_version, kTtl)->value, small.bytes);
+  // Registered again: the features of EVERY version of the old references are gone, and a
+  // replica that encoded the old references cannot put its features beside the new ones.
+  const std::string second = *store->Put(key, "refs-2", kTtl);
+  EXPECT_EQ(store->GetFeatures(key, x4.model_version, kTtl)->value, "");
+  EXPECT_EQ(store->GetFeatures(key, small.model_version, kTtl)->value, "");
+  EXPECT_EQ(*store->PutFeatures(key, first, x4, kTtl), false);
+  EXPECT_EQ(redis.Command({"HEXISTS", store->RedisKey(key), "f:fsrst_x4@20083"}), "0");
+  EXPECT_EQ(*store->PutFeatures(key, second, x4, kTtl), true);
+  EXPECT_EQ(store->GetFeatures(key, x4.model_version, kTtl)->value, x4.bytes);
+  // Deleted (or expired): a late write-back recreates nothing.
+  ASSERT_TRUE(*store->Delete(key));
+  EXPECT_EQ(*store->PutFeatures(key, second, x4, kTtl), false);
+  EXPECT_EQ(redis.Command({"EXISTS", store->RedisKey(key)}), "0");
+}
+
+TEST(RedisReferenceStore, DeleteAndExpiryRemoveTheFeaturesOfEveryVersion) {
+  RedisServer redis;
+  auto store = MakeStore(redis);
+  const StoreKey key{"", "alice"};
+  const VersionFeatures small = Features("fsrst_x4_small@22030");
+  std::string generation = *store->Put(key, "refs", &small, kTtl);
+  ASSERT_TRUE(*store->PutFeatures(key, generation, Features("fsrst_x4@20083"), kTtl));
+  ASSERT_EQ(redis.Command({"HLEN", store->RedisKey(key)}), "4");  // g, v and two versions
+  ASSERT_TRUE(*store->Delete(key));
+  EXPECT_EQ(redis.Command({"EXISTS", store->RedisKey(key)}), "0");
+  EXPECT_EQ(store->GetFeatures(key, small.model_version, kTtl).status().code(),
+            absl::StatusCode::kNotFound);
+  // Expiry: one key per identity, so one PEXPIRE covers every version, and every read or
+  // write-back of features pushes it back.
+  generation = *store->Put(key, "refs", &small, absl::Seconds(50));
+  ASSERT_TRUE(
+      *store->PutFeatures(key, generation, Features("fsrst_x4@20083"), absl::Seconds(500)));
+  int64_t pttl = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(redis.Command({"PTTL", store->RedisKey(key)}), &pttl));
+  EXPECT_GT(pttl, 400'000);
+  ASSERT_TRUE(store->GetFeatures(key, small.model_version, absl::Seconds(5000)).ok());
+  ASSERT_TRUE(absl::SimpleAtoi(redis.Command({"PTTL", store->RedisKey(key)}), &pttl));
+  EXPECT_GT(pttl, 4'000'000);
+  ASSERT_TRUE(store->GetFeatures(key, small.model_version, absl::Milliseconds(50)).ok());
+  EXPECT_TRUE(Eventually([&] { return redis.Command({"EXISTS", store->RedisKey(key)}) == "0"; }));
+}
+
+TEST(RedisReferenceStore, FeaturesAreSealedAndOpenOnlyForTheirVersionAndGeneration) {
+  RedisServer redis;
+  auto store = MakeStore(redis);
+  const StoreKey key{"tenantA", "alice"};
+  const VersionFeatures small = Features("fsrst_x4_small@22030");
+  const std::string generation = *store->Put(key, Plaintext(), &small, kTtl);
+  const std::string raw =
+      redis.Command({"HGET", store->RedisKey(key), "f:fsrst_x4_small@22030"});
+  EXPECT_EQ(raw.size(), small.bytes.size() + ValueSealer::kOverheadBytes);
+  EXPECT_THAT(raw, Not(HasSubstr("FEATURE-PLAINTEXT")));
+  EXPECT_THAT(redis.Command({"DUMP", store->RedisKey(key)}), Not(HasSubstr("FEATURE-PLAINTEXT")));
+  EXPECT_EQ(*ValueSealer::FromKey(kKey)->Open(
+                raw, RedisReferenceStore::FeaturesAssociatedData(key, small.model_version,
+                                                                 generation)),
+            small.bytes);
+  // Copied to another version's field: refused, and the references still read.
+  ASSERT_EQ(redis.Command({"HSET", store->RedisKey(key), "f:fsrst_x4@20083", raw}), "1");
+  absl::StatusOr<StoredValue> got = store->GetFeatures(key, "fsrst_x4@20083", kTtl);
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(got.status().message(), HasSubstr("fsrst_x4@20083 features"));
+  EXPECT_EQ(store->Get(key, kTtl)->value, Plaintext());
+  // Kept under another generation (the identity was registered again, a stale copy put
+  // back behind the fleet's back): refused.
+  ASSERT_EQ(redis.Command({"HSET", store->RedisKey(key), "g", "another"}), "0");
+  EXPECT_EQ(store->GetFeatures(key, small.model_version, kTtl).status().code(),
+            absl::StatusCode::kDataLoss);
+  // Copied to another identity: refused.
+  const StoreKey mallory{"tenantA", "mallory"};
+  ASSERT_EQ(redis.Command({"HSET", store->RedisKey(mallory), "g", generation,
+                           "f:fsrst_x4_small@22030", raw}),
+            "2");
+  EXPECT_EQ(store->GetFeatures(mallory, small.model_version, kTtl).status().code(),
+            absl::StatusCode::kDataLoss);
+}
+
+TEST(RedisReferenceStore, FeatureCallsWithRedisDownAreUnavailable) {
+  RedisServer redis;
+  auto store = MakeStore(redis);
+  const StoreKey key{"", "alice"};
+  const std::string generation = *store->Put(key, "refs", kTtl);
+  redis.Kill();
+  const VersionFeatures small = Features("fsrst_x4_small@22030");
+  EXPECT_EQ(store->GetFeatures(key, small.model_version, kTtl).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(store->PutFeatures(key, generation, small, kTtl).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(store->Put(key, "refs", &small, kTtl).status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
 // Collects what a subscriber hears.
 struct Heard {
   absl::Mutex mu;

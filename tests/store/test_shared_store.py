@@ -5,6 +5,7 @@ a Redis that is down is UNAVAILABLE (never a false OK or a false NOT_FOUND) and 
 no server restart; Redis holds no plaintext; replicas of two model versions share identities."""
 
 import os
+import struct
 import time
 
 import grpc
@@ -14,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from PIL import Image
 
 from redis_process import RedisProcess
-from server_process import SERVER_BIN, ServerProcess, read_metric, small_model
+from server_process import SERVER_BIN, ServerProcess, model_info, read_metric, small_model
 import fsrst_pb2
 import fsrst_pb2_grpc
 
@@ -128,7 +129,9 @@ def test_registered_on_one_replica_served_by_another_without_re_registering(redi
         for identity in people:
             assert len(cb.enhance(identity, f).image.data) == 128 * 128 * 3
         assert read_metric(b, "fsrst_reference_read_throughs_total", result="OK") == 3
-        assert read_metric(b, "fsrst_reference_reencodes_total") == 3
+        # Same model version as a: a's features from the store, nothing encoded on b.
+        assert read_metric(b, "fsrst_reference_stored_features_used_total") == 3
+        assert read_metric(b, "fsrst_reference_reencodes_total") == 0
         # Then they are local hits: no more store reads.
         cb.enhance("person-0", f)
         assert read_metric(b, "fsrst_reference_read_throughs_total", result="OK") == 3
@@ -156,8 +159,11 @@ def test_a_stream_of_an_identity_registered_elsewhere_is_served_in_order(redis, 
         responses = list(stub.EnhanceStream(iter(requests), timeout=120))
         assert [r.sequence_number for r in responses] == list(range(20))
         assert all(not r.HasField("error") for r in responses), [r.error for r in responses]
-        # 20 frames, up to 16 in flight, all waiting for the same identity: one store read.
-        assert read_metric(b, "fsrst_store_requests_total", operation="get", result="OK") == 1
+        # 20 frames, up to 16 in flight, all waiting for the same identity: one store read, of
+        # the features a registered (the references are not needed).
+        assert read_metric(b, "fsrst_store_requests_total", operation="get_features",
+                           result="OK") == 1
+        assert read_metric(b, "fsrst_store_requests_total", operation="get", result="OK") == 0
         channel.close()
     finally:
         stop_all([a, b])
@@ -282,11 +288,13 @@ def test_redis_down_then_back_without_restarting_any_server(key_file):
         redis.stop()
 
 
-def test_redis_holds_no_plaintext_reference_bytes(redis, key_file, tmp_path):
+def test_redis_holds_no_plaintext_reference_or_feature_bytes(redis, key_file, tmp_path):
     a = replica(redis.url, key_file)
     try:
         references = refs(2)
         Client(a).register("grace", references)
+        info = model_info(a)
+        model_version = f"{info['model']}@{info['version']}"
     finally:
         a.stop()
     # The plaintext the server seals: the normalised luma the model takes (PIL's Y / 255 for a
@@ -299,15 +307,76 @@ def test_redis_holds_no_plaintext_reference_bytes(redis, key_file, tmp_path):
     assert value[0] == 1 and len(value) == 1 + 12 + 12 + len(luma_bytes) + 16
     plaintext = AESGCM(KEY).decrypt(value[1:13], value[13:], b"fsrst.references.v1\0\0grace")
     assert plaintext[12:] == luma_bytes
+    # The features of this model version beside them: sealed under their version and the
+    # generation; opened, they are the model's encoding of exactly that luma.
+    generation = redis.cli("HGET", "fsrst:ref:/grace", "g")
+    sealed = redis.cli("HGET", "fsrst:ref:/grace", f"f:{model_version}")
+    features = AESGCM(KEY).decrypt(
+        sealed[1:13], sealed[13:],
+        b"fsrst.features.v1\0\0grace\0" + model_version.encode() + b"\0" + generation)
+    header = (b"FSRF" + struct.pack("<III", 1, 1, len(info["model"])) + info["model"].encode()
+              + struct.pack("<I", len(info["version"])) + info["version"].encode()
+              + struct.pack("<Iqqqq", 4, 2, 3, 32, 32))
+    assert features[:len(header)] == header
+    feature_bytes = features[len(header):]
+    import torch  # Debian's, only here: the rest of the module needs no torch
+    encoded = torch.jit.load(small_model()).encode_references(
+        torch.from_numpy(luma.reshape(2, 1, 128, 128)))
+    np.testing.assert_allclose(np.frombuffer(feature_bytes, dtype="<f4"),
+                               encoded.detach().numpy().ravel(), atol=1e-4, rtol=1e-4)
     dump = redis.rdb_dump(str(tmp_path / "dump.rdb"))
     raw_refs = b"".join(r.tobytes() for r in references)
-    for blob in (value, dump):
+    for blob in (value, sealed, dump):
         for offset in range(0, len(luma_bytes) - 64, 4096):
             assert luma_bytes[offset:offset + 64] not in blob
         for offset in range(0, len(raw_refs) - 64, 4096):
             assert raw_refs[offset:offset + 64] not in blob
-    # Only the sealed value and a random generation are stored.
-    assert sorted(redis.cli("HKEYS", "fsrst:ref:/grace").split(b"\n")) == [b"g", b"v"]
+        for offset in range(0, len(feature_bytes) - 64, 1024):
+            assert feature_bytes[offset:offset + 64] not in blob
+    # Only the sealed values and a random generation are stored.
+    assert sorted(redis.cli("HKEYS", "fsrst:ref:/grace").split(b"\n")) == [
+        f"f:{model_version}".encode(), b"g", b"v"]
+
+
+def test_features_are_shared_per_model_version(redis, key_file):
+    """Registered on an fsrst_x4_small replica: another fsrst_x4_small replica serves it from
+    the stored features (no encode); an fsrst_x4 replica encodes the references once and writes
+    its features back, and a second fsrst_x4 replica then serves it with no encode either."""
+    weights = os.path.dirname(small_model())
+    big = os.path.join(weights, "fsrst_x4.pt")
+    small_a, small_b, big_c, big_d = replicas(4, redis.url, key_file,
+                                              models=[None, None, big, big])
+    try:
+        clients = [Client(s) for s in (small_a, small_b, big_c, big_d)]
+        r = refs()
+        clients[0].register("erin", r)
+        f = frame()
+        served_b = clients[1].enhance("erin", f).image.data
+        assert read_metric(small_b, "fsrst_reference_stored_features_used_total") == 1
+        assert read_metric(small_b, "fsrst_reference_reencodes_total") == 0
+        assert served_b == clients[0].enhance("erin", f).image.data
+        served_c = clients[2].enhance("erin", f).image.data
+        assert read_metric(big_c, "fsrst_reference_reencodes_total") == 1
+        assert read_metric(big_c, "fsrst_reference_stored_features_used_total") == 0
+        # The write-back follows the answer: wait for it to be stored, then look.
+        poll(lambda: read_metric(big_c, "fsrst_store_requests_total", operation="put_features",
+                                 result="OK") == 1)
+        info = model_info(big_c)
+        assert redis.cli("HEXISTS", "fsrst:ref:/erin", f"f:{info['model']}@{info['version']}") \
+            == b"1"
+        served_d = clients[3].enhance("erin", f).image.data
+        assert read_metric(big_d, "fsrst_reference_stored_features_used_total") == 1
+        assert read_metric(big_d, "fsrst_reference_reencodes_total") == 0
+        assert served_d == served_c
+        # Registering again removes every version's features with the old references.
+        clients[1].register("erin", refs())
+        assert sorted(redis.cli("HKEYS", "fsrst:ref:/erin").split(b"\n")) == [
+            f"f:{model_info(small_b)['model']}@{model_info(small_b)['version']}".encode(),
+            b"g", b"v"]
+        for client in clients:
+            client.close()
+    finally:
+        stop_all([small_a, small_b, big_c, big_d])
 
 
 def test_x4_and_x4_small_replicas_serve_each_others_identities(redis, key_file):
@@ -333,6 +402,39 @@ def test_x4_and_x4_small_replicas_serve_each_others_identities(redis, key_file):
         cbig.close(), csmall.close()
     finally:
         stop_all([big, small])
+
+
+def test_bad_stored_features_are_refused_and_the_references_serve_instead(redis, key_file):
+    """Stored features of this version that do not open (one byte changed in Redis) never fail
+    a frame and never crash the replica: it encodes the references instead and writes good
+    features back. (Validly sealed features of a wrong shape: SharedFeaturesTest.)"""
+    a, b = replicas(2, redis.url, key_file)
+    try:
+        ca, cb = Client(a), Client(b)
+        ca.register("frank", refs())
+        field = f"f:{model_info(b)['model']}@{model_info(b)['version']}"
+        sealed = redis.cli("HGET", "fsrst:ref:/frank", field)
+        # Changed inside Redis: the value holds NUL bytes, which no command line can carry.
+        assert redis.cli("EVAL", "local v = redis.call('HGET', KEYS[1], ARGV[1]) "
+                         "local i = #v - 40 "
+                         "return redis.call('HSET', KEYS[1], ARGV[1], string.sub(v, 1, i - 1) "
+                         ".. string.char((string.byte(v, i) + 1) % 256) .. string.sub(v, i + 1))",
+                         "1", "fsrst:ref:/frank", field) == b"0"
+        tampered = redis.cli("HGET", "fsrst:ref:/frank", field)
+        assert tampered != sealed and len(tampered) == len(sealed)
+        f = frame()
+        served = cb.enhance("frank", f).image.data
+        assert served == ca.enhance("frank", f).image.data
+        assert read_metric(b, "fsrst_reference_stored_features_refused_total") == 1
+        assert read_metric(b, "fsrst_reference_reencodes_total") == 1
+        assert read_metric(b, "fsrst_reference_stored_features_used_total") == 0
+        # The write-back replaced the bad value with one that opens.
+        poll(lambda: read_metric(b, "fsrst_store_requests_total", operation="put_features",
+                                 result="OK") == 1)
+        assert redis.cli("HGET", "fsrst:ref:/frank", field) != tampered
+        ca.close(), cb.close()
+    finally:
+        stop_all([a, b])
 
 
 def test_tenants_stay_apart_through_the_store(redis, key_file, tmp_path):
