@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import grpc  # noqa: E402
+import numpy as np  # noqa: E402
 
 import server_process  # noqa: E402
 import fsrst_pb2  # noqa: E402
@@ -33,8 +34,7 @@ import health_pb2  # noqa: E402
 import health_pb2_grpc  # noqa: E402
 from test_registrations import TINY_REFS, Flood, code_of, jpeg_refs, own_connection  # noqa: E402
 
-FRAME = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=bytes(32 * 32 * 3), width=32,
-                        height=32)
+FRAME = server_process.rgb8(np.zeros((32, 32, 3), np.uint8))
 
 
 def peak_rss_mib(pid: int) -> float:

@@ -14,9 +14,10 @@ import sys
 import time
 
 import grpc
+import numpy as np
 import pytest
 
-from server_process import ServerProcess, read_metric, small_model
+from server_process import ServerProcess, read_metric, rgb8, small_model
 import fsrst_pb2
 import fsrst_pb2_grpc
 import health_pb2
@@ -27,8 +28,7 @@ MAX_QUEUE_SIZE = 4096
 # A reference with detail (a blank one is refused).
 REFERENCE = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, width=2, height=2,
                             data=bytes([0, 0, 0, 255, 255, 255, 255, 255, 255, 0, 0, 0]))
-FRAME = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=bytes(32 * 32 * 3), width=32,
-                        height=32)
+FRAME = rgb8(np.zeros((32, 32, 3), np.uint8))
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server_process import ServerProcess, read_metric, small_model
+from server_process import ServerProcess, read_metric, rgb8, small_model
 import fsrst_pb2
 import fsrst_pb2_grpc
 import health_pb2
@@ -27,8 +27,7 @@ import health_pb2_grpc
 ONE_INSTANCE = ("--model_instances=1", "--model_threads=1")
 # Bounds out of the way, for tests of what happens to what the bounds let in.
 UNBOUNDED = ("--max_pending_registrations=100000", "--max_queued_decodes=100000")
-FRAME = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=bytes(32 * 32 * 3), width=32,
-                        height=32)
+FRAME = rgb8(np.zeros((32, 32, 3), np.uint8))
 # Eight 2x2 references: a request of ~200 bytes that costs a full 8-reference encode, as in
 # the attack (a black and white checker each, so the server's check for blank
 # references lets them through: a 1x1 one is a solid colour now refused at decode).

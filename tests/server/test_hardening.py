@@ -14,9 +14,10 @@ import urllib.error
 import urllib.request
 
 import grpc
+import numpy as np
 import pytest
 
-from server_process import SERVER_BIN, ServerProcess, small_model
+from server_process import SERVER_BIN, ServerProcess, rgb8, small_model
 import fsrst_pb2
 import fsrst_pb2_grpc
 import health_pb2
@@ -125,8 +126,7 @@ def test_a_gzip_bomb_is_refused_before_it_is_inflated():
         assert grown < 32 << 20, f"peak memory grew by {grown >> 20} MiB"
         # An uncompressed call on the same server is served.
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            frame = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=bytes(32 * 32 * 3),
-                                    width=32, height=32)
+            frame = rgb8(np.zeros((32, 32, 3), np.uint8))
             answer = fsrst_pb2_grpc.FaceSuperResolutionStub(channel).Enhance(
                 fsrst_pb2.EnhanceRequest(frame=frame), timeout=60)
         assert len(answer.image.data) == 128 * 128 * 3

@@ -15,7 +15,7 @@ import grpc
 import numpy as np
 import pytest
 
-from server_process import BUILD, ROOT, ServerProcess, small_model
+from server_process import BUILD, ROOT, ServerProcess, rgb8, small_model
 import fsrst_pb2
 import fsrst_pb2_grpc
 import health_pb2
@@ -89,12 +89,6 @@ def tls_channel(port, pki, client_cert=None, ca="ca.pem"):
 
 def auth(key):
     return (("authorization", f"Bearer {key}"),)
-
-
-def rgb8(array):
-    h, w, _ = array.shape
-    return fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=array.tobytes(), width=w,
-                           height=h)
 
 
 def metric(port, name):

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from server_process import SERVER_BIN, ServerProcess, read_metric, small_model
+from server_process import SERVER_BIN, ServerProcess, read_metric, rgb8, small_model
 from fsrst.export import read_metadata
 import fsrst_pb2
 import fsrst_pb2_grpc
@@ -23,12 +23,6 @@ import health_pb2
 import health_pb2_grpc
 
 RNG = np.random.default_rng(7)
-
-
-def rgb8(array: np.ndarray) -> fsrst_pb2.Image:
-    h, w, _ = array.shape
-    return fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=array.tobytes(), width=w,
-                           height=h)
 
 
 def stub(port: int):

@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 
-from server_process import ServerProcess, read_metric, small_model
+from server_process import ServerProcess, read_metric, rgb8, small_model
 import fsrst_pb2
 import fsrst_pb2_grpc
 
@@ -17,8 +17,7 @@ FRAMES = 200
 
 
 def frame() -> fsrst_pb2.Image:
-    return fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, width=32, height=32,
-                           data=np.full((32, 32, 3), 90, np.uint8).tobytes())
+    return rgb8(np.full((32, 32, 3), 90, np.uint8))
 
 
 @pytest.fixture()

@@ -8,12 +8,11 @@ import time
 import grpc
 import numpy as np
 
-from server_process import ServerProcess, small_model
+from server_process import ServerProcess, rgb8, small_model
 import fsrst_pb2
 import fsrst_pb2_grpc
 
-FRAME = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, width=32, height=32,
-                        data=np.full((32, 32, 3), 120, np.uint8).tobytes())
+FRAME = rgb8(np.full((32, 32, 3), 120, np.uint8))
 
 
 def test_frames_beyond_a_full_queue_are_refused_alone_and_the_stream_goes_on():
