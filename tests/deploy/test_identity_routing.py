@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from deploy_util import Nginx, metric_value, serving_replicas
+from server_process import wait_for
 from fsrst_client import FsrstClient
 
 IDENTITIES = [f"person-{i:02d}" for i in range(50)]
@@ -129,22 +130,18 @@ def test_killed_replica_loses_no_frame(replicas, proxy, client):
     workers += [StreamWorker(client, stayed)]
     for worker in workers:
         worker.start()
-    deadline = time.monotonic() + 60
-    while any(worker.faces < StreamWorker.FRAMES for worker in workers):
-        assert time.monotonic() < deadline, "the streams did not start"
-        time.sleep(0.05)
+    wait_for(lambda: all(worker.faces >= StreamWorker.FRAMES for worker in workers), 60,
+             "the streams to start", poll_s=0.05)
 
     replicas[victim].proc.kill()
     killed_at = time.monotonic()
     for worker in workers:
         worker.marks.append(killed_at)
     # the victim's identities are all streamed again after the kill, the others' keep going
-    deadline = time.monotonic() + 120
-    while (any(worker.streams_started_after[killed_at] < len(worker.identities)
-               for worker in workers[:-1])
-           or workers[-1].streams_started_after[killed_at] < 3):
-        assert time.monotonic() < deadline, "the streams stalled after the kill"
-        time.sleep(0.05)
+    wait_for(lambda: (all(worker.streams_started_after[killed_at] >= len(worker.identities)
+                          for worker in workers[:-1])
+                      and workers[-1].streams_started_after[killed_at] >= 3), 120,
+             "the streams to go on after the kill (else they stalled)", poll_s=0.05)
     for worker in workers:
         worker.stop.set()
     for worker in workers:

@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 from deploy_util import DEPLOY, metric_value, start_small_server
-from server_process import BENCH_BIN, histogram_buckets, histogram_quantile_bound
+from server_process import BENCH_BIN, histogram_buckets, histogram_quantile_bound, wait_for
 
 PROMETHEUS_DIR = os.path.join(DEPLOY, "prometheus")
 RULE_WINDOW_S = 60  # the rules' rate window, [1m]
@@ -58,16 +57,6 @@ def query(port: int, promql: str) -> list:
     return body["data"]["result"]
 
 
-def wait_for(description: str, condition, timeout_s: float = 60.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {description}"
-        time.sleep(0.25)
-
-
 @pytest.fixture
 def server():
     s = start_small_server()
@@ -97,8 +86,8 @@ def prometheus(server):
                              f"--web.listen-address=127.0.0.1:{port}"],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for("prometheus to scrape fsrst_server",
-                 lambda: proc.poll() is None and _scraped(port, job["job_name"]))
+        wait_for(lambda: proc.poll() is None and _scraped(port, job["job_name"]), 60,
+                 "prometheus to scrape fsrst_server", poll_s=0.25)
         yield port, job["job_name"]
     finally:
         proc.terminate()
@@ -127,13 +116,14 @@ def test_frames_per_second_rule_matches_the_server_counter(server, prometheus):
     assert after > before
     # the server is idle now: wait until prometheus holds its final count, then for a rule
     # evaluation after that scrape (the recorded sample's own timestamp, not a fixed sleep)
-    wait_for("the last scrape", lambda: [r for r in query(port, "fsrst_frames_enhanced_total")
-                                         if float(r["value"][1]) == after])
+    wait_for(lambda: [r for r in query(port, "fsrst_frames_enhanced_total")
+                      if float(r["value"][1]) == after], 60, "the last scrape", poll_s=0.25)
     scraped_at = max(float(r["value"][1]) for r in query(
         port, f'timestamp(fsrst_frames_enhanced_total{{job="{job}"}})'))
-    wait_for("a rule evaluation after the last scrape", lambda: [
+    wait_for(lambda: [
         r for r in query(port, f'timestamp(instance:fsrst_frames_enhanced:rate1m{{job="{job}"}})')
-        if float(r["value"][1]) > scraped_at])
+        if float(r["value"][1]) > scraped_at], 60, "a rule evaluation after the last scrape",
+        poll_s=0.25)
     (series,) = query(port, f'instance:fsrst_frames_enhanced:rate1m{{job="{job}"}}')
     frames_per_s = float(series["value"][1])
     # Every frame of the load fell inside the rule's 1m window: rate() is the increase

@@ -9,7 +9,6 @@ import re
 import socket
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -17,7 +16,7 @@ import grpc
 import numpy as np
 import pytest
 
-from server_process import SERVER_BIN, ServerProcess, rgb8, small_model
+from server_process import SERVER_BIN, ServerProcess, rgb8, small_model, wait_for
 import fsrst_pb2
 import fsrst_pb2_grpc
 import health_pb2
@@ -205,9 +204,9 @@ def test_slow_connections_that_hold_every_metrics_worker_are_cut_off():
     slow = Trickler(server.metrics_port, 2, period_s=0.2)
     try:
         assert "fsrst_model_info" in scrape("127.0.0.1", server.metrics_port, timeout=15)
-        deadline = time.time() + 15
-        while slow.closed_by_server < 2 and time.time() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: slow.closed_by_server >= 2, 15,
+                 lambda: f"the server to close both trickling connections "
+                         f"({slow.closed_by_server} closed)", poll_s=0.05)
         assert slow.closed_by_server == 2
     finally:
         slow.close()

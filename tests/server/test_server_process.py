@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 import urllib.request
 
 import grpc
@@ -15,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from server_process import SERVER_BIN, ServerProcess, read_metric, rgb8, small_model
+from server_process import (SERVER_BIN, ServerProcess, read_metric, rgb8, small_model,
+                            wait_for)
 from fsrst.export import read_metadata
 import fsrst_pb2
 import fsrst_pb2_grpc
@@ -117,19 +117,16 @@ def test_sigterm_answers_every_accepted_frame_then_exits_zero():
                for _ in range(sent)]
     # Every frame accepted (done + queued; at most one batch runs, so the sum reaches `sent`
     # only once all arrived), and some still queued when the signal comes.
-    deadline = time.time() + 60
-    while True:
+    def queued_once_all_arrived():
         queued = read_metric(server, "fsrst_queue_depth")
-        if read_metric(server, "fsrst_frames_enhanced_total") + queued >= sent:
-            break
-        assert time.time() < deadline, "the frames never all reached the server"
-        time.sleep(0.01)
+        done = read_metric(server, "fsrst_frames_enhanced_total")
+        return [queued] if done + queued >= sent else None
+    (queued,) = wait_for(queued_once_all_arrived, 60, "every frame to reach the server",
+                         poll_s=0.01)
     assert queued > 0, "the queue was empty before the signal: nothing to drain"
     server.proc.send_signal(signal.SIGTERM)
-    deadline = time.time() + 30
-    while "draining" not in server.output():
-        assert time.time() < deadline, server.output()
-        time.sleep(0.01)
+    wait_for(lambda: "draining" in server.output(), 30,
+             lambda: f"the server to log draining:\n{server.output()}", poll_s=0.01)
     # A call after the signal, on the open connection, is refused by the draining server.
     with pytest.raises(grpc.RpcError) as late:
         client.Enhance(fsrst_pb2.EnhanceRequest(frame=frame), timeout=60)
