@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from server_process import ROOT, SERVER_BIN, ServerProcess, read_metric, small_model
+from server_process import ROOT, SERVER_BIN, ServerProcess, small_model
 
 sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 
@@ -38,9 +38,3 @@ def fsrst_server():
     server = start_small_server()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def metric():
-    """metric(server, name, **labels) -> the sample's value on the server's /metrics page."""
-    return read_metric

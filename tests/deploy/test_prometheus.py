@@ -16,8 +16,9 @@ import urllib.request
 import pytest
 import yaml
 
-from deploy_util import DEPLOY, metric_value, start_small_server
-from server_process import BENCH_BIN, histogram_buckets, histogram_quantile_bound, wait_for
+from deploy_util import DEPLOY
+from server_process import (BENCH_BIN, histogram_buckets, histogram_quantile_bound, read_metric,
+                            start_small_server, wait_for)
 
 PROMETHEUS_DIR = os.path.join(DEPLOY, "prometheus")
 RULE_WINDOW_S = 60  # the rules' rate window, [1m]
@@ -106,13 +107,13 @@ def _scraped(port: int, job: str) -> bool:
 
 def test_frames_per_second_rule_matches_the_server_counter(server, prometheus):
     port, job = prometheus
-    before = metric_value(server, "fsrst_frames_enhanced_total")
+    before = read_metric(server, "fsrst_frames_enhanced_total", required=True)
     bench = subprocess.run(
         [BENCH_BIN, f"--server=127.0.0.1:{server.port}", "--rpc=stream", "--concurrency=2",
          "--identities=4", "--duration_s=8", "--warmup_s=0", "--progress=false"],
         capture_output=True, text=True, timeout=120)
     assert bench.returncode == 0, bench.stdout + bench.stderr
-    after = metric_value(server, "fsrst_frames_enhanced_total")
+    after = read_metric(server, "fsrst_frames_enhanced_total", required=True)
     assert after > before
     # the server is idle now: wait until prometheus holds its final count, then for a rule
     # evaluation after that scrape (the recorded sample's own timestamp, not a fixed sleep)

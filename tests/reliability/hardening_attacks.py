@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -48,13 +47,6 @@ def start(*flags: str) -> server_process.ServerProcess:
     known = [f for f in flags if f"--{f[2:].split('=')[0]}" in help_text]
     return server_process.ServerProcess(server_process.small_model(), "--model_instances=1",
                                         "--model_threads=1", *known)
-
-
-def metric(server, name: str) -> float:
-    try:
-        return server_process.read_metric(server, name)
-    except Exception:
-        return float("nan")
 
 
 def registration_flood() -> dict:
@@ -91,7 +83,8 @@ def deadline_store() -> dict:
         # Let whatever the server still does finish: the encode count stops moving.
         last, still = -1.0, 0
         while still < 4:
-            now = metric(server, "fsrst_reference_encode_duration_seconds_count")
+            now = server_process.read_metric(
+                server, "fsrst_reference_encode_duration_seconds_count")
             still = still + 1 if now == last else 0
             last = now
             time.sleep(0.5)
@@ -190,8 +183,7 @@ def idle_metrics() -> dict:
         ok = 0
         for _ in range(3):
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
-                                       timeout=5).read()
+                server_process.scrape_metrics(server, timeout=5)
                 ok += 1
             except Exception:
                 pass

@@ -10,13 +10,13 @@ import socket
 import subprocess
 import threading
 import urllib.error
-import urllib.request
 
 import grpc
 import numpy as np
 import pytest
 
-from server_process import SERVER_BIN, ServerProcess, rgb8, small_model, wait_for
+from server_process import (SERVER_BIN, ServerProcess, rgb8, scrape_metrics, small_model,
+                            wait_for)
 import fsrst_pb2
 import fsrst_pb2_grpc
 import health_pb2
@@ -145,11 +145,6 @@ def test_request_sizes_are_printed_as_sent(server):
     assert "-2147483648" not in error.value.details()
 
 
-def scrape(host: str, port: int, timeout: float) -> str:
-    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout) as page:
-        return page.read().decode()
-
-
 class Trickler:
     """Connections to the metrics port that send the start of a request, then one header byte
     every `period_s` (or nothing, period_s=None) and never finish it."""
@@ -189,7 +184,7 @@ def test_idle_connections_do_not_black_out_scrapes():
     try:
         # Two idle connections once held every worker of /metrics for 30 s.
         for _ in range(3):
-            assert "fsrst_model_info" in scrape("127.0.0.1", server.metrics_port, timeout=5)
+            assert "fsrst_model_info" in scrape_metrics(server, timeout=5)
     finally:
         idle.close()
         assert server.stop() == 0
@@ -203,7 +198,7 @@ def test_slow_connections_that_hold_every_metrics_worker_are_cut_off():
                            "--metrics_request_timeout_ms=1000")
     slow = Trickler(server.metrics_port, 2, period_s=0.2)
     try:
-        assert "fsrst_model_info" in scrape("127.0.0.1", server.metrics_port, timeout=15)
+        assert "fsrst_model_info" in scrape_metrics(server, timeout=15)
         wait_for(lambda: slow.closed_by_server >= 2, 15,
                  lambda: f"the server to close both trickling connections "
                          f"({slow.closed_by_server} closed)", poll_s=0.05)
@@ -216,9 +211,9 @@ def test_slow_connections_that_hold_every_metrics_worker_are_cut_off():
 def test_metrics_host_binds_the_metrics_port_on_its_own_address():
     server = ServerProcess(small_model(), "--model_threads=1", "--metrics_host=127.0.0.2")
     try:
-        assert "fsrst_model_info" in scrape("127.0.0.2", server.metrics_port, timeout=10)
+        assert "fsrst_model_info" in scrape_metrics(server, "127.0.0.2", timeout=10)
         with pytest.raises(urllib.error.URLError):
-            scrape("127.0.0.1", server.metrics_port, timeout=10)
+            scrape_metrics(server, timeout=10)
         # The gRPC port stays on --host.
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             status = health_pb2_grpc.HealthStub(channel).Check(

@@ -5,17 +5,15 @@ features (as /metrics shows)."""
 
 import base64
 import os
-import re
 import subprocess
 import sys
-import time
-import urllib.request
 
 import grpc
 import numpy as np
 import pytest
 
-from server_process import BUILD, ROOT, ServerProcess, rgb8, small_model
+from server_process import (BUILD, ROOT, ServerProcess, read_metric, rgb8, small_model,
+                            wait_for)
 import fsrst_pb2
 import fsrst_pb2_grpc
 import health_pb2
@@ -89,13 +87,6 @@ def tls_channel(port, pki, client_cert=None, ca="ca.pem"):
 
 def auth(key):
     return (("authorization", f"Bearer {key}"),)
-
-
-def metric(port, name):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    match = re.search(rf"^{name} (\S+)$", text, re.M)
-    assert match, f"{name} not in /metrics"
-    return float(match.group(1))
 
 
 @pytest.fixture(scope="module")
@@ -358,24 +349,23 @@ def test_keys_and_image_bytes_never_reach_the_log(pki):
 def test_delete_references_frees_the_features_on_metrics(pki):
     server = ServerProcess(small_model(), "--model_threads=1", "--max_batch_size=2",
                            f"--api_keys_file={pki['api_keys']}")
-    port = server.metrics_port
     try:
-        assert metric(port, "fsrst_reference_cache_entries") == 0
-        assert metric(port, "fsrst_reference_cache_bytes") == 0
+        assert read_metric(server, "fsrst_reference_cache_entries", required=True) == 0
+        assert read_metric(server, "fsrst_reference_cache_bytes", required=True) == 0
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = fsrst_pb2_grpc.FaceSuperResolutionStub(channel)
             refs = [rgb8(RNG.integers(0, 256, (128, 128, 3), dtype=np.uint8)) for _ in range(3)]
             answers = [stub.RegisterReferences(fsrst_pb2.RegisterReferencesRequest(
                 identity_id="temp", references=refs), timeout=30, metadata=auth(key))
                 for key in (KEY_A, KEY_B)]  # the same id in two tenants: two entries
-            assert metric(port, "fsrst_reference_cache_entries") == 2
-            assert metric(port, "fsrst_reference_cache_bytes") == \
+            assert read_metric(server, "fsrst_reference_cache_entries", required=True) == 2
+            assert read_metric(server, "fsrst_reference_cache_bytes", required=True) == \
                 sum(a.feature_bytes for a in answers) > 0
             for key in (KEY_A, KEY_B):
                 stub.DeleteReferences(fsrst_pb2.DeleteReferencesRequest(identity_id="temp"),
                                       timeout=30, metadata=auth(key))
-        assert metric(port, "fsrst_reference_cache_entries") == 0
-        assert metric(port, "fsrst_reference_cache_bytes") == 0
+        assert read_metric(server, "fsrst_reference_cache_entries", required=True) == 0
+        assert read_metric(server, "fsrst_reference_cache_bytes", required=True) == 0
     finally:
         server.stop()
 
@@ -389,15 +379,16 @@ def test_ttl_expiry_frees_the_features_on_metrics():
             refs = [rgb8(RNG.integers(0, 256, (128, 128, 3), dtype=np.uint8)) for _ in range(2)]
             answer = stub.RegisterReferences(fsrst_pb2.RegisterReferencesRequest(
                 identity_id="brief", references=refs), timeout=30)
-        assert metric(server.metrics_port, "fsrst_reference_cache_bytes") == answer.feature_bytes
+        assert read_metric(server, "fsrst_reference_cache_bytes", required=True) == \
+            answer.feature_bytes
         # Expiry is the janitor's, every 100 ms past the 1 s TTL; wait for it, bounded.
-        deadline = time.monotonic() + 30
-        while (metric(server.metrics_port, "fsrst_reference_cache_entries") != 0
-               and time.monotonic() < deadline):
-            time.sleep(0.1)
-        assert metric(server.metrics_port, "fsrst_reference_cache_entries") == 0
-        assert metric(server.metrics_port, "fsrst_reference_cache_bytes") == 0
-        assert metric(server.metrics_port, "fsrst_reference_cache_expirations_total") == 1
+        wait_for(lambda: read_metric(server, "fsrst_reference_cache_entries",
+                                     required=True) == 0, 30,
+                 "the janitor to expire the identity (fsrst_reference_cache_entries 0)",
+                 poll_s=0.1)
+        assert read_metric(server, "fsrst_reference_cache_entries", required=True) == 0
+        assert read_metric(server, "fsrst_reference_cache_bytes", required=True) == 0
+        assert read_metric(server, "fsrst_reference_cache_expirations_total", required=True) == 1
     finally:
         server.stop()
 

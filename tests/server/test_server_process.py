@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import urllib.request
 
 import grpc
 import numpy as np
@@ -14,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from server_process import (SERVER_BIN, ServerProcess, read_metric, rgb8, small_model,
-                            wait_for)
+from server_process import (SERVER_BIN, ServerProcess, read_metric, rgb8, scrape_metrics,
+                            small_model, wait_for)
 from fsrst.export import read_metadata
 import fsrst_pb2
 import fsrst_pb2_grpc
@@ -88,8 +87,7 @@ def test_metrics_pass_promtool(server):
     client.Enhance(fsrst_pb2.EnhanceRequest(frame=rgb8(np.zeros((32, 32, 3), np.uint8))),
                    timeout=30)
     channel.close()
-    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
-                                  timeout=10).read().decode()
+    text = scrape_metrics(server)
     for name in ("fsrst_requests_total", "fsrst_request_duration_seconds_bucket",
                  "fsrst_queue_duration_seconds_bucket", "fsrst_inference_duration_seconds_bucket",
                  "fsrst_batch_size_bucket", "fsrst_frames_enhanced_total", "fsrst_queue_depth",
@@ -200,8 +198,7 @@ def test_model_instances_run_at_the_lower_priority_and_the_rest_does_not():
         # metrics and main threads are not.
         assert nice.count(7) == 3 + 2, nice
         assert nice.count(0) >= 2, nice
-        text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
-                                      timeout=10).read().decode()
+        text = scrape_metrics(server)
         assert 'instances="3"' in text and 'threads="1"' in text
     finally:
         assert server.stop() == 0
