@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 import pytest
 
-from server_process import ServerProcess, read_metric, rgb8, small_model, wait_for
+from server_process import read_metric, rgb8, start_small_server, wait_for
 import fsrst_pb2
 import fsrst_pb2_grpc
 import health_pb2
@@ -34,8 +34,8 @@ FRAME = rgb8(np.zeros((32, 32, 3), np.uint8))
 @pytest.fixture(scope="module")
 def server():
     # One instance: the frames queued ahead run one at a time, in order.
-    s = ServerProcess(small_model(), "--model_instances=1", "--model_threads=1",
-                      "--max_batch_size=1", f"--max_queue_size={MAX_QUEUE_SIZE}")
+    s = start_small_server("--model_instances=1", "--max_batch_size=1",
+                           f"--max_queue_size={MAX_QUEUE_SIZE}")
     yield s
     s.stop()
 

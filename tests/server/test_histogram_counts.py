@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 
-from server_process import ServerProcess, read_metric, rgb8, small_model
+from server_process import ServerProcess, read_metric, rgb8, start_small_server
 import fsrst_pb2
 
 RNG = np.random.default_rng(11)
@@ -33,8 +33,8 @@ def rise(before: dict, after: dict) -> dict:
 @pytest.fixture(scope="module")
 def server():
     # One single-threaded instance and a queue of one frame: a burst is partly refused.
-    process = ServerProcess(small_model(), "--model_instances=1", "--model_threads=1",
-                            "--max_queue_size=1", "--max_batch_size=4")
+    process = start_small_server("--model_instances=1", "--max_queue_size=1",
+                                 "--max_batch_size=4")
     yield process
     assert process.stop() == 0
 

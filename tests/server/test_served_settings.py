@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from fsrst.export import read_metadata
-from server_process import ServerProcess, read_metric, rgb8, small_model
+from server_process import read_metric, rgb8, small_model, start_small_server
 import fsrst_pb2
 
 RNG = np.random.default_rng(23)
@@ -25,8 +25,8 @@ def feature_bytes_per_reference() -> int:
 def server():
     # Room for two identities of three references and a half: the third evicts one.
     budget = int(2.5 * 3 * feature_bytes_per_reference())
-    process = ServerProcess(small_model(), "--model_instances=1", "--model_threads=1",
-                            f"--default_jpeg_quality={DEFAULT_QUALITY}", f"--cache_bytes={budget}")
+    process = start_small_server("--model_instances=1", f"--default_jpeg_quality={DEFAULT_QUALITY}",
+                                 f"--cache_bytes={budget}")
     yield process
     assert process.stop() == 0
 

@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 
-from server_process import ServerProcess, read_metric, rgb8, small_model
+from server_process import read_metric, rgb8, start_small_server
 import fsrst_pb2
 import fsrst_pb2_grpc
 
@@ -22,8 +22,8 @@ def frame() -> fsrst_pb2.Image:
 
 @pytest.fixture()
 def server():
-    process = ServerProcess(small_model(), "--model_instances=1", "--model_threads=1",
-                            f"--max_stream_frames_in_flight={BOUND}", "--max_queue_size=128")
+    process = start_small_server("--model_instances=1", f"--max_stream_frames_in_flight={BOUND}",
+                                 "--max_queue_size=128")
     yield process
     assert process.stop() == 0
 
