@@ -444,6 +444,9 @@ TEST(FaceSrServiceOverload, FullQueueIsResourceExhausted) {
   *request.mutable_frame() = Rgb8Image(32, 32, 2);
   v1::EnhanceResponse response;
   grpc::ClientContext context;
+  // The refusal is immediate. The deadline is for a build whose bound lets this frame in too:
+  // it would wait behind the held model for ever, and the test would hang instead of failing.
+  PrepareContext(&context, "", std::chrono::seconds(20));
   const grpc::Status refused = stub->Enhance(&context, request, &response);
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(refused.error_message(),
