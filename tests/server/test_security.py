@@ -180,42 +180,52 @@ def test_missing_and_unknown_keys_are_unauthenticated(tls_server, pki):
 def test_every_rpc_is_unauthenticated_before_its_request_is_looked_at(tls_server, pki):
     # Requests that are wrong in every other way too (bad id, bad images, unknown identity):
     # without a valid key the answer is UNAUTHENTICATED, never what the request deserves.
+    # Every RPC that takes an identity id is sent an invalid one, so that checking the id
+    # before the key fails the test, and an unknown one, so that looking it up first does.
     bad_image = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_JPEG, data=b"not a jpeg")
     oversize = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=b"x" * 900_000,
                                width=32, height=32)
-    calls = {
-        "RegisterReferences": lambda stub, md: stub.RegisterReferences(
-            fsrst_pb2.RegisterReferencesRequest(identity_id="bad id!", references=[bad_image] * 9),
-            timeout=10, metadata=md),
-        "Enhance": lambda stub, md: stub.Enhance(
-            fsrst_pb2.EnhanceRequest(identity_id="never-registered", frame=oversize),
-            timeout=10, metadata=md),
-        "EnhanceStream": lambda stub, md: list(stub.EnhanceStream(
-            iter([fsrst_pb2.EnhanceRequest(identity_id="never-registered", frame=bad_image)]),
-            timeout=10, metadata=md)),
-        "DeleteReferences": lambda stub, md: stub.DeleteReferences(
-            fsrst_pb2.DeleteReferencesRequest(identity_id="never-registered"), timeout=10,
-            metadata=md),
-        "GetServerInfo": lambda stub, md: stub.GetServerInfo(
-            fsrst_pb2.GetServerInfoRequest(), timeout=10, metadata=md),
-        "GetIdentity": lambda stub, md: stub.GetIdentity(
-            fsrst_pb2.GetIdentityRequest(identity_id="never-registered"), timeout=10,
-            metadata=md),
-    }
+
+    def calls_with(identity_id):
+        return {
+            "RegisterReferences": lambda stub, md: stub.RegisterReferences(
+                fsrst_pb2.RegisterReferencesRequest(identity_id=identity_id,
+                                                    references=[bad_image] * 9),
+                timeout=10, metadata=md),
+            "Enhance": lambda stub, md: stub.Enhance(
+                fsrst_pb2.EnhanceRequest(identity_id=identity_id, frame=oversize),
+                timeout=10, metadata=md),
+            "EnhanceStream": lambda stub, md: list(stub.EnhanceStream(
+                iter([fsrst_pb2.EnhanceRequest(identity_id=identity_id, frame=bad_image)]),
+                timeout=10, metadata=md)),
+            "DeleteReferences": lambda stub, md: stub.DeleteReferences(
+                fsrst_pb2.DeleteReferencesRequest(identity_id=identity_id), timeout=10,
+                metadata=md),
+            "GetServerInfo": lambda stub, md: stub.GetServerInfo(
+                fsrst_pb2.GetServerInfoRequest(), timeout=10, metadata=md),
+            "GetIdentity": lambda stub, md: stub.GetIdentity(
+                fsrst_pb2.GetIdentityRequest(identity_id=identity_id), timeout=10,
+                metadata=md),
+        }
+    bad_id, unknown_id = calls_with("bad id!"), calls_with("never-registered")
     with tls_channel(tls_server.port, pki) as channel:
         stub = fsrst_pb2_grpc.FaceSuperResolutionStub(channel)
-        for name, call in calls.items():
-            for metadata in (None, auth(UNKNOWN_KEY)):
-                with pytest.raises(grpc.RpcError) as error:
-                    call(stub, metadata)
-                assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED, (name, metadata)
+        for kind, calls in (("bad id", bad_id), ("unknown id", unknown_id)):
+            for name, call in calls.items():
+                for metadata in (None, auth(UNKNOWN_KEY)):
+                    with pytest.raises(grpc.RpcError) as error:
+                        call(stub, metadata)
+                    assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED, (
+                        kind, name, metadata, error.value.details())
         # The same requests with a valid key get what they deserve (so the test can tell).
-        with pytest.raises(grpc.RpcError) as error:
-            calls["DeleteReferences"](stub, auth(KEY_A))
-        assert error.value.code() == grpc.StatusCode.NOT_FOUND
-        with pytest.raises(grpc.RpcError) as error:
-            calls["RegisterReferences"](stub, auth(KEY_A))
-        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        for name in ("RegisterReferences", "Enhance", "DeleteReferences", "GetIdentity"):
+            with pytest.raises(grpc.RpcError) as error:
+                bad_id[name](stub, auth(KEY_A))
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+        for name in ("DeleteReferences", "GetIdentity"):
+            with pytest.raises(grpc.RpcError) as error:
+                unknown_id[name](stub, auth(KEY_A))
+            assert error.value.code() == grpc.StatusCode.NOT_FOUND, name
 
 
 def test_python_client_tenants_cannot_use_each_others_identities(tls_server, pki):
