@@ -6,6 +6,7 @@ safe to call from any thread."""
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,14 @@ class ServerProcess:
 
 def small_model() -> str:
     return os.path.join(ROOT, "model", "weights", "fsrst_x4_small.pt")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a process that must be told
+    its port rather than pick one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def require_server_binary() -> None:

@@ -16,9 +16,10 @@ import time
 import pytest
 import yaml
 
-# require_server_binary and start_small_server are re-exported: the deploy tests import them
-# from here.
-from server_process import ROOT, require_server_binary, start_small_server  # noqa: F401
+# free_port, require_server_binary and start_small_server are re-exported: the deploy tests
+# import them from here.
+from server_process import (ROOT, free_port, require_server_binary,  # noqa: F401
+                            start_small_server)
 
 sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 
@@ -42,12 +43,6 @@ def load_yaml(relative_path: str):
     """Every document of a file under deploy/."""
     with open(os.path.join(DEPLOY, relative_path)) as f:
         return [doc for doc in yaml.safe_load_all(f) if doc is not None]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Nginx:

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import urllib.parse
@@ -17,8 +16,8 @@ import pytest
 import yaml
 
 from deploy_util import DEPLOY
-from server_process import (BENCH_BIN, histogram_buckets, histogram_quantile_bound, read_metric,
-                            start_small_server, wait_for)
+from server_process import (BENCH_BIN, free_port, histogram_buckets, histogram_quantile_bound,
+                            read_metric, start_small_server, wait_for)
 
 PROMETHEUS_DIR = os.path.join(DEPLOY, "prometheus")
 RULE_WINDOW_S = 60  # the rules' rate window, [1m]
@@ -78,9 +77,7 @@ def prometheus(server):
     job["static_configs"] = [{"targets": [f"127.0.0.1:{server.metrics_port}"]}]
     with open(os.path.join(work, "prometheus.yml"), "w") as f:
         yaml.safe_dump(config, f)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = open(os.path.join(work, "prometheus.log"), "w")
     proc = subprocess.Popen([binary, f"--config.file={work}/prometheus.yml",
                              f"--storage.tsdb.path={work}/data",

@@ -4,13 +4,12 @@ start-up ends the process at once."""
 
 import os
 import signal
-import socket
 import time
 
 import grpc
 import numpy as np
 
-from server_process import ROOT, ServerProcess, rgb8
+from server_process import ROOT, ServerProcess, free_port, rgb8
 import fsrst_pb2
 import fsrst_pb2_grpc
 import health_pb2
@@ -24,12 +23,6 @@ FRAME = rgb8(np.zeros((32, 32, 3), np.uint8))
 RECONNECT_PROMPTLY = [("grpc.initial_reconnect_backoff_ms", 20),
                       ("grpc.min_reconnect_backoff_ms", 20),
                       ("grpc.max_reconnect_backoff_ms", 20)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_warming_server():
