@@ -1,8 +1,12 @@
 """Runs the real fsrst_server binary for Python tests, and makes the generated
-gRPC stubs importable (top-level modules fsrst_pb2, health_pb2, ...)."""
+gRPC stubs importable (top-level modules fsrst_pb2, health_pb2, ...). The helpers every
+suite shares live here, one each: start_small_server, rgb8, wait_for, scrape_metrics and
+read_metric, histogram_buckets. Nothing here holds state between calls; each helper is
+safe to call from any thread."""
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +32,8 @@ def _generate_stubs() -> str:
 
 if "fsrst_pb2" not in sys.modules:
     sys.path.insert(0, _generate_stubs())
+
+import fsrst_pb2  # noqa: E402  (generated just above)
 
 
 class ServerProcess:
@@ -77,11 +83,72 @@ def small_model() -> str:
     return os.path.join(ROOT, "model", "weights", "fsrst_x4_small.pt")
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a process that must be told
+    its port rather than pick one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_server_binary() -> None:
+    """Fails the calling test (pytest.fail) when fsrst_server is not built."""
+    if not os.path.exists(SERVER_BIN):
+        import pytest  # only tests call this; the load scripts import this module too
+        pytest.fail(f"{SERVER_BIN} is not built; run the test command from README.md")
+
+
+def start_small_server(*flags: str, wait: bool = True) -> ServerProcess:
+    """fsrst_server with fsrst_x4_small on one model thread (then `flags`), on free ports;
+    with wait=False call wait_serving() before using its ports. The caller owns the process
+    and stops it."""
+    require_server_binary()
+    return ServerProcess(small_model(), "--model_threads=1", *flags, wait=wait)
+
+
+def rgb8(image, rng=None) -> "fsrst_pb2.Image":
+    """An ENCODING_RGB8 Image: of `image`, an HxWx3 uint8 array, or, when `image` is a size
+    (n for n x n, or (height, width)), of uniformly random pixels drawn from `rng`."""
+    if isinstance(image, (int, tuple)):
+        height, width = (image, image) if isinstance(image, int) else image
+        if rng is None:
+            raise ValueError("rgb8: random pixels of a size need an rng")
+        image = rng.integers(0, 256, (height, width, 3), dtype="uint8")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != "uint8":
+        raise ValueError(f"rgb8: expected an HxWx3 uint8 array, got {image.shape} {image.dtype}")
+    height, width, _ = image.shape
+    return fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=image.tobytes(), width=width,
+                           height=height)
+
+
+def wait_for(condition, timeout: float, what, poll_s: float = 0.02):
+    """Polls condition() every poll_s seconds until it returns a truthy value, and returns
+    that value. After `timeout` seconds raises TimeoutError naming `what` (a string, or a
+    callable evaluated then) and condition's last value. An exception condition() raises
+    ends the wait at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            described = what() if callable(what) else what
+            raise TimeoutError(f"timed out after {timeout} s waiting for {described}; "
+                               f"last value {value!r}")
+        time.sleep(poll_s)
+
+
+def scrape_metrics(server: ServerProcess, host: str = "127.0.0.1",
+                   timeout: float = 10.0) -> str:
+    """The server's /metrics page (Prometheus text), fetched from `host`."""
+    with urllib.request.urlopen(f"http://{host}:{server.metrics_port}/metrics",
+                                timeout=timeout) as page:
+        return page.read().decode()
+
+
 def model_info(server: ServerProcess) -> dict:
     """The labels of fsrst_model_info: model, version, device, instances, threads, ..."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
-                                timeout=10) as page:
-        text = page.read().decode()
+    text = scrape_metrics(server)
     match = re.search(r"^fsrst_model_info\{(.*)\} ", text, re.M)
     if not match:
         raise RuntimeError("no fsrst_model_info on /metrics")
@@ -90,9 +157,7 @@ def model_info(server: ServerProcess) -> dict:
 
 def histogram_buckets(server: ServerProcess, name: str) -> dict:
     """The cumulative bucket counts of an unlabelled histogram: {upper bound: count}."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
-                                timeout=10) as page:
-        text = page.read().decode()
+    text = scrape_metrics(server)
     return {float(le): float(count) for le, count in
             re.findall(rf'^{name}_bucket\{{le="([^"]+)"\}} (\S+)$', text, re.M)}
 
@@ -114,13 +179,16 @@ def histogram_quantile_bound(before: dict, after: dict, q: float) -> float:
     return float("inf")
 
 
-def read_metric(server: ServerProcess, name: str, **labels) -> float:
-    """The value of one sample on the server's /metrics page (0 if absent)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
-                                timeout=10) as page:
-        text = page.read().decode()
-    for line in text.splitlines():
+def read_metric(server: ServerProcess, name: str, *, required: bool = False,
+                **labels) -> float:
+    """The value of the sample `name` with exactly `labels` on the server's /metrics page.
+    An absent sample reads 0 (prometheus-cpp shows a labelled counter only once it moved),
+    or, with required=True, raises AssertionError."""
+    for line in scrape_metrics(server).splitlines():
         match = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
         if match and dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or "")) == labels:
             return float(match.group(2))
+    if required:
+        raise AssertionError(f"{name}{labels or ''} is not on the /metrics page of port "
+                             f"{server.metrics_port}")
     return 0.0

@@ -6,16 +6,9 @@ import sys
 
 import pytest
 
-from server_process import ROOT, SERVER_BIN, ServerProcess, read_metric, small_model
+from server_process import ROOT, start_small_server
 
 sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
-
-
-def start_small_server(*flags: str) -> ServerProcess:
-    """fsrst_server with fsrst_x4_small on one model thread, on free ports."""
-    if not os.path.exists(SERVER_BIN):
-        pytest.fail(f"{SERVER_BIN} is not built; run the test command from README.md")
-    return ServerProcess(small_model(), "--model_threads=1", *flags)
 
 
 @pytest.fixture
@@ -38,9 +31,3 @@ def fsrst_server():
     server = start_small_server()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def metric():
-    """metric(server, name, **labels) -> the sample's value on the server's /metrics page."""
-    return read_metric

@@ -1,13 +1,13 @@
 """Fixtures of the deploy tests: the server's flag defaults read from `fsrst_server --help`
-and the metric families a running server exports. Helpers are in deploy_util.py."""
+and the metric families a running server exports. Helpers are in deploy_util.py
+and server_process.py."""
 
 import re
 import subprocess
 
 import pytest
 
-from deploy_util import metrics_text, require_server_binary, start_small_server
-from server_process import SERVER_BIN
+from server_process import SERVER_BIN, require_server_binary, scrape_metrics, start_small_server
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +29,7 @@ def exported_metric_families() -> set:
     """The metric family names a running fsrst_server exports (its # TYPE lines)."""
     server = start_small_server()
     try:
-        text = metrics_text(server)
+        text = scrape_metrics(server)
     finally:
         server.stop()
     return set(re.findall(r"^# TYPE (\w+) ", text, re.MULTILINE))

@@ -10,7 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from deploy_util import Nginx, metric_value, serving_replicas
+from deploy_util import Nginx, serving_replicas
+from server_process import read_metric, wait_for
 from fsrst_client import FsrstClient
 
 IDENTITIES = [f"person-{i:02d}" for i in range(50)]
@@ -44,7 +45,7 @@ def images(seed: int):
 
 
 def frames_served(servers) -> list:
-    return [metric_value(server, "fsrst_frames_enhanced_total") for server in servers]
+    return [read_metric(server, "fsrst_frames_enhanced_total", required=True) for server in servers]
 
 
 def serving_replica(client, servers, identity: str, frame) -> int:
@@ -79,8 +80,8 @@ def test_each_identity_is_served_by_one_replica(replicas, client):
     for i, server in enumerate(replicas):
         # an identity's features live only where it is served, and no frame ever reached a
         # replica without them (a miss would be a NOT_FOUND and a re-registration)
-        assert metric_value(server, "fsrst_reference_cache_entries") == per_replica[i]
-        assert metric_value(server, "fsrst_reference_cache_misses_total") == 0
+        assert read_metric(server, "fsrst_reference_cache_entries", required=True) == per_replica[i]
+        assert read_metric(server, "fsrst_reference_cache_misses_total", required=True) == 0
 
 
 class StreamWorker(threading.Thread):
@@ -129,22 +130,18 @@ def test_killed_replica_loses_no_frame(replicas, proxy, client):
     workers += [StreamWorker(client, stayed)]
     for worker in workers:
         worker.start()
-    deadline = time.monotonic() + 60
-    while any(worker.faces < StreamWorker.FRAMES for worker in workers):
-        assert time.monotonic() < deadline, "the streams did not start"
-        time.sleep(0.05)
+    wait_for(lambda: all(worker.faces >= StreamWorker.FRAMES for worker in workers), 60,
+             "the streams to start", poll_s=0.05)
 
     replicas[victim].proc.kill()
     killed_at = time.monotonic()
     for worker in workers:
         worker.marks.append(killed_at)
     # the victim's identities are all streamed again after the kill, the others' keep going
-    deadline = time.monotonic() + 120
-    while (any(worker.streams_started_after[killed_at] < len(worker.identities)
-               for worker in workers[:-1])
-           or workers[-1].streams_started_after[killed_at] < 3):
-        assert time.monotonic() < deadline, "the streams stalled after the kill"
-        time.sleep(0.05)
+    wait_for(lambda: (all(worker.streams_started_after[killed_at] >= len(worker.identities)
+                          for worker in workers[:-1])
+                      and workers[-1].streams_started_after[killed_at] >= 3), 120,
+             "the streams to go on after the kill (else they stalled)", poll_s=0.05)
     for worker in workers:
         worker.stop.set()
     for worker in workers:
@@ -163,5 +160,7 @@ def test_killed_replica_loses_no_frame(replicas, proxy, client):
     survivors = [server for i, server in enumerate(replicas) if i != victim]
     # ... and the moved identities were re-registered on the survivors after a NOT_FOUND:
     # every identity is cached on exactly one survivor
-    assert sum(metric_value(s, "fsrst_reference_cache_misses_total") for s in survivors) > 0
-    assert sum(metric_value(s, "fsrst_reference_cache_entries") for s in survivors) == 50
+    assert sum(read_metric(s, "fsrst_reference_cache_misses_total", required=True)
+               for s in survivors) > 0
+    assert sum(read_metric(s, "fsrst_reference_cache_entries", required=True)
+               for s in survivors) == 50

@@ -7,18 +7,17 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 
 import pytest
 import yaml
 
-from deploy_util import DEPLOY, metric_value, start_small_server
-from server_process import BENCH_BIN, histogram_buckets, histogram_quantile_bound
+from deploy_util import DEPLOY
+from server_process import (BENCH_BIN, free_port, histogram_buckets, histogram_quantile_bound,
+                            read_metric, start_small_server, wait_for)
 
 PROMETHEUS_DIR = os.path.join(DEPLOY, "prometheus")
 RULE_WINDOW_S = 60  # the rules' rate window, [1m]
@@ -58,16 +57,6 @@ def query(port: int, promql: str) -> list:
     return body["data"]["result"]
 
 
-def wait_for(description: str, condition, timeout_s: float = 60.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {description}"
-        time.sleep(0.25)
-
-
 @pytest.fixture
 def server():
     s = start_small_server()
@@ -88,17 +77,15 @@ def prometheus(server):
     job["static_configs"] = [{"targets": [f"127.0.0.1:{server.metrics_port}"]}]
     with open(os.path.join(work, "prometheus.yml"), "w") as f:
         yaml.safe_dump(config, f)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = open(os.path.join(work, "prometheus.log"), "w")
     proc = subprocess.Popen([binary, f"--config.file={work}/prometheus.yml",
                              f"--storage.tsdb.path={work}/data",
                              f"--web.listen-address=127.0.0.1:{port}"],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for("prometheus to scrape fsrst_server",
-                 lambda: proc.poll() is None and _scraped(port, job["job_name"]))
+        wait_for(lambda: proc.poll() is None and _scraped(port, job["job_name"]), 60,
+                 "prometheus to scrape fsrst_server", poll_s=0.25)
         yield port, job["job_name"]
     finally:
         proc.terminate()
@@ -117,23 +104,24 @@ def _scraped(port: int, job: str) -> bool:
 
 def test_frames_per_second_rule_matches_the_server_counter(server, prometheus):
     port, job = prometheus
-    before = metric_value(server, "fsrst_frames_enhanced_total")
+    before = read_metric(server, "fsrst_frames_enhanced_total", required=True)
     bench = subprocess.run(
         [BENCH_BIN, f"--server=127.0.0.1:{server.port}", "--rpc=stream", "--concurrency=2",
          "--identities=4", "--duration_s=8", "--warmup_s=0", "--progress=false"],
         capture_output=True, text=True, timeout=120)
     assert bench.returncode == 0, bench.stdout + bench.stderr
-    after = metric_value(server, "fsrst_frames_enhanced_total")
+    after = read_metric(server, "fsrst_frames_enhanced_total", required=True)
     assert after > before
     # the server is idle now: wait until prometheus holds its final count, then for a rule
     # evaluation after that scrape (the recorded sample's own timestamp, not a fixed sleep)
-    wait_for("the last scrape", lambda: [r for r in query(port, "fsrst_frames_enhanced_total")
-                                         if float(r["value"][1]) == after])
+    wait_for(lambda: [r for r in query(port, "fsrst_frames_enhanced_total")
+                      if float(r["value"][1]) == after], 60, "the last scrape", poll_s=0.25)
     scraped_at = max(float(r["value"][1]) for r in query(
         port, f'timestamp(fsrst_frames_enhanced_total{{job="{job}"}})'))
-    wait_for("a rule evaluation after the last scrape", lambda: [
+    wait_for(lambda: [
         r for r in query(port, f'timestamp(instance:fsrst_frames_enhanced:rate1m{{job="{job}"}})')
-        if float(r["value"][1]) > scraped_at])
+        if float(r["value"][1]) > scraped_at], 60, "a rule evaluation after the last scrape",
+        poll_s=0.25)
     (series,) = query(port, f'instance:fsrst_frames_enhanced:rate1m{{job="{job}"}}')
     frames_per_s = float(series["value"][1])
     # Every frame of the load fell inside the rule's 1m window: rate() is the increase

@@ -23,7 +23,7 @@ from PIL import Image
 
 from deploy_util import Nginx, serving_replicas, start_small_server
 from fsrst_client import FsrstClient
-from server_process import BUILD
+from server_process import BUILD, wait_for
 
 PYTHON_STREAMS = 7
 CLI_STREAMS = 3
@@ -126,19 +126,20 @@ class CliCaller:
         return len(os.listdir(self.out_dir)) if os.path.isdir(self.out_dir) else 0
 
 
-def wait_for(callers, clis, predicate, timeout_s: float, what):
+def wait_for_calls(callers, clis, predicate, timeout_s: float, what):
     """Polls predicate(); fails at the first error a caller got, when a CLI stream ends
     early, or on time-out, with what() (evaluated then)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
+    def done():
+        if predicate():
+            return True
         assert not any(c.errors for c in callers), f"a call failed: {what()}"
         for cli in clis:
             if cli.proc.poll() is not None:
                 out, err = cli.proc.communicate()
                 raise AssertionError(f"{cli.identity} ended early ({cli.proc.returncode}): "
                                      f"{out}{err}")
-        assert time.monotonic() < deadline, f"timed out waiting for {what()}"
-        time.sleep(0.05)
+        return False
+    wait_for(done, timeout_s, what, poll_s=0.05)
 
 
 def progress(callers) -> str:
@@ -180,8 +181,8 @@ def test_rolling_restart_cuts_no_call(replicas, tmp_path):
             caller.start()
         for cli in clis:
             cli.start()
-        wait_for(callers, clis, lambda: all(c.count() >= 8 for c in callers + clis), 60,
-                 lambda: f"the calls to start: {progress(callers)}")
+        wait_for_calls(callers, clis, lambda: all(c.count() >= 8 for c in callers + clis), 60,
+                       lambda: f"the calls to start: {progress(callers)}")
 
         restarts = []  # (SIGTERM sent, replacement SERVING)
         for i, old in enumerate(replicas):
@@ -196,10 +197,10 @@ def test_rolling_restart_cuts_no_call(replicas, tmp_path):
             replicas[i].wait_serving()
             restarts.append((term_at, time.monotonic()))
             # every call moves on after the restart before the next replica goes
-            wait_for(callers, clis, lambda: all(c.count() >= b + 3
-                                          for c, b in zip(callers + clis, before)), 60,
-                     lambda: f"every call to go on after restarting replica {i}: "
-                             f"{progress(callers)}\nnginx:\n{nginx.errors()[-3000:]}")
+            wait_for_calls(callers, clis, lambda: all(c.count() >= b + 3
+                                                for c, b in zip(callers + clis, before)), 60,
+                           lambda: f"every call to go on after restarting replica {i}: "
+                                   f"{progress(callers)}\nnginx:\n{nginx.errors()[-3000:]}")
         update_end = time.monotonic()
         for caller in callers:
             caller.stop.set()

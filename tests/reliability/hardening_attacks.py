@@ -19,12 +19,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import grpc  # noqa: E402
+import numpy as np  # noqa: E402
 
 import server_process  # noqa: E402
 import fsrst_pb2  # noqa: E402
@@ -33,8 +33,7 @@ import health_pb2  # noqa: E402
 import health_pb2_grpc  # noqa: E402
 from test_registrations import TINY_REFS, Flood, code_of, jpeg_refs, own_connection  # noqa: E402
 
-FRAME = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=bytes(32 * 32 * 3), width=32,
-                        height=32)
+FRAME = server_process.rgb8(np.zeros((32, 32, 3), np.uint8))
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -48,13 +47,6 @@ def start(*flags: str) -> server_process.ServerProcess:
     known = [f for f in flags if f"--{f[2:].split('=')[0]}" in help_text]
     return server_process.ServerProcess(server_process.small_model(), "--model_instances=1",
                                         "--model_threads=1", *known)
-
-
-def metric(server, name: str) -> float:
-    try:
-        return server_process.read_metric(server, name)
-    except Exception:
-        return float("nan")
 
 
 def registration_flood() -> dict:
@@ -91,7 +83,8 @@ def deadline_store() -> dict:
         # Let whatever the server still does finish: the encode count stops moving.
         last, still = -1.0, 0
         while still < 4:
-            now = metric(server, "fsrst_reference_encode_duration_seconds_count")
+            now = server_process.read_metric(
+                server, "fsrst_reference_encode_duration_seconds_count")
             still = still + 1 if now == last else 0
             last = now
             time.sleep(0.5)
@@ -190,8 +183,7 @@ def idle_metrics() -> dict:
         ok = 0
         for _ in range(3):
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
-                                       timeout=5).read()
+                server_process.scrape_metrics(server, timeout=5)
                 ok += 1
             except Exception:
                 pass

@@ -26,18 +26,13 @@ import grpc
 import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
-from server_process import ServerProcess, model_info, read_metric  # noqa: E402
+from server_process import ServerProcess, model_info, read_metric, rgb8  # noqa: E402
 from reliability.load_tools import (RssSampler, add_common_arguments, bench,  # noqa: E402
                                     capacity_fps, finish)
 import fsrst_pb2  # noqa: E402
 import fsrst_pb2_grpc  # noqa: E402
 
 BENCH_IDENTITIES = 16
-
-
-def rgb8(rng, size):
-    return fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, width=size, height=size,
-                           data=rng.integers(0, 256, (size, size, 3), np.uint8).tobytes())
 
 
 class Churn:
@@ -55,7 +50,7 @@ class Churn:
 
     def _register(self, rng, identity):
         self._stub.RegisterReferences(fsrst_pb2.RegisterReferencesRequest(
-            identity_id=identity, references=[rgb8(rng, 128) for _ in range(3)]), timeout=30)
+            identity_id=identity, references=[rgb8(128, rng) for _ in range(3)]), timeout=30)
         self.counts["registered"] += 1
 
     def _run(self):
@@ -67,7 +62,7 @@ class Churn:
             try:
                 self._register(rng, identity)
                 self._stub.Enhance(fsrst_pb2.EnhanceRequest(identity_id=identity,
-                                                            frame=rgb8(rng, 32)), timeout=30)
+                                                            frame=rgb8(32, rng)), timeout=30)
                 self.counts["enhanced"] += 1
                 if n % 3 == 0:
                     self.counts["left_to_expire"] += 1

@@ -14,9 +14,10 @@ import sys
 import time
 
 import grpc
+import numpy as np
 import pytest
 
-from server_process import ServerProcess, read_metric, small_model
+from server_process import read_metric, rgb8, start_small_server, wait_for
 import fsrst_pb2
 import fsrst_pb2_grpc
 import health_pb2
@@ -27,15 +28,14 @@ MAX_QUEUE_SIZE = 4096
 # A reference with detail (a blank one is refused).
 REFERENCE = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, width=2, height=2,
                             data=bytes([0, 0, 0, 255, 255, 255, 255, 255, 255, 0, 0, 0]))
-FRAME = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=bytes(32 * 32 * 3), width=32,
-                        height=32)
+FRAME = rgb8(np.zeros((32, 32, 3), np.uint8))
 
 
 @pytest.fixture(scope="module")
 def server():
     # One instance: the frames queued ahead run one at a time, in order.
-    s = ServerProcess(small_model(), "--model_instances=1", "--model_threads=1",
-                      "--max_batch_size=1", f"--max_queue_size={MAX_QUEUE_SIZE}")
+    s = start_small_server("--model_instances=1", "--max_batch_size=1",
+                           f"--max_queue_size={MAX_QUEUE_SIZE}")
     yield s
     s.stop()
 
@@ -53,15 +53,6 @@ def counters(server):
         "cancelled": read_metric(server, "fsrst_frames_dropped_total", reason="cancelled"),
         "deadline": read_metric(server, "fsrst_frames_dropped_total", reason="deadline_exceeded"),
     }
-
-
-def wait_for(condition, timeout=30.0, poll_s=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return True
-        time.sleep(poll_s)
-    return condition()
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +79,9 @@ def fill_queue(server, client, count, before):
     of them to arrive instead could find the queue drained on a loaded machine."""
     ahead = [client.Enhance.future(fsrst_pb2.EnhanceRequest(frame=FRAME), timeout=120)
              for _ in range(count)]
-    assert wait_for(lambda: read_metric(server, "fsrst_queue_depth") >= count // 2, poll_s=0.01), (
-        "the frames never queued up: the model drained them as fast as they came")
+    wait_for(lambda: read_metric(server, "fsrst_queue_depth") >= count // 2, 30,
+             "the frames to queue up (else the model drained them as fast as they came)",
+             poll_s=0.01)
     return ahead
 
 
@@ -103,14 +95,15 @@ def test_a_frame_cancelled_while_queued_is_not_computed_and_is_counted(server, c
     ahead = fill_queue(server, client, ahead_count, before)
     behind = client.Enhance.future(fsrst_pb2.EnhanceRequest(identity_id="behind", frame=FRAME),
                                    timeout=60)
-    assert wait_for(lambda: read_metric(server, "fsrst_reference_cache_hits_total") > hits,
-                    poll_s=0.01)
+    wait_for(lambda: read_metric(server, "fsrst_reference_cache_hits_total") > hits, 30,
+             "the cancelled call's frame to arrive (its cache hit)", poll_s=0.01)
     done = counters(server)["enhanced"] - before["enhanced"]
     assert done < ahead_count, "the frames ahead were done before the call was cancelled"
     assert behind.cancel(), "the call finished before it could be cancelled"
     for call in ahead:
         assert len(call.result().image.data) == 128 * 128 * 3
-    assert wait_for(lambda: counters(server)["cancelled"] == before["cancelled"] + 1)
+    wait_for(lambda: counters(server)["cancelled"] == before["cancelled"] + 1, 30,
+             lambda: f"one cancelled drop: {before} -> {counters(server)}", poll_s=0.05)
     after = counters(server)
     assert after["enhanced"] == before["enhanced"] + ahead_count  # not ahead_count + 1
     assert after["deadline"] == before["deadline"]
@@ -125,7 +118,8 @@ def test_a_deadline_that_passes_in_the_queue_is_not_computed_and_is_counted(serv
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     for call in ahead:
         call.result()
-    assert wait_for(lambda: counters(server)["deadline"] == before["deadline"] + 1)
+    wait_for(lambda: counters(server)["deadline"] == before["deadline"] + 1, 30,
+             lambda: f"one deadline drop: {before} -> {counters(server)}", poll_s=0.05)
     after = counters(server)
     assert after["enhanced"] == before["enhanced"] + ahead_count
     assert after["cancelled"] == before["cancelled"]
@@ -162,9 +156,12 @@ def test_a_client_that_vanishes_mid_stream_leaves_the_server_serving(server, cli
         vanishing.kill()
         vanishing.wait()
     # The stream ends on the server, and the frames still queued are dropped, not computed.
-    assert wait_for(lambda: read_metric(server, "fsrst_active_streams") == 0)
-    assert wait_for(lambda: counters(server)["enhanced"] + counters(server)["cancelled"]
-                    == before["enhanced"] + before["cancelled"] + 16)
+    wait_for(lambda: read_metric(server, "fsrst_active_streams") == 0, 30,
+             "fsrst_active_streams 0", poll_s=0.05)
+    wait_for(lambda: counters(server)["enhanced"] + counters(server)["cancelled"]
+             == before["enhanced"] + before["cancelled"] + 16, 30,
+             lambda: f"all 16 frames enhanced or cancelled: {before} -> {counters(server)}",
+             poll_s=0.05)
     after = counters(server)
     assert after["cancelled"] > before["cancelled"]
     assert after["enhanced"] < before["enhanced"] + 16

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server_process import ServerProcess, read_metric, small_model
+from server_process import ServerProcess, read_metric, rgb8, small_model, wait_for
 import fsrst_pb2
 import fsrst_pb2_grpc
 import health_pb2
@@ -27,8 +27,7 @@ import health_pb2_grpc
 ONE_INSTANCE = ("--model_instances=1", "--model_threads=1")
 # Bounds out of the way, for tests of what happens to what the bounds let in.
 UNBOUNDED = ("--max_pending_registrations=100000", "--max_queued_decodes=100000")
-FRAME = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=bytes(32 * 32 * 3), width=32,
-                        height=32)
+FRAME = rgb8(np.zeros((32, 32, 3), np.uint8))
 # Eight 2x2 references: a request of ~200 bytes that costs a full 8-reference encode, as in
 # the issue's attack (a black and white checker each, so the server's check for blank
 # references lets them through: a 1x1 one is a solid colour now refused at decode).
@@ -86,15 +85,6 @@ def code_of(future):
         return e.code()
 
 
-def wait_for(condition, timeout=60.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 def registration_seconds(stub) -> float:
     """The fastest of a few one-at-a-time tiny registrations (decode + encode + RPC)."""
     stub.RegisterReferences(fsrst_pb2.RegisterReferencesRequest(
@@ -130,13 +120,15 @@ def test_registrations_beyond_the_bound_are_refused_at_once():
     refs = jpeg_refs(8, 2048)
     with Server("--max_pending_registrations=4", "--decode_threads=1") as server:
         calls = [register(server.stub, f"bound-{i}", refs, timeout=120) for i in range(16)]
-        assert wait_for(lambda: read_metric(server.process, "fsrst_registrations_pending") == 4)
+        wait_for(lambda: read_metric(server.process, "fsrst_registrations_pending") == 4, 60,
+                 "fsrst_registrations_pending 4")
         codes = [code_of(c) for c in calls]
         refused = [c for c in calls if code_of(c) == grpc.StatusCode.RESOURCE_EXHAUSTED]
         assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
         assert len(refused) >= 8, codes
         assert "max_pending_registrations" in refused[0].exception().details()
-        assert wait_for(lambda: read_metric(server.process, "fsrst_registrations_pending") == 0)
+        wait_for(lambda: read_metric(server.process, "fsrst_registrations_pending") == 0, 60,
+                 "fsrst_registrations_pending 0")
 
 
 def test_frames_keep_flowing_while_registrations_wait():
@@ -145,7 +137,7 @@ def test_frames_keep_flowing_while_registrations_wait():
         flood = Flood(server.process.port, "flood", count, TINY_REFS, timeout=300)
         try:
             calls = flood.calls
-            assert wait_for(lambda: any(c.done() for c in calls))
+            wait_for(lambda: any(c.done() for c in calls), 60, "a registration to finish")
             # Once used to wait for every registration queued ahead of it.
             with own_connection(server.process.port) as other:
                 answer = fsrst_pb2_grpc.FaceSuperResolutionStub(other).Enhance(
@@ -166,18 +158,19 @@ def test_a_registration_whose_deadline_passed_in_the_queue_is_neither_computed_n
                                      "fsrst_reference_encode_duration_seconds_count")
         flood = Flood(server.process.port, "ahead", ahead_count, TINY_REFS, timeout=300)
         ahead = flood.calls
-        assert wait_for(lambda: any(c.done() for c in ahead))
+        wait_for(lambda: any(c.done() for c in ahead), 60, "a registration ahead to finish")
         with own_connection(server.process.port) as other:
             late_stub = fsrst_pb2_grpc.FaceSuperResolutionStub(other)
             late = [register(late_stub, f"late-{i}", TINY_REFS, timeout=0.5) for i in range(5)]
             assert [code_of(c) for c in late] == [grpc.StatusCode.DEADLINE_EXCEEDED] * 5
         assert all(code_of(c) == grpc.StatusCode.OK for c in ahead)
         flood.close()
-        assert wait_for(lambda: read_metric(server.process, "fsrst_registrations_pending") == 0)
+        wait_for(lambda: read_metric(server.process, "fsrst_registrations_pending") == 0, 60,
+                 "fsrst_registrations_pending 0")
         # Not computed: one encode per OK, none for the late ones.
-        assert wait_for(lambda: read_metric(
+        wait_for(lambda: read_metric(
             server.process, "fsrst_reference_encode_duration_seconds_count")
-            == encodes_before + ahead_count)
+            == encodes_before + ahead_count, 60, f"{ahead_count} encodes")
         assert read_metric(server.process, "fsrst_reference_encode_duration_seconds_count") \
             == encodes_before + ahead_count
         # Not stored: the callers were told it failed.
@@ -199,8 +192,8 @@ def test_a_drain_that_runs_out_of_time_exits_at_once_and_answers_every_call():
         queued = int(20.0 / registration_seconds(stub))
         flood = Flood(server.port, "drain", queued + queued // 2, TINY_REFS, timeout=300)
         calls = flood.calls
-        assert wait_for(lambda: read_metric(server, "fsrst_registration_queue_depth") >= queued,
-                        timeout=120)
+        wait_for(lambda: read_metric(server, "fsrst_registration_queue_depth") >= queued, 120,
+                 f"fsrst_registration_queue_depth >= {queued}")
         server.proc.send_signal(signal.SIGTERM)
         # Once exited only after encoding everything queued (39 s in the issue).
         try:
@@ -243,8 +236,8 @@ def test_decoding_large_references_leaves_health_checks_answered(rpc):
             # Each stream read to its end on a thread: futures of its list of answers.
             readers = concurrent.futures.ThreadPoolExecutor(len(streams))
             calls = [readers.submit(list, stream) for stream in streams]
-        assert wait_for(lambda: read_metric(server.process, "fsrst_decode_queue_depth") >= 1
-                        or any(c.done() for c in calls))
+        wait_for(lambda: read_metric(server.process, "fsrst_decode_queue_depth") >= 1
+                 or any(c.done() for c in calls), 60, "a decode queued or a call done")
         answered = 0
         for _ in range(5):
             status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
@@ -273,7 +266,8 @@ def test_decoding_large_references_leaves_health_checks_answered(rpc):
 
         def refused():
             return [message for message in map(refusal, calls) if message is not None]
-        assert wait_for(lambda: refused()), [code_of(c) for c in calls if c.done()]
+        wait_for(refused, 60, lambda: "a refusal; the calls done ended "
+                 f"{[code_of(c) for c in calls if c.done()]}")
         assert "reference decoding" in refused()[0]
         if rpc == "EnhanceStream":
             for stream in streams:

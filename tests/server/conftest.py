@@ -1,19 +1,17 @@
 """Fixtures that run the real fsrst_server binary and talk to it over gRPC."""
 
-import os
-
 import grpc
 import pytest
 
-from server_process import ROOT, SERVER_BIN, ServerProcess, small_model  # noqa: F401
+from server_process import start_small_server
 import fsrst_pb2_grpc
 
 
 @pytest.fixture(scope="module")
 def server():
-    if not os.path.exists(SERVER_BIN):
-        pytest.fail(f"{SERVER_BIN} is not built; run the test command from README.md")
-    s = ServerProcess(small_model(), "--model_threads=1")
+    """fsrst_x4_small on one model thread, shared by a module's tests (a module needing other
+    flags overrides this fixture, starting its server with start_small_server(flags))."""
+    s = start_small_server()
     yield s
     s.stop()
 

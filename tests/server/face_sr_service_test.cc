@@ -29,6 +29,7 @@ namespace {
 
 using ::fsrst::testing::Connect;
 using ::fsrst::testing::NoiseBytes;
+using ::fsrst::testing::PrepareContext;
 using ::fsrst::testing::Rgb8Image;
 using ::fsrst::testing::TestConfig;
 using ::testing::HasSubstr;
@@ -49,7 +50,7 @@ class FaceSrServiceTest : public ::fsrst::testing::SharedServerTest {
 
   grpc::Status Enhance(const v1::EnhanceRequest& request, v1::EnhanceResponse* response) {
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    PrepareContext(&context, "", std::chrono::seconds(30));
     return stub_->Enhance(&context, request, response);
   }
 
@@ -443,6 +444,9 @@ TEST(FaceSrServiceOverload, FullQueueIsResourceExhausted) {
   *request.mutable_frame() = Rgb8Image(32, 32, 2);
   v1::EnhanceResponse response;
   grpc::ClientContext context;
+  // The refusal is immediate. The deadline is for a build whose bound lets this frame in too:
+  // it would wait behind the held model for ever, and the test would hang instead of failing.
+  PrepareContext(&context, "", std::chrono::seconds(20));
   const grpc::Status refused = stub->Enhance(&context, request, &response);
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(refused.error_message(),
@@ -485,7 +489,7 @@ TEST(FaceSrServiceShutdown, DrainingRefusesNewWorkWithUnavailable) {
   *request.mutable_frame() = Rgb8Image(32, 32, 1);
   v1::EnhanceResponse response;
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  PrepareContext(&context, "", std::chrono::seconds(30));
   const grpc::Status refused = stub->Enhance(&context, request, &response);
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(refused.error_message(), "the server is shutting down; retry on another replica");
@@ -598,7 +602,7 @@ TEST(FaceSrServiceStreamDecoding, AFrameBeyondTheDecodeQueueIsRefusedAloneInItsP
 
   auto stub = Connect((*server)->port());
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  PrepareContext(&context, "", std::chrono::seconds(60));
   auto stream = stub->EnhanceStream(&context);
   auto frame = [](int sequence, bool inline_references) {
     v1::EnhanceRequest request;

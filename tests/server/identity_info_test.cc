@@ -22,16 +22,12 @@ namespace fsrst {
 namespace {
 
 using ::fsrst::testing::Connect;
+using ::fsrst::testing::PrepareContext;
 using ::fsrst::testing::ProcessTempPath;
 using ::fsrst::testing::Rgb8Image;
 using ::fsrst::testing::TestConfig;
 using ::testing::HasSubstr;
 using ::testing::Pointwise;
-
-void WithKey(grpc::ClientContext* context, const std::string& key) {
-  if (!key.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", key));
-  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-}
 
 class Client {
  public:
@@ -43,7 +39,7 @@ class Client {
     for (int i = 0; i < count; ++i) *request.add_references() = Rgb8Image(128, 128, seed + i);
     v1::RegisterReferencesResponse response;
     grpc::ClientContext context;
-    WithKey(&context, key_);
+    PrepareContext(&context, key_, std::chrono::seconds(60));
     return stub_->RegisterReferences(&context, request, &response);
   }
 
@@ -54,7 +50,7 @@ class Client {
     *request.mutable_frame() = Rgb8Image(32, 32, seed);
     v1::EnhanceResponse response;
     grpc::ClientContext context;
-    WithKey(&context, key_);
+    PrepareContext(&context, key_, std::chrono::seconds(60));
     grpc::Status status = stub_->Enhance(&context, request, &response);
     EXPECT_TRUE(status.ok()) << status.error_message();
     return {response.reference_weights().begin(), response.reference_weights().end()};
@@ -64,7 +60,7 @@ class Client {
     v1::GetIdentityRequest request;
     request.set_identity_id(id);
     grpc::ClientContext context;
-    WithKey(&context, key_);
+    PrepareContext(&context, key_, std::chrono::seconds(60));
     return stub_->GetIdentity(&context, request, response);
   }
 
@@ -106,7 +102,7 @@ TEST_F(GetIdentityTest, CountsFramesAndAveragesTheirWeights) {
   client_->Enhance("", 4);  // no identity: not counted
   {
     grpc::ClientContext context;
-    WithKey(&context, "");
+    PrepareContext(&context, "", std::chrono::seconds(60));
     auto stream = client_->stub()->EnhanceStream(&context);
     v1::EnhanceRequest request;
     request.set_identity_id("gi-mean");
@@ -208,7 +204,7 @@ TEST_F(GetIdentityTest, ASolidReferenceIsRefusedByIndexAndNothingIsStored) {
   *request.add_references() = SolidImage(128, 200, 40, 40);
   v1::RegisterReferencesResponse response;
   grpc::ClientContext context;
-  WithKey(&context, "");
+  PrepareContext(&context, "", std::chrono::seconds(60));
   grpc::Status status = client_->stub()->RegisterReferences(&context, request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("references[1]: nearly uniform"));
@@ -224,7 +220,7 @@ TEST_F(GetIdentityTest, RegistrationReportsEachReferencesSharpness) {
   *request.add_references() = Blurred(128, 80);
   v1::RegisterReferencesResponse response;
   grpc::ClientContext context;
-  WithKey(&context, "");
+  PrepareContext(&context, "", std::chrono::seconds(60));
   ASSERT_TRUE(client_->stub()->RegisterReferences(&context, request, &response).ok());
   ASSERT_EQ(response.reference_sharpness_size(), 2);
   EXPECT_GT(response.reference_sharpness(1), 0.0);

@@ -10,8 +10,6 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
 #include "fsrst/v1/fsrst.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -22,6 +20,8 @@ namespace fsrst {
 namespace {
 
 using ::fsrst::testing::Connect;
+using ::fsrst::testing::MetricSample;
+using ::fsrst::testing::PrepareContext;
 using ::fsrst::testing::Rgb8Image;
 using ::fsrst::testing::TestConfig;
 using ::testing::ElementsAreArray;
@@ -48,7 +48,7 @@ v1::EnhanceRequest FrameRequest(const std::string& id, uint32_t seed) {
 v1::EnhanceResponse Enhance(v1::FaceSuperResolution::Stub* stub,
                             const v1::EnhanceRequest& request) {
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  PrepareContext(&context, "", std::chrono::seconds(60));
   v1::EnhanceResponse response;
   grpc::Status status = stub->Enhance(&context, request, &response);
   EXPECT_TRUE(status.ok()) << status.error_message();
@@ -57,18 +57,6 @@ v1::EnhanceResponse Enhance(v1::FaceSuperResolution::Stub* stub,
 
 std::vector<float> Weights(const v1::EnhanceResponse& response) {
   return {response.reference_weights().begin(), response.reference_weights().end()};
-}
-
-// The value of a sample line "name value" in Prometheus text, or -1.
-double Sample(const std::string& text, const std::string& name) {
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');
-    double value = 0;
-    if (fields.size() == 2 && fields[0] == name && absl::SimpleAtod(fields[1], &value)) {
-      return value;
-    }
-  }
-  return -1;
 }
 
 class ReferenceWeightsTest : public ::fsrst::testing::SharedServerTest {
@@ -146,11 +134,11 @@ TEST_F(ReferenceWeightsTest, ShareHistogramObservesEachFrameWithReferences) {
   Enhance(stub_.get(), FrameRequest("", 9));
   const std::string after = server_->metrics().SerializeText();
   ASSERT_EQ(w.size(), 2u);
-  EXPECT_EQ(Sample(after, "fsrst_reference_share_count") -
-                Sample(before, "fsrst_reference_share_count"),
+  EXPECT_EQ(MetricSample(after, "fsrst_reference_share_count") -
+                MetricSample(before, "fsrst_reference_share_count"),
             1);
-  EXPECT_NEAR(Sample(after, "fsrst_reference_share_sum") -
-                  Sample(before, "fsrst_reference_share_sum"),
+  EXPECT_NEAR(MetricSample(after, "fsrst_reference_share_sum") -
+                  MetricSample(before, "fsrst_reference_share_sum"),
               double{w[0]} + w[1], 1e-5);
 }
 
@@ -172,7 +160,7 @@ TEST(ReferenceWeightsOldModel, ServesImagesWithoutWeightsAndSaysSo) {
   v1::EnhanceResponse response = Enhance(stub.get(), FrameRequest("old", 10));
   EXPECT_EQ(response.image().data().size(), 128u * 128 * 3);
   EXPECT_TRUE(Weights(response).empty());
-  EXPECT_EQ(Sample((*server)->metrics().SerializeText(), "fsrst_reference_share_count"), 0);
+  EXPECT_EQ(MetricSample((*server)->metrics().SerializeText(), "fsrst_reference_share_count"), 0);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #ifndef FSRST_TESTS_SERVER_SERVICE_TEST_UTIL_H_
 #define FSRST_TESTS_SERVER_SERVICE_TEST_UTIL_H_
 
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <unistd.h>
@@ -10,7 +11,10 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "fsrst/v1/fsrst.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "server/fsrst_server.h"
@@ -71,6 +75,28 @@ inline std::unique_ptr<v1::FaceSuperResolution::Stub> Connect(int port) {
   args.SetMaxReceiveMessageSize(64 << 20);
   return v1::FaceSuperResolution::NewStub(grpc::CreateCustomChannel(
       absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials(), args));
+}
+
+// Prepares `context` for one call: the API key as `authorization: Bearer <key>` metadata
+// (no metadata when `key` is empty) and a deadline `deadline` from now.
+// REQUIRES: `context` has not been used for a call yet.
+inline void PrepareContext(grpc::ClientContext* context, const std::string& key,
+                           std::chrono::seconds deadline) {
+  if (!key.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", key));
+  context->set_deadline(std::chrono::system_clock::now() + deadline);
+}
+
+// The value of the unlabelled sample line "name value" in Prometheus text, or -1 when the
+// text has no such line.
+inline double MetricSample(const std::string& text, const std::string& name) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');
+    double value = 0;
+    if (fields.size() == 2 && fields[0] == name && absl::SimpleAtod(fields[1], &value)) {
+      return value;
+    }
+  }
+  return -1;
 }
 
 // Base of fixtures that share one in-process server (TestConfig()) per test

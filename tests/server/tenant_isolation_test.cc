@@ -1,6 +1,7 @@
 // API keys and tenant isolation, over real gRPC on loopback against a real
 // server started with an API key file.
 
+#include <chrono>
 #include <cstdint>
 #include <fstream>
 #include <memory>
@@ -9,10 +10,7 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "fsrst/v1/fsrst.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -24,6 +22,8 @@ namespace fsrst {
 namespace {
 
 using ::fsrst::testing::Connect;
+using ::fsrst::testing::MetricSample;
+using ::fsrst::testing::PrepareContext;
 using ::fsrst::testing::ProcessTempPath;
 using ::fsrst::testing::Rgb8Image;
 using ::fsrst::testing::TestConfig;
@@ -43,23 +43,6 @@ ServerConfig AuthConfig() {
   return config;
 }
 
-// A context carrying `key` (none when empty), with a generous deadline.
-void Prepare(grpc::ClientContext* context, const std::string& key) {
-  if (!key.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", key));
-  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-}
-
-// The value of an unlabelled gauge in Prometheus text; -1 when absent.
-double Gauge(const std::string& text, const std::string& name) {
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (absl::StartsWith(line, name + " ")) {
-      double value = 0;
-      if (absl::SimpleAtod(line.substr(name.size() + 1), &value)) return value;
-    }
-  }
-  return -1;
-}
-
 class Tenants {
  public:
   explicit Tenants(int port) : stub_(Connect(port)) {}
@@ -70,7 +53,7 @@ class Tenants {
     for (int i = 0; i < count; ++i) *request.add_references() = Rgb8Image(128, 128, seed + i);
     v1::RegisterReferencesResponse response;
     grpc::ClientContext context;
-    Prepare(&context, key);
+    PrepareContext(&context, key, std::chrono::seconds(30));
     return stub_->RegisterReferences(&context, request, &response);
   }
 
@@ -80,7 +63,7 @@ class Tenants {
     request.set_identity_id(id);
     *request.mutable_frame() = Rgb8Image(32, 32, seed);
     grpc::ClientContext context;
-    Prepare(&context, key);
+    PrepareContext(&context, key, std::chrono::seconds(30));
     return stub_->Enhance(&context, request, response);
   }
 
@@ -91,7 +74,7 @@ class Tenants {
     *request.mutable_frame() = Rgb8Image(32, 32, seed);
     for (int i = 0; i < count; ++i) *request.add_references() = Rgb8Image(128, 128, seed_refs + i);
     grpc::ClientContext context;
-    Prepare(&context, key);
+    PrepareContext(&context, key, std::chrono::seconds(30));
     return stub_->Enhance(&context, request, response);
   }
 
@@ -100,13 +83,13 @@ class Tenants {
     request.set_identity_id(id);
     v1::DeleteReferencesResponse response;
     grpc::ClientContext context;
-    Prepare(&context, key);
+    PrepareContext(&context, key, std::chrono::seconds(30));
     return stub_->DeleteReferences(&context, request, &response);
   }
 
   grpc::Status Info(const std::string& key, v1::GetServerInfoResponse* info) {
     grpc::ClientContext context;
-    Prepare(&context, key);
+    PrepareContext(&context, key, std::chrono::seconds(30));
     return stub_->GetServerInfo(&context, {}, info);
   }
 
@@ -114,7 +97,7 @@ class Tenants {
   grpc::Status StreamOne(const std::string& key, const std::string& id, uint32_t seed,
                          v1::EnhanceResponse* response) {
     grpc::ClientContext context;
-    Prepare(&context, key);
+    PrepareContext(&context, key, std::chrono::seconds(30));
     auto stream = stub_->EnhanceStream(&context);
     v1::EnhanceRequest request;
     request.set_identity_id(id);
@@ -273,7 +256,7 @@ TEST_F(TenantIsolationTest, InlineReferencesWorkWithAKey) {
   *request.mutable_frame() = Rgb8Image(32, 32, 1);
   for (int i = 0; i < 2; ++i) *request.add_references() = Rgb8Image(128, 128, 60 + i);
   grpc::ClientContext context;
-  Prepare(&context, kKeyB);
+  PrepareContext(&context, kKeyB, std::chrono::seconds(30));
   v1::EnhanceResponse response;
   ASSERT_TRUE(tenants_->stub().Enhance(&context, request, &response).ok());
   EXPECT_EQ(response.image().data().size(), 128u * 128 * 3);
@@ -292,7 +275,7 @@ TEST_F(TenantIsolationTest, OversizeMessageIsResourceExhausted) {
   *request.mutable_frame() = Rgb8Image(32, 32, 1);
   request.mutable_frame()->set_data(std::string(2 << 20, 'x'));  // over the 1 MiB limit
   grpc::ClientContext context;
-  Prepare(&context, kKeyA);
+  PrepareContext(&context, kKeyA, std::chrono::seconds(30));
   v1::EnhanceResponse response;
   EXPECT_EQ(tenants_->stub().Enhance(&context, request, &response).error_code(),
             grpc::StatusCode::RESOURCE_EXHAUSTED);
@@ -309,7 +292,7 @@ TEST(TenantIsolationLimits, ImagesOverThePixelLimitAreInvalidArgument) {
   request.set_identity_id("gwen");
   *request.add_references() = Rgb8Image(129, 128, 1);
   grpc::ClientContext context;
-  Prepare(&context, kKeyA);
+  PrepareContext(&context, kKeyA, std::chrono::seconds(30));
   v1::RegisterReferencesResponse response;
   const grpc::Status status = tenants.stub().RegisterReferences(&context, request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
@@ -325,8 +308,8 @@ TEST(TenantIsolationMetrics, DeleteReferencesReturnsTheCacheGaugesToZero) {
   ASSERT_TRUE(server.ok()) << server.status();
   Tenants tenants((*server)->port());
   const std::string empty = (*server)->metrics().SerializeText();
-  EXPECT_EQ(Gauge(empty, "fsrst_reference_cache_entries"), 0);
-  EXPECT_EQ(Gauge(empty, "fsrst_reference_cache_bytes"), 0);
+  EXPECT_EQ(MetricSample(empty, "fsrst_reference_cache_entries"), 0);
+  EXPECT_EQ(MetricSample(empty, "fsrst_reference_cache_bytes"), 0);
 
   ASSERT_TRUE(tenants.Register(kKeyA, "hugo", 3, 1).ok());
   v1::EnhanceResponse response;
@@ -335,17 +318,17 @@ TEST(TenantIsolationMetrics, DeleteReferencesReturnsTheCacheGaugesToZero) {
   // the batch above: no frame pins A's features once this returns.
   ASSERT_TRUE(tenants.Register(kKeyB, "hugo", 2, 1).ok());
   const std::string cached = (*server)->metrics().SerializeText();
-  EXPECT_EQ(Gauge(cached, "fsrst_reference_cache_entries"), 2);
-  EXPECT_EQ(Gauge(cached, "fsrst_reference_cache_bytes"), (3 + 2) * 3 * 32 * 32 * 4);
+  EXPECT_EQ(MetricSample(cached, "fsrst_reference_cache_entries"), 2);
+  EXPECT_EQ(MetricSample(cached, "fsrst_reference_cache_bytes"), (3 + 2) * 3 * 32 * 32 * 4);
 
   ASSERT_TRUE(tenants.Delete(kKeyA, "hugo").ok());
   const std::string one_left = (*server)->metrics().SerializeText();
-  EXPECT_EQ(Gauge(one_left, "fsrst_reference_cache_entries"), 1);
-  EXPECT_EQ(Gauge(one_left, "fsrst_reference_cache_bytes"), 2 * 3 * 32 * 32 * 4);
+  EXPECT_EQ(MetricSample(one_left, "fsrst_reference_cache_entries"), 1);
+  EXPECT_EQ(MetricSample(one_left, "fsrst_reference_cache_bytes"), 2 * 3 * 32 * 32 * 4);
   ASSERT_TRUE(tenants.Delete(kKeyB, "hugo").ok());
   const std::string freed = (*server)->metrics().SerializeText();
-  EXPECT_EQ(Gauge(freed, "fsrst_reference_cache_entries"), 0);
-  EXPECT_EQ(Gauge(freed, "fsrst_reference_cache_bytes"), 0);
+  EXPECT_EQ(MetricSample(freed, "fsrst_reference_cache_entries"), 0);
+  EXPECT_EQ(MetricSample(freed, "fsrst_reference_cache_bytes"), 0);
 }
 
 TEST(TenantIsolationStart, MalformedKeyFileFailsToStart) {

@@ -9,14 +9,14 @@ import re
 import socket
 import subprocess
 import threading
-import time
 import urllib.error
-import urllib.request
 
 import grpc
+import numpy as np
 import pytest
 
-from server_process import SERVER_BIN, ServerProcess, small_model
+from server_process import (SERVER_BIN, ServerProcess, rgb8, scrape_metrics, small_model,
+                            wait_for)
 import fsrst_pb2
 import fsrst_pb2_grpc
 import health_pb2
@@ -125,8 +125,7 @@ def test_a_gzip_bomb_is_refused_before_it_is_inflated():
         assert grown < 32 << 20, f"peak memory grew by {grown >> 20} MiB"
         # An uncompressed call on the same server is served.
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            frame = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=bytes(32 * 32 * 3),
-                                    width=32, height=32)
+            frame = rgb8(np.zeros((32, 32, 3), np.uint8))
             answer = fsrst_pb2_grpc.FaceSuperResolutionStub(channel).Enhance(
                 fsrst_pb2.EnhanceRequest(frame=frame), timeout=60)
         assert len(answer.image.data) == 128 * 128 * 3
@@ -144,11 +143,6 @@ def test_request_sizes_are_printed_as_sent(server):
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "2147483648x32" in error.value.details()
     assert "-2147483648" not in error.value.details()
-
-
-def scrape(host: str, port: int, timeout: float) -> str:
-    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout) as page:
-        return page.read().decode()
 
 
 class Trickler:
@@ -190,7 +184,7 @@ def test_idle_connections_do_not_black_out_scrapes():
     try:
         # Two idle connections once held every worker of /metrics for 30 s.
         for _ in range(3):
-            assert "fsrst_model_info" in scrape("127.0.0.1", server.metrics_port, timeout=5)
+            assert "fsrst_model_info" in scrape_metrics(server, timeout=5)
     finally:
         idle.close()
         assert server.stop() == 0
@@ -204,10 +198,10 @@ def test_slow_connections_that_hold_every_metrics_worker_are_cut_off():
                            "--metrics_request_timeout_ms=1000")
     slow = Trickler(server.metrics_port, 2, period_s=0.2)
     try:
-        assert "fsrst_model_info" in scrape("127.0.0.1", server.metrics_port, timeout=15)
-        deadline = time.time() + 15
-        while slow.closed_by_server < 2 and time.time() < deadline:
-            time.sleep(0.05)
+        assert "fsrst_model_info" in scrape_metrics(server, timeout=15)
+        wait_for(lambda: slow.closed_by_server >= 2, 15,
+                 lambda: f"the server to close both trickling connections "
+                         f"({slow.closed_by_server} closed)", poll_s=0.05)
         assert slow.closed_by_server == 2
     finally:
         slow.close()
@@ -217,9 +211,9 @@ def test_slow_connections_that_hold_every_metrics_worker_are_cut_off():
 def test_metrics_host_binds_the_metrics_port_on_its_own_address():
     server = ServerProcess(small_model(), "--model_threads=1", "--metrics_host=127.0.0.2")
     try:
-        assert "fsrst_model_info" in scrape("127.0.0.2", server.metrics_port, timeout=10)
+        assert "fsrst_model_info" in scrape_metrics(server, "127.0.0.2", timeout=10)
         with pytest.raises(urllib.error.URLError):
-            scrape("127.0.0.1", server.metrics_port, timeout=10)
+            scrape_metrics(server, timeout=10)
         # The gRPC port stays on --host.
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             status = health_pb2_grpc.HealthStub(channel).Check(

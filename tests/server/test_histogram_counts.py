@@ -8,18 +8,13 @@ import grpc
 import numpy as np
 import pytest
 
-from server_process import ServerProcess, read_metric, small_model
+from server_process import ServerProcess, read_metric, rgb8, start_small_server
 import fsrst_pb2
 
 RNG = np.random.default_rng(11)
 HISTOGRAMS = ("fsrst_queue_duration_seconds", "fsrst_inference_duration_seconds",
               "fsrst_reference_encode_duration_seconds", "fsrst_refused_duration_seconds")
 RPCS = ("RegisterReferences", "Enhance", "EnhanceStream", "DeleteReferences", "GetServerInfo")
-
-
-def rgb8(size: int) -> fsrst_pb2.Image:
-    data = RNG.integers(0, 256, (size, size, 3), dtype=np.uint8).tobytes()
-    return fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=data, width=size, height=size)
 
 
 def counts(server: ServerProcess) -> dict:
@@ -38,8 +33,8 @@ def rise(before: dict, after: dict) -> dict:
 @pytest.fixture(scope="module")
 def server():
     # One single-threaded instance and a queue of one frame: a burst is partly refused.
-    process = ServerProcess(small_model(), "--model_instances=1", "--model_threads=1",
-                            "--max_queue_size=1", "--max_batch_size=4")
+    process = start_small_server("--model_instances=1", "--max_queue_size=1",
+                                 "--max_batch_size=4")
     yield process
     assert process.stop() == 0
 
@@ -47,17 +42,18 @@ def server():
 def test_registrations_calls_and_streams_are_each_counted_once(server, stub):
     before = counts(server)
     stub.RegisterReferences(fsrst_pb2.RegisterReferencesRequest(
-        identity_id="a", references=[rgb8(128) for _ in range(3)]), timeout=60)
+        identity_id="a", references=[rgb8(128, RNG) for _ in range(3)]), timeout=60)
     stub.RegisterReferences(fsrst_pb2.RegisterReferencesRequest(
-        identity_id="b", references=[rgb8(128) for _ in range(2)]), timeout=60)
+        identity_id="b", references=[rgb8(128, RNG) for _ in range(2)]), timeout=60)
     for _ in range(5):  # one at a time: five batches of one
-        stub.Enhance(fsrst_pb2.EnhanceRequest(identity_id="a", frame=rgb8(32)), timeout=60)
+        stub.Enhance(fsrst_pb2.EnhanceRequest(identity_id="a", frame=rgb8(32, RNG)), timeout=60)
     # A stream of four frames, each sent once the one before is answered (the queue holds one).
     outbox = queue.Queue()
     stream = stub.EnhanceStream(iter(outbox.get, None), timeout=60)
     answers = []
     for i in range(4):
-        outbox.put(fsrst_pb2.EnhanceRequest(identity_id="b", frame=rgb8(32), sequence_number=i))
+        outbox.put(fsrst_pb2.EnhanceRequest(identity_id="b", frame=rgb8(32, RNG),
+                                            sequence_number=i))
         answers.append(next(stream))
     outbox.put(None)
     assert list(stream) == []
@@ -80,13 +76,14 @@ def test_registrations_calls_and_streams_are_each_counted_once(server, stub):
 
 def test_refused_calls_are_counted_once_each_and_nothing_else_is(server, stub):
     stub.RegisterReferences(fsrst_pb2.RegisterReferencesRequest(
-        identity_id="c", references=[rgb8(128)]), timeout=60)
+        identity_id="c", references=[rgb8(128, RNG)]), timeout=60)
     before = counts(server)
     burst = 24
 
     def call(_):
         try:
-            stub.Enhance(fsrst_pb2.EnhanceRequest(identity_id="c", frame=rgb8(32)), timeout=120)
+            stub.Enhance(fsrst_pb2.EnhanceRequest(identity_id="c", frame=rgb8(32, RNG)),
+                         timeout=120)
             return grpc.StatusCode.OK
         except grpc.RpcError as e:
             return e.code()

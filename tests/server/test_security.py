@@ -5,17 +5,15 @@ features (as /metrics shows)."""
 
 import base64
 import os
-import re
 import subprocess
 import sys
-import time
-import urllib.request
 
 import grpc
 import numpy as np
 import pytest
 
-from server_process import BUILD, ROOT, ServerProcess, small_model
+from server_process import (BUILD, ROOT, ServerProcess, read_metric, rgb8, small_model,
+                            wait_for)
 import fsrst_pb2
 import fsrst_pb2_grpc
 import health_pb2
@@ -89,19 +87,6 @@ def tls_channel(port, pki, client_cert=None, ca="ca.pem"):
 
 def auth(key):
     return (("authorization", f"Bearer {key}"),)
-
-
-def rgb8(array):
-    h, w, _ = array.shape
-    return fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=array.tobytes(), width=w,
-                           height=h)
-
-
-def metric(port, name):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    match = re.search(rf"^{name} (\S+)$", text, re.M)
-    assert match, f"{name} not in /metrics"
-    return float(match.group(1))
 
 
 @pytest.fixture(scope="module")
@@ -195,42 +180,52 @@ def test_missing_and_unknown_keys_are_unauthenticated(tls_server, pki):
 def test_every_rpc_is_unauthenticated_before_its_request_is_looked_at(tls_server, pki):
     # Requests that are wrong in every other way too (bad id, bad images, unknown identity):
     # without a valid key the answer is UNAUTHENTICATED, never what the request deserves.
+    # Every RPC that takes an identity id is sent an invalid one, so that checking the id
+    # before the key fails the test, and an unknown one, so that looking it up first does.
     bad_image = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_JPEG, data=b"not a jpeg")
     oversize = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=b"x" * 900_000,
                                width=32, height=32)
-    calls = {
-        "RegisterReferences": lambda stub, md: stub.RegisterReferences(
-            fsrst_pb2.RegisterReferencesRequest(identity_id="bad id!", references=[bad_image] * 9),
-            timeout=10, metadata=md),
-        "Enhance": lambda stub, md: stub.Enhance(
-            fsrst_pb2.EnhanceRequest(identity_id="never-registered", frame=oversize),
-            timeout=10, metadata=md),
-        "EnhanceStream": lambda stub, md: list(stub.EnhanceStream(
-            iter([fsrst_pb2.EnhanceRequest(identity_id="never-registered", frame=bad_image)]),
-            timeout=10, metadata=md)),
-        "DeleteReferences": lambda stub, md: stub.DeleteReferences(
-            fsrst_pb2.DeleteReferencesRequest(identity_id="never-registered"), timeout=10,
-            metadata=md),
-        "GetServerInfo": lambda stub, md: stub.GetServerInfo(
-            fsrst_pb2.GetServerInfoRequest(), timeout=10, metadata=md),
-        "GetIdentity": lambda stub, md: stub.GetIdentity(
-            fsrst_pb2.GetIdentityRequest(identity_id="never-registered"), timeout=10,
-            metadata=md),
-    }
+
+    def calls_with(identity_id):
+        return {
+            "RegisterReferences": lambda stub, md: stub.RegisterReferences(
+                fsrst_pb2.RegisterReferencesRequest(identity_id=identity_id,
+                                                    references=[bad_image] * 9),
+                timeout=10, metadata=md),
+            "Enhance": lambda stub, md: stub.Enhance(
+                fsrst_pb2.EnhanceRequest(identity_id=identity_id, frame=oversize),
+                timeout=10, metadata=md),
+            "EnhanceStream": lambda stub, md: list(stub.EnhanceStream(
+                iter([fsrst_pb2.EnhanceRequest(identity_id=identity_id, frame=bad_image)]),
+                timeout=10, metadata=md)),
+            "DeleteReferences": lambda stub, md: stub.DeleteReferences(
+                fsrst_pb2.DeleteReferencesRequest(identity_id=identity_id), timeout=10,
+                metadata=md),
+            "GetServerInfo": lambda stub, md: stub.GetServerInfo(
+                fsrst_pb2.GetServerInfoRequest(), timeout=10, metadata=md),
+            "GetIdentity": lambda stub, md: stub.GetIdentity(
+                fsrst_pb2.GetIdentityRequest(identity_id=identity_id), timeout=10,
+                metadata=md),
+        }
+    bad_id, unknown_id = calls_with("bad id!"), calls_with("never-registered")
     with tls_channel(tls_server.port, pki) as channel:
         stub = fsrst_pb2_grpc.FaceSuperResolutionStub(channel)
-        for name, call in calls.items():
-            for metadata in (None, auth(UNKNOWN_KEY)):
-                with pytest.raises(grpc.RpcError) as error:
-                    call(stub, metadata)
-                assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED, (name, metadata)
+        for kind, calls in (("bad id", bad_id), ("unknown id", unknown_id)):
+            for name, call in calls.items():
+                for metadata in (None, auth(UNKNOWN_KEY)):
+                    with pytest.raises(grpc.RpcError) as error:
+                        call(stub, metadata)
+                    assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED, (
+                        kind, name, metadata, error.value.details())
         # The same requests with a valid key get what they deserve (so the test can tell).
-        with pytest.raises(grpc.RpcError) as error:
-            calls["DeleteReferences"](stub, auth(KEY_A))
-        assert error.value.code() == grpc.StatusCode.NOT_FOUND
-        with pytest.raises(grpc.RpcError) as error:
-            calls["RegisterReferences"](stub, auth(KEY_A))
-        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        for name in ("RegisterReferences", "Enhance", "DeleteReferences", "GetIdentity"):
+            with pytest.raises(grpc.RpcError) as error:
+                bad_id[name](stub, auth(KEY_A))
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+        for name in ("DeleteReferences", "GetIdentity"):
+            with pytest.raises(grpc.RpcError) as error:
+                unknown_id[name](stub, auth(KEY_A))
+            assert error.value.code() == grpc.StatusCode.NOT_FOUND, name
 
 
 def test_python_client_tenants_cannot_use_each_others_identities(tls_server, pki):
@@ -364,24 +359,23 @@ def test_keys_and_image_bytes_never_reach_the_log(pki):
 def test_delete_references_frees_the_features_on_metrics(pki):
     server = ServerProcess(small_model(), "--model_threads=1", "--max_batch_size=2",
                            f"--api_keys_file={pki['api_keys']}")
-    port = server.metrics_port
     try:
-        assert metric(port, "fsrst_reference_cache_entries") == 0
-        assert metric(port, "fsrst_reference_cache_bytes") == 0
+        assert read_metric(server, "fsrst_reference_cache_entries", required=True) == 0
+        assert read_metric(server, "fsrst_reference_cache_bytes", required=True) == 0
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = fsrst_pb2_grpc.FaceSuperResolutionStub(channel)
             refs = [rgb8(RNG.integers(0, 256, (128, 128, 3), dtype=np.uint8)) for _ in range(3)]
             answers = [stub.RegisterReferences(fsrst_pb2.RegisterReferencesRequest(
                 identity_id="temp", references=refs), timeout=30, metadata=auth(key))
                 for key in (KEY_A, KEY_B)]  # the same id in two tenants: two entries
-            assert metric(port, "fsrst_reference_cache_entries") == 2
-            assert metric(port, "fsrst_reference_cache_bytes") == \
+            assert read_metric(server, "fsrst_reference_cache_entries", required=True) == 2
+            assert read_metric(server, "fsrst_reference_cache_bytes", required=True) == \
                 sum(a.feature_bytes for a in answers) > 0
             for key in (KEY_A, KEY_B):
                 stub.DeleteReferences(fsrst_pb2.DeleteReferencesRequest(identity_id="temp"),
                                       timeout=30, metadata=auth(key))
-        assert metric(port, "fsrst_reference_cache_entries") == 0
-        assert metric(port, "fsrst_reference_cache_bytes") == 0
+        assert read_metric(server, "fsrst_reference_cache_entries", required=True) == 0
+        assert read_metric(server, "fsrst_reference_cache_bytes", required=True) == 0
     finally:
         server.stop()
 
@@ -395,15 +389,16 @@ def test_ttl_expiry_frees_the_features_on_metrics():
             refs = [rgb8(RNG.integers(0, 256, (128, 128, 3), dtype=np.uint8)) for _ in range(2)]
             answer = stub.RegisterReferences(fsrst_pb2.RegisterReferencesRequest(
                 identity_id="brief", references=refs), timeout=30)
-        assert metric(server.metrics_port, "fsrst_reference_cache_bytes") == answer.feature_bytes
+        assert read_metric(server, "fsrst_reference_cache_bytes", required=True) == \
+            answer.feature_bytes
         # Expiry is the janitor's, every 100 ms past the 1 s TTL; wait for it, bounded.
-        deadline = time.monotonic() + 30
-        while (metric(server.metrics_port, "fsrst_reference_cache_entries") != 0
-               and time.monotonic() < deadline):
-            time.sleep(0.1)
-        assert metric(server.metrics_port, "fsrst_reference_cache_entries") == 0
-        assert metric(server.metrics_port, "fsrst_reference_cache_bytes") == 0
-        assert metric(server.metrics_port, "fsrst_reference_cache_expirations_total") == 1
+        wait_for(lambda: read_metric(server, "fsrst_reference_cache_entries",
+                                     required=True) == 0, 30,
+                 "the janitor to expire the identity (fsrst_reference_cache_entries 0)",
+                 poll_s=0.1)
+        assert read_metric(server, "fsrst_reference_cache_entries", required=True) == 0
+        assert read_metric(server, "fsrst_reference_cache_bytes", required=True) == 0
+        assert read_metric(server, "fsrst_reference_cache_expirations_total", required=True) == 1
     finally:
         server.stop()
 

@@ -9,16 +9,11 @@ import pytest
 from PIL import Image
 
 from fsrst.export import read_metadata
-from server_process import ServerProcess, read_metric, small_model
+from server_process import read_metric, rgb8, small_model, start_small_server
 import fsrst_pb2
 
 RNG = np.random.default_rng(23)
 DEFAULT_QUALITY = 20
-
-
-def rgb8(size: int) -> fsrst_pb2.Image:
-    data = RNG.integers(0, 256, (size, size, 3), dtype=np.uint8).tobytes()
-    return fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=data, width=size, height=size)
 
 
 def feature_bytes_per_reference() -> int:
@@ -30,15 +25,15 @@ def feature_bytes_per_reference() -> int:
 def server():
     # Room for two identities of three references and a half: the third evicts one.
     budget = int(2.5 * 3 * feature_bytes_per_reference())
-    process = ServerProcess(small_model(), "--model_instances=1", "--model_threads=1",
-                            f"--default_jpeg_quality={DEFAULT_QUALITY}", f"--cache_bytes={budget}")
+    process = start_small_server("--model_instances=1", f"--default_jpeg_quality={DEFAULT_QUALITY}",
+                                 f"--cache_bytes={budget}")
     yield process
     assert process.stop() == 0
 
 
 def register(stub, identity):
     return stub.RegisterReferences(fsrst_pb2.RegisterReferencesRequest(
-        identity_id=identity, references=[rgb8(128) for _ in range(3)]), timeout=60)
+        identity_id=identity, references=[rgb8(128, RNG) for _ in range(3)]), timeout=60)
 
 
 def jpeg_answer(stub, frame, quality):
@@ -52,7 +47,7 @@ def jpeg_answer(stub, frame, quality):
 
 def test_jpeg_quality_zero_is_the_servers_default_and_a_value_is_used(stub):
     register(stub, "q")
-    frame = rgb8(32)
+    frame = rgb8(32, RNG)
     default = jpeg_answer(stub, frame, 0)
     assert default == jpeg_answer(stub, frame, DEFAULT_QUALITY)  # the same bytes
     high = jpeg_answer(stub, frame, 95)
@@ -62,7 +57,7 @@ def test_jpeg_quality_zero_is_the_servers_default_and_a_value_is_used(stub):
 
 def test_jpeg_quality_above_100_names_the_field_and_the_range(stub):
     with pytest.raises(grpc.RpcError) as error:
-        jpeg_answer(stub, rgb8(32), 101)
+        jpeg_answer(stub, rgb8(32, RNG), 101)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.value.details() == "jpeg_quality: expected 0 (default) to 100, got 101"
 
@@ -75,13 +70,14 @@ def test_the_cache_budget_evicts_the_least_recently_used_identity(server, stub):
     one = register(stub, "a").feature_bytes
     assert one == 3 * feature_bytes_per_reference()
     register(stub, "b")
-    stub.Enhance(fsrst_pb2.EnhanceRequest(identity_id="a", frame=rgb8(32)), timeout=60)  # a is used
+    stub.Enhance(fsrst_pb2.EnhanceRequest(identity_id="a", frame=rgb8(32, RNG)),
+                 timeout=60)  # a is used
     register(stub, "c")  # over the budget: b, the least recently used, goes
     assert read_metric(server, "fsrst_reference_cache_evictions_total") == evictions + 1
     assert read_metric(server, "fsrst_reference_cache_entries") == 2
     assert read_metric(server, "fsrst_reference_cache_bytes") == 2 * one
     with pytest.raises(grpc.RpcError) as error:
-        stub.Enhance(fsrst_pb2.EnhanceRequest(identity_id="b", frame=rgb8(32)), timeout=60)
+        stub.Enhance(fsrst_pb2.EnhanceRequest(identity_id="b", frame=rgb8(32, RNG)), timeout=60)
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
     for kept in ("a", "c"):
-        stub.Enhance(fsrst_pb2.EnhanceRequest(identity_id=kept, frame=rgb8(32)), timeout=60)
+        stub.Enhance(fsrst_pb2.EnhanceRequest(identity_id=kept, frame=rgb8(32, RNG)), timeout=60)

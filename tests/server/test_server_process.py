@@ -6,8 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
-import urllib.request
 
 import grpc
 import numpy as np
@@ -15,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from server_process import SERVER_BIN, ServerProcess, read_metric, small_model
+from server_process import (SERVER_BIN, ServerProcess, read_metric, rgb8, scrape_metrics,
+                            small_model, wait_for)
 from fsrst.export import read_metadata
 import fsrst_pb2
 import fsrst_pb2_grpc
@@ -23,12 +22,6 @@ import health_pb2
 import health_pb2_grpc
 
 RNG = np.random.default_rng(7)
-
-
-def rgb8(array: np.ndarray) -> fsrst_pb2.Image:
-    h, w, _ = array.shape
-    return fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, data=array.tobytes(), width=w,
-                           height=h)
 
 
 def stub(port: int):
@@ -94,8 +87,7 @@ def test_metrics_pass_promtool(server):
     client.Enhance(fsrst_pb2.EnhanceRequest(frame=rgb8(np.zeros((32, 32, 3), np.uint8))),
                    timeout=30)
     channel.close()
-    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
-                                  timeout=10).read().decode()
+    text = scrape_metrics(server)
     for name in ("fsrst_requests_total", "fsrst_request_duration_seconds_bucket",
                  "fsrst_queue_duration_seconds_bucket", "fsrst_inference_duration_seconds_bucket",
                  "fsrst_batch_size_bucket", "fsrst_frames_enhanced_total", "fsrst_queue_depth",
@@ -123,19 +115,16 @@ def test_sigterm_answers_every_accepted_frame_then_exits_zero():
                for _ in range(sent)]
     # Every frame accepted (done + queued; at most one batch runs, so the sum reaches `sent`
     # only once all arrived), and some still queued when the signal comes.
-    deadline = time.time() + 60
-    while True:
+    def queued_once_all_arrived():
         queued = read_metric(server, "fsrst_queue_depth")
-        if read_metric(server, "fsrst_frames_enhanced_total") + queued >= sent:
-            break
-        assert time.time() < deadline, "the frames never all reached the server"
-        time.sleep(0.01)
+        done = read_metric(server, "fsrst_frames_enhanced_total")
+        return [queued] if done + queued >= sent else None
+    (queued,) = wait_for(queued_once_all_arrived, 60, "every frame to reach the server",
+                         poll_s=0.01)
     assert queued > 0, "the queue was empty before the signal: nothing to drain"
     server.proc.send_signal(signal.SIGTERM)
-    deadline = time.time() + 30
-    while "draining" not in server.output():
-        assert time.time() < deadline, server.output()
-        time.sleep(0.01)
+    wait_for(lambda: "draining" in server.output(), 30,
+             lambda: f"the server to log draining:\n{server.output()}", poll_s=0.01)
     # A call after the signal, on the open connection, is refused by the draining server.
     with pytest.raises(grpc.RpcError) as late:
         client.Enhance(fsrst_pb2.EnhanceRequest(frame=frame), timeout=60)
@@ -209,8 +198,7 @@ def test_model_instances_run_at_the_lower_priority_and_the_rest_does_not():
         # metrics and main threads are not.
         assert nice.count(7) == 3 + 2, nice
         assert nice.count(0) >= 2, nice
-        text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
-                                      timeout=10).read().decode()
+        text = scrape_metrics(server)
         assert 'instances="3"' in text and 'threads="1"' in text
     finally:
         assert server.stop() == 0

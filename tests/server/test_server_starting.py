@@ -4,33 +4,25 @@ start-up ends the process at once."""
 
 import os
 import signal
-import socket
 import time
 
 import grpc
 import numpy as np
 
-from server_process import ROOT, ServerProcess
+from server_process import ROOT, ServerProcess, free_port, rgb8
 import fsrst_pb2
 import fsrst_pb2_grpc
 import health_pb2
 import health_pb2_grpc
 
 LARGE_MODEL = os.path.join(ROOT, "model", "weights", "fsrst_x4.pt")
-FRAME = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, width=32, height=32,
-                        data=np.zeros((32, 32, 3), np.uint8).tobytes())
+FRAME = rgb8(np.zeros((32, 32, 3), np.uint8))
 # The model loads before the port opens; gRPC's default reconnect backoff (1 s, growing 1.6x)
 # would let the first probe land seconds after the port opened, after a fast machine's warm-up
 # (CI saw SERVING first). Retry the connection every 20 ms instead.
 RECONNECT_PROMPTLY = [("grpc.initial_reconnect_backoff_ms", 20),
                       ("grpc.min_reconnect_backoff_ms", 20),
                       ("grpc.max_reconnect_backoff_ms", 20)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_warming_server():

@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 
-from server_process import ServerProcess, read_metric, small_model
+from server_process import read_metric, rgb8, start_small_server
 import fsrst_pb2
 import fsrst_pb2_grpc
 
@@ -17,14 +17,13 @@ FRAMES = 200
 
 
 def frame() -> fsrst_pb2.Image:
-    return fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, width=32, height=32,
-                           data=np.full((32, 32, 3), 90, np.uint8).tobytes())
+    return rgb8(np.full((32, 32, 3), 90, np.uint8))
 
 
 @pytest.fixture()
 def server():
-    process = ServerProcess(small_model(), "--model_instances=1", "--model_threads=1",
-                            f"--max_stream_frames_in_flight={BOUND}", "--max_queue_size=128")
+    process = start_small_server("--model_instances=1", f"--max_stream_frames_in_flight={BOUND}",
+                                 "--max_queue_size=128")
     yield process
     assert process.stop() == 0
 

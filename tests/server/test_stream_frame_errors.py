@@ -3,17 +3,15 @@ RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE once the server drains.""
 
 import queue
 import signal
-import time
 
 import grpc
 import numpy as np
 
-from server_process import ServerProcess, small_model
+from server_process import ServerProcess, rgb8, small_model, wait_for
 import fsrst_pb2
 import fsrst_pb2_grpc
 
-FRAME = fsrst_pb2.Image(encoding=fsrst_pb2.ENCODING_RGB8, width=32, height=32,
-                        data=np.full((32, 32, 3), 120, np.uint8).tobytes())
+FRAME = rgb8(np.full((32, 32, 3), 120, np.uint8))
 
 
 def test_frames_beyond_a_full_queue_are_refused_alone_and_the_stream_goes_on():
@@ -48,10 +46,8 @@ def test_frames_sent_after_sigterm_are_refused_unavailable_and_earlier_ones_answ
         outbox.put(fsrst_pb2.EnhanceRequest(frame=FRAME, sequence_number=0))
         first = next(stream)
         server.proc.send_signal(signal.SIGTERM)
-        deadline = time.time() + 30
-        while "draining" not in server.output():
-            assert time.time() < deadline, server.output()
-            time.sleep(0.01)
+        wait_for(lambda: "draining" in server.output(), 30,
+                 lambda: f"the server to log draining:\n{server.output()}", poll_s=0.01)
         for n in (1, 2):
             outbox.put(fsrst_pb2.EnhanceRequest(frame=FRAME, sequence_number=n))
         late = [next(stream), next(stream)]

@@ -6,12 +6,12 @@ import subprocess
 
 import pytest
 
-from server_process import BENCH_BIN, ServerProcess, small_model
+from server_process import BENCH_BIN, small_model, start_small_server
 
 
 @pytest.fixture(scope="module")
 def server():
-    s = ServerProcess(small_model(), "--model_threads=1", "--max_batch_size=4")
+    s = start_small_server("--max_batch_size=4")
     yield s
     s.stop()
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server_process import BUILD, ROOT
+from server_process import BUILD, ROOT, read_metric
 
 CLIENT_BIN = os.path.join(BUILD, "clients", "cpp", "fsrst_client")
 RNG = np.random.default_rng(5)
@@ -35,12 +35,12 @@ def write_frames(folder, sizes):
         Image.fromarray(pixels).save(os.path.join(folder, f"f{i:02d}.jpg"), quality=95)
 
 
-def test_stream_stops_at_the_first_bad_frame_and_says_why_once(fsrst_server, cli, metric,
+def test_stream_stops_at_the_first_bad_frame_and_says_why_once(fsrst_server, cli,
                                                               tmp_path):
     # frames 2.. are 16x16: the old CLI sent all 40 and printed 38 error lines
     write_frames(tmp_path / "frames", [32, 32] + [16] * 38)
     Image.fromarray(RNG.integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(tmp_path / "r.jpg")
-    before = metric(fsrst_server, "fsrst_stream_frames_total", code="INVALID_ARGUMENT")
+    before = read_metric(fsrst_server, "fsrst_stream_frames_total", code="INVALID_ARGUMENT")
     result = cli(fsrst_server, "stream", "--identity=cli-stop", f"--ref={tmp_path / 'r.jpg'}",
                  f"--frames_dir={tmp_path / 'frames'}", f"--out_dir={tmp_path / 'out'}",
                  "--window=2")
@@ -52,7 +52,8 @@ def test_stream_stops_at_the_first_bad_frame_and_says_why_once(fsrst_server, cli
     assert 3 <= sent <= 2 + 1 + 2, result.stdout  # the two good, the bad one, its window
     assert "enhanced 2 of 40 frames" in result.stdout
     assert sorted(os.listdir(tmp_path / "out")) == ["f00.jpg", "f01.jpg"]
-    refused = metric(fsrst_server, "fsrst_stream_frames_total", code="INVALID_ARGUMENT") - before
+    refused = read_metric(fsrst_server, "fsrst_stream_frames_total",
+                          code="INVALID_ARGUMENT") - before
     assert refused == sent - 2
 
 
@@ -152,8 +153,8 @@ def test_identity_of_an_unknown_identity_is_not_found(fsrst_server, cli):
 
 
 def test_stream_of_an_unknown_identity_stops_after_the_first_not_found(fsrst_server, cli,
-                                                                       metric, tmp_path):
-    before = metric(fsrst_server, "fsrst_stream_frames_total", code="NOT_FOUND")
+                                                                       tmp_path):
+    before = read_metric(fsrst_server, "fsrst_stream_frames_total", code="NOT_FOUND")
     result = cli(fsrst_server, "stream", "--identity=cpp-nobody", f"--frames_dir={SAMPLE_FRAMES}",
                  f"--out_dir={tmp_path / 'out'}", "--window=1")
     assert result.returncode == 1
@@ -164,7 +165,7 @@ def test_stream_of_an_unknown_identity_stops_after_the_first_not_found(fsrst_ser
                         "(fsrst_client register --identity=cpp-nobody --ref ...), or give --ref "
                         "to stream")
     assert "enhanced 0 of 8 frames" in result.stdout and "stopped after 1 sent" in result.stdout
-    assert metric(fsrst_server, "fsrst_stream_frames_total", code="NOT_FOUND") == before + 1
+    assert read_metric(fsrst_server, "fsrst_stream_frames_total", code="NOT_FOUND") == before + 1
 
 
 def test_a_local_file_error_does_not_look_like_a_server_status(fsrst_server, cli, tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server_process import ROOT, small_model
+from server_process import ROOT, read_metric, small_model
 from fsrst.export import read_metadata
 
 import fsrst_client.client
@@ -137,7 +137,7 @@ def test_reregisters_transparently_after_a_server_restart(start_server):
                      timeout=10)
 
 
-def test_stream_reregisters_once_after_delete_references_and_keeps_order(fsrst_server, metric):
+def test_stream_reregisters_once_after_delete_references_and_keeps_order(fsrst_server):
     with FsrstClient(target(fsrst_server)) as client:
         client.register_references("cid", REFS)
         expected = [client.enhance("cid", f) for f in FRAMES]
@@ -145,16 +145,16 @@ def test_stream_reregisters_once_after_delete_references_and_keeps_order(fsrst_s
         channel, stub = raw_stub(fsrst_server)
         with channel:
             stub.DeleteReferences(fsrst_pb2.DeleteReferencesRequest(identity_id="cid"), timeout=10)
-        registrations = metric(fsrst_server, "fsrst_requests_total", code="OK",
+        registrations = read_metric(fsrst_server, "fsrst_requests_total", code="OK",
                                rpc="RegisterReferences")
-        not_found = metric(fsrst_server, "fsrst_stream_frames_total", code="NOT_FOUND")
+        not_found = read_metric(fsrst_server, "fsrst_stream_frames_total", code="NOT_FOUND")
         streamed = list(client.enhance_stream("cid", FRAMES))
     assert len(streamed) == len(FRAMES)
     for got, want in zip(streamed, expected):
         assert np.array_equal(got, want)
-    assert metric(fsrst_server, "fsrst_requests_total", code="OK",
+    assert read_metric(fsrst_server, "fsrst_requests_total", code="OK",
                   rpc="RegisterReferences") == registrations + 1
-    assert metric(fsrst_server, "fsrst_stream_frames_total", code="NOT_FOUND") > not_found
+    assert read_metric(fsrst_server, "fsrst_stream_frames_total", code="NOT_FOUND") > not_found
 
 
 def test_stream_bad_frame_raises_in_its_turn_or_is_returned(fsrst_server):
@@ -174,13 +174,14 @@ def test_stream_bad_frame_raises_in_its_turn_or_is_returned(fsrst_server):
             grpc.StatusCode.INVALID_ARGUMENT, 1)
 
 
-def test_cli_writes_the_face_and_a_side_by_side(fsrst_server, tmp_path, metric):
+def test_cli_writes_the_face_and_a_side_by_side(fsrst_server, tmp_path):
     Image.fromarray(FRAMES[2]).save(tmp_path / "lr.png")
     refs = []
     for i, r in enumerate(REFS):
         Image.fromarray(r).save(tmp_path / f"ref{i}.png")
         refs += ["--ref", str(tmp_path / f"ref{i}.png")]
-    deletions = metric(fsrst_server, "fsrst_requests_total", code="OK", rpc="DeleteReferences")
+    deletions = read_metric(fsrst_server, "fsrst_requests_total", code="OK",
+                            rpc="DeleteReferences")
     result = subprocess.run(
         [sys.executable, "-m", "fsrst_client", "enhance", "--server", target(fsrst_server),
          "--frame", str(tmp_path / "lr.png"), *refs, "--out", str(tmp_path / "out.png"),
@@ -196,7 +197,7 @@ def test_cli_writes_the_face_and_a_side_by_side(fsrst_server, tmp_path, metric):
     assert np.array_equal(sbs[16:, 0:128], np.repeat(np.repeat(FRAMES[2], 4, 0), 4, 1))
     assert np.array_equal(sbs[16:, 384:512], REFS[0])
     # The CLI's throwaway identity is deleted again.
-    assert metric(fsrst_server, "fsrst_requests_total", code="OK",
+    assert read_metric(fsrst_server, "fsrst_requests_total", code="OK",
                   rpc="DeleteReferences") == deletions + 1
 
 
