@@ -140,12 +140,16 @@ class Replica:
 
 class PlainCaller:
     """Streams every identity's frames with the generated stubs only, through nginx, until
-    stopped; counts each frame's outcome by status code name."""
+    stopped; counts each frame's outcome by status code name, and keeps each cut stream's
+    (phase of the test, code, details)."""
 
-    def __init__(self, target):
+    def __init__(self, target, phase):
+        self.phase = phase  # phase["name"]: what the test is doing to the fleet right now
         self.channel = grpc.insecure_channel(target)
         self.stub = fsrst_pb2_grpc.FaceSuperResolutionStub(self.channel)
         self.counts = collections.Counter()
+        self.cuts = []
+        self.frame_errors = collections.Counter()
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.frame = rgb8(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8))
@@ -169,14 +173,18 @@ class PlainCaller:
                         metadata=(("x-fsrst-identity", identity),)):
                     answered += 1
                     if response.HasField("error"):
-                        self.count(grpc.StatusCode(
-                            next(c for c in grpc.StatusCode
-                                 if c.value[0] == response.error.code)).name)
+                        code = next(c for c in grpc.StatusCode
+                                    if c.value[0] == response.error.code).name
+                        self.count(code)
+                        with self.lock:
+                            self.frame_errors[code] += 1
                     else:
                         self.count("OK")
             except grpc.RpcError as e:
                 # The stream was cut: its unanswered frames fail with the call's code.
                 self.count(e.code().name, FRAMES_PER_STREAM - answered)
+                with self.lock:
+                    self.cuts.append((self.phase["name"], e.code().name, e.details()))
                 time.sleep(0.05)  # a plain caller's minimal backoff
 
 
@@ -224,7 +232,8 @@ def test_fleet_serves_every_identity_through_kills_scale_up_and_restarts(tmp_pat
         channel.close()
         assert len(redis.keys("fsrst:ref:*")) == len(IDENTITIES)
 
-        callers = [PlainCaller(target) for _ in range(2)]
+        phase = {"name": "steady"}
+        callers = [PlainCaller(target, phase) for _ in range(2)]
         threads = [threading.Thread(target=c.run) for c in callers]
 
         # Our client library, which would re-register on NOT_FOUND: it must never need to.
@@ -276,14 +285,17 @@ def test_fleet_serves_every_identity_through_kills_scale_up_and_restarts(tmp_pat
 
         settle()
         # (a) one replica SIGKILLed, then started again on its port.
+        phase["name"] = "SIGKILL"
         replicas[0].kill()
         settle()
         replicas[0].start()
         settle()
         # (b) a fourth replica comes up; nginx moves its share of the ring to it.
+        phase["name"] = "scale-up"
         replicas[3].start()
         settle()
         # (c) every replica restarted in turn.
+        phase["name"] = "rolling restart"
         for r in replicas:
             r.restart_gracefully()
             settle()
@@ -296,7 +308,9 @@ def test_fleet_serves_every_identity_through_kills_scale_up_and_restarts(tmp_pat
         counts = collections.Counter()
         for c in callers:
             counts.update(c.counts)
+        cuts = [cut for c in callers for cut in c.cuts]
         print("plain stub caller, frames by outcome:", dict(counts))
+        print("plain stub caller, cut streams (phase, code, details):", cuts)
         print("client library: frames", dict(library_frames), "streams reopened",
               library.streams_reopened, "re-registrations", library.reregistrations)
         print("C++ client: frames", cpp.frames, "streams reopened", cpp.reopens, "errors",
@@ -306,7 +320,20 @@ def test_fleet_serves_every_identity_through_kills_scale_up_and_restarts(tmp_pat
         print("read-throughs on the replicas now running:", read_throughs)
 
         assert counts["NOT_FOUND"] == 0, dict(counts)
-        assert set(counts) <= {"OK", "UNAVAILABLE"}, dict(counts)
+        assert set(counts) <= {"OK", "UNAVAILABLE", "INTERNAL"}, dict(counts)
+        # A cut stream fails UNAVAILABLE (a refusal, nginx's 502, a drained replica), except
+        # where a replica is SIGKILLed mid-stream: nginx, its answer headers already sent,
+        # can only reset the stream, which gRPC reports as INTERNAL "Received RST_STREAM".
+        # A rolling restart (SIGTERM, drain) must never cut a stream that way.
+        def expected_cut(phase_name, code, details):
+            return code == "UNAVAILABLE" or (
+                phase_name == "SIGKILL" and code == "INTERNAL" and "RST_STREAM" in details)
+        assert all(expected_cut(*cut) for cut in cuts), cuts
+        # ... and a frame answered inside a stream with an error is a refusal: UNAVAILABLE.
+        frame_errors = collections.Counter()
+        for c in callers:
+            frame_errors.update(c.frame_errors)
+        assert set(frame_errors) <= {"UNAVAILABLE"}, dict(frame_errors)
         assert counts["OK"] > 0
         assert library_errors == []
         assert library.reregistrations == 0
