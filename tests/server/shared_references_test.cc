@@ -54,11 +54,16 @@ class SharedReferencesTest : public ::testing::Test {
                                                 MakeBatchFunction(runner_.get(), metrics_.get()));
     pool_ = std::make_unique<WorkerPool>(WorkerPoolOptions{});
     shared_ = std::make_unique<SharedReferences>(
-        MakeStore([this](StoreOperation operation, absl::StatusCode, absl::Duration) {
+        MakeStore([this](StoreOperation operation, absl::StatusCode code, absl::Duration) {
           if (operation == StoreOperation::kGet) gets_.fetch_add(1);
-        }),
+          // OK calls, whether they stored or (rightly) refused.
+          if (operation == StoreOperation::kPutFeatures && code == absl::StatusCode::kOk) {
+            put_features_.fetch_add(1);
+          }
+        }, &store_),
         cache_.get(), runner_.get(), batcher_.get(), pool_.get(), metrics_.get(),
         SharedReferencesOptions{absl::Minutes(10), absl::Hours(1)});
+    model_version_ = runner_->metadata().name + "@" + runner_->metadata().version;
   }
 
   void TearDown() override {
@@ -66,11 +71,15 @@ class SharedReferencesTest : public ::testing::Test {
     batcher_->Stop();
   }
 
-  std::unique_ptr<RedisReferenceStore> MakeStore(StoreObserver observer = nullptr) {
+  // A store on redis_; `raw` (when given) keeps a pointer to it.
+  std::unique_ptr<RedisReferenceStore> MakeStore(StoreObserver observer = nullptr,
+                                                 RedisReferenceStore** raw = nullptr) {
     RedisStoreOptions options;
     options.url = redis_.url();
     options.observer = std::move(observer);
-    return *RedisReferenceStore::Create(options, *ValueSealer::FromKey(kKey));
+    auto store = *RedisReferenceStore::Create(options, *ValueSealer::FromKey(kKey));
+    if (raw != nullptr) *raw = store.get();
+    return store;
   }
 
   std::vector<float> Luma(int count, float value) {
@@ -88,6 +97,53 @@ class SharedReferencesTest : public ::testing::Test {
     done.WaitForNotification();
     return result;
   }
+
+  std::vector<float> RandomLuma(int count, uint32_t seed) {
+    std::vector<float> luma(static_cast<size_t>(count) * 128 * 128);
+    uint32_t x = 2463534242u + seed;
+    for (float& v : luma) {
+      x ^= x << 13;
+      x ^= x >> 17;
+      x ^= x << 5;
+      v = static_cast<float>(x & 0xFF) / 255.0f;
+    }
+    return luma;
+  }
+
+  std::shared_ptr<const ReferenceFeatures> Encode(const std::vector<float>& luma, int count) {
+    FeaturesOr features = runner_->EncodeReferences(luma, count);
+    EXPECT_TRUE(features.ok()) << features.status();
+    return features.ok() ? *features : nullptr;
+  }
+
+  // A registration on another replica of this model version: references and features.
+  std::string RegisterElsewhere(const std::string& identity, const std::vector<float>& luma,
+                                int count) {
+    absl::StatusOr<std::string> generation =
+        shared_->Persist("", identity, luma, count, *Encode(luma, count));
+    EXPECT_TRUE(generation.ok()) << generation.status();
+    return generation.ok() ? *generation : "";
+  }
+
+  // One frame enhanced with `features`.
+  std::vector<uint8_t> EnhanceWith(const ReferenceFeatures& features) {
+    std::vector<uint8_t> frame(32 * 32 * 3);
+    for (size_t i = 0; i < frame.size(); ++i) frame[i] = static_cast<uint8_t>(i * 7);
+    std::vector<uint8_t> output(128 * 128 * 3);
+    FrameInput input;
+    input.frame_rgb = frame.data();
+    input.references = &features;
+    input.output_rgb = output.data();
+    EXPECT_TRUE(runner_->Enhance(absl::MakeConstSpan(&input, 1)).ok());
+    return output;
+  }
+
+  // A counter without labels, as Prometheus would scrape it (-1 when not exported).
+  double Counter(const std::string& name) {
+    return testing::MetricSample(metrics_->SerializeText(), name);
+  }
+
+  std::string FeaturesField() const { return "f:" + model_version_; }
 
   // Occupies the batcher's one worker until the returned notification is notified.
   std::unique_ptr<absl::Notification> BlockBatcher() {
@@ -109,8 +165,14 @@ class SharedReferencesTest : public ::testing::Test {
   std::unique_ptr<DynamicBatcher> batcher_;
   std::unique_ptr<WorkerPool> pool_;
   std::atomic<int> gets_{0};
+  std::atomic<int> put_features_{0};
+  RedisReferenceStore* store_ = nullptr;  // owned by shared_
   std::unique_ptr<SharedReferences> shared_;
+  std::string model_version_;
 };
+
+// Features per model version in the store (issue 20): the same fixture, named apart.
+class SharedFeaturesTest : public SharedReferencesTest {};
 
 TEST_F(SharedReferencesTest, ConcurrentMissesShareOneLoadAndTheFeaturesAreCached) {
   ASSERT_TRUE(shared_->Persist("", "alice", Luma(2, 0.5f), 2).ok());
@@ -227,6 +289,101 @@ TEST_F(SharedReferencesTest, StoredReferencesOfAnotherSizeAreAClearError) {
   EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(result.status().message(), HasSubstr("1 references of 64x64"));
   EXPECT_THAT(result.status().message(), HasSubstr("of 128x128"));
+}
+
+TEST_F(SharedFeaturesTest, AReadThroughUsesThisVersionsStoredFeaturesWithoutEncoding) {
+  const std::vector<float> luma = RandomLuma(3, 1);
+  RegisterElsewhere("alice", luma, 3);
+  FeaturesOr features = ReadThroughAndWait("alice");
+  ASSERT_TRUE(features.ok()) << features.status();
+  EXPECT_EQ((*features)->count(), 3);
+  EXPECT_EQ(Counter("fsrst_reference_stored_features_used_total"), 1);
+  EXPECT_EQ(Counter("fsrst_reference_reencodes_total"), 0);
+  EXPECT_EQ(gets_.load(), 0);  // the references were never read
+  EXPECT_EQ(cache_->Lookup("alice").get(), features->get());
+  // The features served are the registration's: the same image.
+  EXPECT_EQ(EnhanceWith(**features), EnhanceWith(*Encode(luma, 3)));
+}
+
+TEST_F(SharedFeaturesTest, WithoutThisVersionsFeaturesItEncodesOnceAndWritesThemBack) {
+  const std::vector<float> luma = RandomLuma(2, 2);
+  // Registered by a replica of another model version: references only, for this version.
+  ASSERT_TRUE(shared_->Persist("", "bob", luma, 2).ok());
+  ASSERT_EQ(redis_.Command({"HEXISTS", store_->RedisKey({"", "bob"}), FeaturesField()}), "0");
+  FeaturesOr first = ReadThroughAndWait("bob");
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(Counter("fsrst_reference_reencodes_total"), 1);
+  EXPECT_EQ(Counter("fsrst_reference_stored_features_used_total"), 0);
+  ASSERT_TRUE(Eventually([&] { return put_features_.load() == 1; }));
+  EXPECT_EQ(redis_.Command({"HEXISTS", store_->RedisKey({"", "bob"}), FeaturesField()}), "1");
+  // The next replica of this version (here: this one after losing its copy) uses them.
+  ASSERT_TRUE(cache_->Erase("bob"));
+  FeaturesOr second = ReadThroughAndWait("bob");
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(Counter("fsrst_reference_reencodes_total"), 1);
+  EXPECT_EQ(Counter("fsrst_reference_stored_features_used_total"), 1);
+  EXPECT_EQ(gets_.load(), 1);
+  EXPECT_EQ(EnhanceWith(**second), EnhanceWith(**first));
+}
+
+TEST_F(SharedFeaturesTest, RefusedStoredFeaturesFallBackToEncodingAndAreReplaced) {
+  const std::vector<float> luma = RandomLuma(2, 3);
+  const std::string generation = RegisterElsewhere("carol", luma, 2);
+  const StoreKey key{"", "carol"};
+  const std::string redis_key = store_->RedisKey(key);
+  // Validly sealed, but features of another shape (two references' bytes cut to one).
+  std::string bytes = *runner_->SerializeFeatures(*Encode(luma, 2));
+  std::string truncated = bytes.substr(0, bytes.size() - 100);
+  std::string sealed = *ValueSealer::FromKey(kKey)->Seal(
+      truncated, RedisReferenceStore::FeaturesAssociatedData(key, model_version_, generation));
+  ASSERT_EQ(redis_.Command({"HSET", redis_key, FeaturesField(), sealed}), "0");
+  FeaturesOr features = ReadThroughAndWait("carol");
+  ASSERT_TRUE(features.ok()) << features.status();
+  EXPECT_EQ((*features)->count(), 2);
+  EXPECT_EQ(Counter("fsrst_reference_stored_features_refused_total"), 1);
+  EXPECT_EQ(Counter("fsrst_reference_reencodes_total"), 1);
+  EXPECT_EQ(EnhanceWith(**features), EnhanceWith(*Encode(luma, 2)));
+  // The write-back replaced them with good ones.
+  ASSERT_TRUE(Eventually([&] { return put_features_.load() == 1; }));
+  EXPECT_EQ(store_->GetFeatures(key, model_version_, absl::Minutes(1))->value, bytes);
+
+  // Tampered sealed bytes (they do not authenticate): refused the same way.
+  std::string raw = redis_.Command({"HGET", redis_key, FeaturesField()});
+  raw[raw.size() / 2] = static_cast<char>(raw[raw.size() / 2] ^ 0x01);
+  ASSERT_EQ(redis_.Command({"HSET", redis_key, FeaturesField(), raw}), "0");
+  ASSERT_TRUE(cache_->Erase("carol"));
+  features = ReadThroughAndWait("carol");
+  ASSERT_TRUE(features.ok()) << features.status();
+  EXPECT_EQ(Counter("fsrst_reference_stored_features_refused_total"), 2);
+  EXPECT_EQ(Counter("fsrst_reference_reencodes_total"), 2);
+}
+
+// The race the conditional write-back exists for: a replica encodes references that are
+// replaced (registered again elsewhere) before its write-back; its features must not land
+// beside the new references, or the next replica would serve the old face.
+TEST_F(SharedFeaturesTest, AWriteBackOfReplacedReferencesIsNotStored) {
+  ASSERT_TRUE(shared_->Persist("", "dave", RandomLuma(1, 4), 1).ok());  // references only
+  auto release = std::make_unique<absl::Notification>();
+  absl::Notification running;
+  ASSERT_TRUE(batcher_
+                  ->RunExclusive([&running, r = release.get()] {
+                    running.Notify();
+                    r->WaitForNotification();
+                  })
+                  .ok());
+  running.WaitForNotification();
+  absl::Notification loaded;
+  shared_->ReadThrough("", "dave", [&](FeaturesOr) { loaded.Notify(); });
+  // The load has read the old references and waits for the model with their encode.
+  ASSERT_TRUE(Eventually([&] { return batcher_->job_queue_size() == 1; }));
+  // Registered again elsewhere, by a replica of another version (references only).
+  ASSERT_TRUE(
+      store_->Put({"", "dave"}, std::string("FSR1") + std::string(8, '\0'), absl::Minutes(1)).ok());
+  release->Notify();
+  loaded.WaitForNotification();
+  // The write-back ran (an OK store call whose answer was "not stored"); then look.
+  ASSERT_TRUE(Eventually([&] { return put_features_.load() == 1; }));
+  EXPECT_EQ(redis_.Command({"HEXISTS", store_->RedisKey({"", "dave"}), FeaturesField()}), "0");
 }
 
 }  // namespace
