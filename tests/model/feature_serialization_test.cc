@@ -11,17 +11,16 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/model_runner.h"
+#include "tests/model/model_test_util.h"
 
 namespace fsrst {
 namespace {
 
+using ::fsrst::testing::Pattern;
+using ::fsrst::testing::WeightsPath;
 using ::testing::HasSubstr;
 using FeaturesOr = absl::StatusOr<std::shared_ptr<const ReferenceFeatures>>;
 
-std::string WeightsPath(const std::string& variant) {
-  const char* dir = std::getenv("FSRST_SOURCE_DIR");
-  return std::string(dir != nullptr ? dir : ".") + "/model/weights/" + variant + ".pt";
-}
 
 std::unique_ptr<ModelRunner> LoadRunner(const std::string& variant) {
   ModelRunnerOptions options;
@@ -31,19 +30,6 @@ std::unique_ptr<ModelRunner> LoadRunner(const std::string& variant) {
       ModelRunner::Load(WeightsPath(variant), options);
   EXPECT_TRUE(runner.ok()) << runner.status();
   return runner.ok() ? *std::move(runner) : nullptr;
-}
-
-// Deterministic pseudo-random bytes (xorshift), so every run sees the same inputs.
-std::vector<uint8_t> Pattern(size_t n, uint32_t seed) {
-  std::vector<uint8_t> v(n);
-  uint32_t x = 2463534242u + seed;
-  for (uint8_t& b : v) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    b = static_cast<uint8_t>(x);
-  }
-  return v;
 }
 
 std::vector<float> Luma(const ModelMetadata& m, int count, uint32_t seed) {

@@ -13,32 +13,16 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/model/model_test_util.h"
 
 namespace fsrst {
 namespace {
 
+using ::fsrst::testing::Pattern;
+using ::fsrst::testing::SourceDir;
+using ::fsrst::testing::WeightsPath;
 using ::testing::HasSubstr;
 
-std::string SourceDir() {
-  const char* dir = std::getenv("FSRST_SOURCE_DIR");
-  return dir != nullptr ? dir : ".";
-}
-
-std::string WeightsPath(const std::string& variant) {
-  return SourceDir() + "/model/weights/" + variant + ".pt";
-}
-
-std::vector<uint8_t> Pattern(size_t n, int seed) {
-  std::vector<uint8_t> v(n);
-  uint32_t x = 2463534242u + seed;
-  for (auto& b : v) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    b = static_cast<uint8_t>(x);
-  }
-  return v;
-}
 
 std::vector<float> Luma(const ModelMetadata& m, int count, int seed) {
   std::vector<uint8_t> bytes = Pattern(count * m.reference_pixels(), seed);
