@@ -100,11 +100,26 @@ def detect_face(image: Image.Image) -> Optional[Tuple[int, int, int, int]]:
     """The largest frontal face OpenCV's Haar cascade finds, or None."""
     cv2, np = _opencv()
     grey = cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2GRAY)
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    cascade = cv2.CascadeClassifier(_frontal_face_cascade(cv2))
     faces = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5)
     if len(faces) == 0:
         return None
     return tuple(int(v) for v in max(faces, key=lambda f: f[2] * f[3]))
+
+
+# Where the frontal-face Haar cascade lives: pip's opencv-python ships it (cv2.data);
+# Debian's python3-opencv does not, its package opencv-data puts it here.
+DEBIAN_CASCADE_DIR = "/usr/share/opencv4/haarcascades"
+CASCADE_FILE = "haarcascade_frontalface_default.xml"
+
+
+def _frontal_face_cascade(cv2) -> str:
+    folders = [getattr(getattr(cv2, "data", None), "haarcascades", None), DEBIAN_CASCADE_DIR]
+    for folder in folders:
+        if folder and os.path.isfile(os.path.join(folder, CASCADE_FILE)):
+            return os.path.join(folder, CASCADE_FILE)
+    raise PrepareError(f"--crop detect needs OpenCV's {CASCADE_FILE} (Debian: apt-get install "
+                       f"opencv-data, which puts it in {DEBIAN_CASCADE_DIR})")
 
 
 def crop_to_reference(image: Image.Image, crop: str,

@@ -26,6 +26,8 @@ packages=(
   libhiredis-dev redis-server libssl-dev
   # PNG frames and references in the C++ CLI
   libpng-dev
+  # examples/prepare_frames.py: videos, and --crop detect's Haar cascade
+  python3-opencv opencv-data
 )
 
 missing=()

@@ -156,17 +156,78 @@ def test_missing_input_and_unreadable_image(tmp_path):
     assert f"{bad}: not an image PIL can read" in result.stderr
 
 
-def test_video_without_opencv_says_what_to_install(tmp_path):
-    try:
-        import cv2  # noqa: F401
-        pytest.skip("OpenCV is installed: the video path is used instead")
-    except ImportError:
-        pass
-    video = tmp_path / "call.mp4"
+def run_without_opencv(*args):
+    """The script run by a python where `import cv2` fails, as on a machine without it."""
+    code = ("import runpy, sys; sys.modules['cv2'] = None; "
+            f"sys.argv = {[SCRIPT, *args]!r}; runpy.run_path({SCRIPT!r}, run_name='__main__')")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+def test_video_or_detect_without_opencv_says_what_to_install(tmp_path):
+    video = tmp_path / "call.avi"
     video.write_bytes(b"\x00" * 16)
-    result = run(str(video), "--out_dir", str(tmp_path / "out"))
+    result = run_without_opencv(str(video), "--out_dir", str(tmp_path / "out"))
     assert result.returncode == 1
     assert "apt-get install python3-opencv" in result.stderr
+    write_clip(tmp_path / "clip", 20)
+    result = run_without_opencv(str(tmp_path / "clip"), "--out_dir", str(tmp_path / "out"),
+                                "--crop", "detect")
+    assert result.returncode == 1
+    assert "apt-get install python3-opencv" in result.stderr
+
+
+def write_video(path, seconds, fps=25.0, size=(160, 120)):
+    """A Motion-JPEG AVI whose frame n is filled with grey level n % 256."""
+    import cv2
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    assert writer.isOpened()
+    for n in range(int(seconds * fps)):
+        writer.write(np.full((size[1], size[0], 3), n % 256, np.uint8))
+    writer.release()
+
+
+def test_video_picks_follow_the_call_protocol(tmp_path):
+    # 10 s at 25 fps: references nearest 0, 1.6 and 3.2 s are frames 0, 40 and 80; the 8
+    # frames are the nearest to 5 s ... the last frame (249), evenly spaced.
+    write_video(tmp_path / "call.avi", 10)
+    result = run(str(tmp_path / "call.avi"), "--out_dir", str(tmp_path / "out"), "--truth")
+    assert result.returncode == 0, result.stderr
+    refs = [level(tmp_path / "out" / "references" / f"ref_{i}.jpg") for i in range(3)]
+    frames = [level(tmp_path / "out" / "truth" / f"frame_{i:03d}.jpg") for i in range(8)]
+    assert all(abs(got - want) <= 2 for got, want in zip(refs, [0, 40, 80])), refs
+    expected = [125 + round(i * (249 - 125) / 7) for i in range(8)]
+    assert all(abs(got - want) <= 2 for got, want in zip(frames, expected)), (frames, expected)
+    assert "wrote 3 references and 8 frames" in result.stdout
+
+
+def test_an_unreadable_video_is_named(tmp_path):
+    video = tmp_path / "call.mp4"
+    video.write_bytes(b"\x00" * 4096)
+    result = run(str(video), "--out_dir", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert str(video) in result.stderr and "prepare_frames: error:" in result.stderr
+
+
+def test_detect_crops_around_the_face_the_way_training_data_was_cut(tmp_path):
+    # A real face (a shipped sample's 128x128 truth, at 256x256) on a grey 640x480 picture:
+    # the cascade's box lies on it, and the reference is cut by the training rule around it.
+    face = Image.open(os.path.join(ROOT, "examples", "people", "voxceleb2-00373", "truth",
+                                   "frame_000.jpg")).resize((256, 256), Image.LANCZOS)
+    picture = Image.new("RGB", (640, 480), (90, 90, 90))
+    picture.paste(face, (300, 150))
+    box = prepare_frames.detect_face(picture)
+    assert box is not None
+    x, y, w, h = box
+    assert 300 <= x and x + w <= 556 and 150 <= y and y + h <= 406 and w >= 100, box
+    reference = prepare_frames.crop_to_reference(picture, "detect", None)
+    left, top, side = prepare_frames.face_square(box, 640, 480)
+    expected = picture.crop((left, top, left + side, top + side)).resize((128, 128),
+                                                                         Image.LANCZOS)
+    assert np.array_equal(np.asarray(reference), np.asarray(expected))
+    # and a picture with no face says what to do instead
+    with pytest.raises(prepare_frames.PrepareError, match="no face found"):
+        prepare_frames.crop_to_reference(Image.new("RGB", (640, 480), (90, 90, 90)), "detect",
+                                         None)
 
 
 def test_shipped_samples_are_complete():
