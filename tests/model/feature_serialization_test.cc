@@ -17,6 +17,7 @@ namespace fsrst {
 namespace {
 
 using ::fsrst::testing::Pattern;
+using ::fsrst::testing::UnitLuma;
 using ::fsrst::testing::WeightsPath;
 using ::testing::HasSubstr;
 using FeaturesOr = absl::StatusOr<std::shared_ptr<const ReferenceFeatures>>;
@@ -32,12 +33,6 @@ std::unique_ptr<ModelRunner> LoadRunner(const std::string& variant) {
   return runner.ok() ? *std::move(runner) : nullptr;
 }
 
-std::vector<float> Luma(const ModelMetadata& m, int count, uint32_t seed) {
-  std::vector<uint8_t> bytes = Pattern(count * m.reference_pixels(), seed);
-  std::vector<float> luma(bytes.size());
-  for (size_t i = 0; i < bytes.size(); ++i) luma[i] = bytes[i] / 255.0f;
-  return luma;
-}
 
 // One frame enhanced with `features`: the model's output bytes.
 std::vector<uint8_t> EnhanceWith(ModelRunner& runner, const ReferenceFeatures& features) {
@@ -82,7 +77,7 @@ class FeatureSerializationTest : public ::testing::Test {
   void SetUp() override {
     runner_ = LoadRunner("fsrst_x4_small");
     ASSERT_NE(runner_, nullptr);
-    FeaturesOr features = runner_->EncodeReferences(Luma(runner_->metadata(), 3, 1), 3);
+    FeaturesOr features = runner_->EncodeReferences(UnitLuma(runner_->metadata(), 3, 1), 3);
     ASSERT_TRUE(features.ok()) << features.status();
     features_ = *std::move(features);
     absl::StatusOr<std::string> bytes = runner_->SerializeFeatures(*features_);
@@ -174,32 +169,32 @@ TEST_F(FeatureSerializationTest, CorruptHeaderFieldsAreRefusedNamingTheField) {
 
 TEST_F(FeatureSerializationTest, FeaturesOfAnotherModelVersionOrShapeAreRefused) {
   const ModelMetadata& m = runner_->metadata();
-  std::vector<float> values(3 * 3 * 32 * 32, 0.5f);
+  std::vector<float> values(3 * 16 * 32 * 32, 0.5f);
   ModelMetadata other = m;
   other.version = m.version + "1";
   EXPECT_THAT(
-      Refused(SerializeFeatureBytes(other, {3, 3, 32, 32}, values),
+      Refused(SerializeFeatureBytes(other, {3, 16, 32, 32}, values),
               absl::StatusCode::kFailedPrecondition),
       HasSubstr("version " + other.version + ", expected fsrst_x4_small version " + m.version));
   other = m;
   other.name = "fsrst_x4";
-  EXPECT_THAT(Refused(SerializeFeatureBytes(other, {3, 3, 32, 32}, values),
+  EXPECT_THAT(Refused(SerializeFeatureBytes(other, {3, 16, 32, 32}, values),
                       absl::StatusCode::kFailedPrecondition),
               HasSubstr("model fsrst_x4 version"));
   // The right model with another per-reference shape, or a count out of 1..max_references.
-  EXPECT_THAT(Refused(SerializeFeatureBytes(m, {12, 3, 16, 16}, values),
+  EXPECT_THAT(Refused(SerializeFeatureBytes(m, {12, 16, 16, 16}, values),
                       absl::StatusCode::kFailedPrecondition),
-              HasSubstr("shape [12,3,16,16], expected [1..8,3,32,32]"));
+              HasSubstr("shape [12,16,16,16], expected [1..8,16,32,32]"));
   EXPECT_THAT(
-      Refused(SerializeFeatureBytes(m, {0, 3, 32, 32}, {}), absl::StatusCode::kFailedPrecondition),
-      HasSubstr("shape [0,3,32,32]"));
-  std::vector<float> nine(9 * 3 * 32 * 32, 0.5f);
-  EXPECT_THAT(Refused(SerializeFeatureBytes(m, {9, 3, 32, 32}, nine),
+      Refused(SerializeFeatureBytes(m, {0, 16, 32, 32}, {}), absl::StatusCode::kFailedPrecondition),
+      HasSubstr("shape [0,16,32,32]"));
+  std::vector<float> nine(9 * 16 * 32 * 32, 0.5f);
+  EXPECT_THAT(Refused(SerializeFeatureBytes(m, {9, 16, 32, 32}, nine),
                       absl::StatusCode::kFailedPrecondition),
-              HasSubstr("shape [9,3,32,32]"));
+              HasSubstr("shape [9,16,32,32]"));
   // A well-formed value with the right shape and model is accepted: the refusals above
   // are the fields, not the helper.
-  ASSERT_TRUE(runner_->DeserializeFeatures(SerializeFeatureBytes(m, {3, 3, 32, 32}, values)).ok());
+  ASSERT_TRUE(runner_->DeserializeFeatures(SerializeFeatureBytes(m, {3, 16, 32, 32}, values)).ok());
 }
 
 TEST_F(FeatureSerializationTest, AnotherModelRefusesThisModelsFeatures) {

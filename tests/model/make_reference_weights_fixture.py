@@ -38,7 +38,8 @@ def main() -> None:
                 luma = pattern(count * R * R, ref_seed).float().div(255.0).reshape(count, 1, R, R)
                 feats = model.encode_references(luma).unsqueeze(0)
             else:
-                feats = torch.zeros(1, 0, 3, LR, LR)
+                channels = model.encode_references(torch.zeros(1, 1, R, R)).shape[1]
+                feats = torch.zeros(1, 0, channels, LR, LR)
             mask = torch.ones(1, count, dtype=torch.bool)
             _, weights = model.forward_with_weights(lr, feats, mask)
             values = " ".join("%.9g" % w for w in weights[0].tolist())

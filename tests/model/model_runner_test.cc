@@ -20,14 +20,9 @@ namespace {
 
 using ::fsrst::testing::Pattern;
 using ::fsrst::testing::SourceDir;
+using ::fsrst::testing::UnitLuma;
 using ::fsrst::testing::WeightsPath;
 using ::testing::HasSubstr;
-
-
-std::vector<float> Luma(const ModelMetadata& m, int count, int seed) {
-  std::vector<uint8_t> bytes = Pattern(count * m.reference_pixels(), seed);
-  return std::vector<float>(bytes.begin(), bytes.end());
-}
 
 class ModelRunnerTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -50,6 +45,9 @@ class ModelRunnerTest : public ::testing::TestWithParam<std::string> {
     return out;
   }
 
+  // The shipped weights' feature channels (the paper's 3; 16 in the calls model).
+  int FeatureChannels() const { return GetParam() == "fsrst_x4" ? 3 : 16; }
+
   std::unique_ptr<ModelRunner> runner_;
 };
 
@@ -59,35 +57,35 @@ TEST_P(ModelRunnerTest, ReadsMetadataFromTheFile) {
   EXPECT_EQ(m.lr_size, 32);
   EXPECT_EQ(m.scale, 4);
   EXPECT_EQ(m.reference_size, 128);
-  EXPECT_THAT(m.feature_shape, ::testing::ElementsAre(3, 32, 32));
+  EXPECT_THAT(m.feature_shape, ::testing::ElementsAre(FeatureChannels(), 32, 32));
   EXPECT_EQ(m.max_references, 8);
-  // fsrst_x4_small was exported again with the aggregation's threshold (a parameter, +1) and
-  // forward_with_weights; fsrst_x4 predates both.
-  EXPECT_EQ(m.parameters, GetParam() == "fsrst_x4" ? 2552576 : 869793);
+  // fsrst_x4_small is the calls model: 16 feature channels, the aggregation's threshold and
+  // forward_with_weights; fsrst_x4 predates all three.
+  EXPECT_EQ(m.parameters, GetParam() == "fsrst_x4" ? 2552576 : 901851);
   EXPECT_EQ(runner_->device_name(), "cpu");
 }
 
 TEST_P(ModelRunnerTest, EncodesReferencesOnce) {
   const ModelMetadata& m = runner_->metadata();
-  auto features = runner_->EncodeReferences(Luma(m, 3, 1), 3);
+  auto features = runner_->EncodeReferences(UnitLuma(m, 3, 1), 3);
   ASSERT_TRUE(features.ok()) << features.status();
   EXPECT_EQ((*features)->count(), 3);
-  EXPECT_EQ((*features)->byte_size(), 3 * 3 * 32 * 32 * 4);
+  EXPECT_EQ((*features)->byte_size(), 3 * FeatureChannels() * 32 * 32 * 4);
 }
 
 TEST_P(ModelRunnerTest, RejectsWrongReferenceCounts) {
   const ModelMetadata& m = runner_->metadata();
   EXPECT_EQ(runner_->EncodeReferences({}, 0).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(runner_->EncodeReferences(Luma(m, 9, 1), 9).status().code(),
+  EXPECT_EQ(runner_->EncodeReferences(UnitLuma(m, 9, 1), 9).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(runner_->EncodeReferences(Luma(m, 2, 1), 3).status().code(),
+  EXPECT_EQ(runner_->EncodeReferences(UnitLuma(m, 2, 1), 3).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 
 TEST_P(ModelRunnerTest, MixedBatchEqualsEachFrameAlone) {
   const ModelMetadata& m = runner_->metadata();
-  auto two = runner_->EncodeReferences(Luma(m, 2, 1), 2);
-  auto three = runner_->EncodeReferences(Luma(m, 3, 2), 3);
+  auto two = runner_->EncodeReferences(UnitLuma(m, 2, 1), 2);
+  auto three = runner_->EncodeReferences(UnitLuma(m, 3, 2), 3);
   ASSERT_TRUE(two.ok() && three.ok());
   std::vector<std::vector<uint8_t>> frames = {Pattern(m.frame_bytes(), 10),
                                               Pattern(m.frame_bytes(), 11),
@@ -115,7 +113,7 @@ TEST_P(ModelRunnerTest, MixedBatchEqualsEachFrameAlone) {
 
 TEST_P(ModelRunnerTest, InlineReferencesEqualCachedOnes) {
   const ModelMetadata& m = runner_->metadata();
-  std::vector<float> luma = Luma(m, 3, 5);
+  std::vector<float> luma = UnitLuma(m, 3, 5);
   auto cached = runner_->EncodeReferences(luma, 3);
   ASSERT_TRUE(cached.ok());
   std::vector<uint8_t> frame = Pattern(m.frame_bytes(), 20);
@@ -142,7 +140,7 @@ TEST_P(ModelRunnerTest, ConcurrentCallsEqualSequentialOnes) {
   std::vector<std::vector<uint8_t>> expected;
   for (int t = 0; t < kThreads; ++t) {
     frames.push_back(Pattern(m.frame_bytes(), 30 + t));
-    luma.push_back(Luma(m, 2, 40 + t));
+    luma.push_back(UnitLuma(m, 2, 40 + t));
     auto refs = runner_->EncodeReferences(luma[t], 2);
     ASSERT_TRUE(refs.ok());
     expected.push_back(Run(frames[t], refs->get()));
@@ -194,12 +192,6 @@ std::vector<PythonWeights> ReadPythonWeights(const std::string& variant) {
     cases.push_back(c);
   }
   return cases;
-}
-
-std::vector<float> UnitLuma(const ModelMetadata& m, int count, int seed) {
-  std::vector<float> luma = Luma(m, count, seed);
-  for (float& v : luma) v /= 255.0f;
-  return luma;
 }
 
 std::unique_ptr<ModelRunner> LoadOnCpu(const std::string& variant, bool reference_weights) {

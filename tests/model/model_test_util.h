@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "model/model_metadata.h"
+
 namespace fsrst {
 namespace testing {
 
@@ -33,6 +35,15 @@ inline std::vector<uint8_t> Pattern(size_t n, uint32_t seed) {
     b = static_cast<uint8_t>(x);
   }
   return v;
+}
+
+// `count` references' luma the way the server hands it to the model: one value in [0, 1] per
+// pixel (Pattern bytes / 255). Out-of-range luma makes features the model rightly ignores.
+inline std::vector<float> UnitLuma(const ModelMetadata& m, int count, uint32_t seed) {
+  std::vector<uint8_t> bytes = Pattern(count * m.reference_pixels(), seed);
+  std::vector<float> luma(bytes.size());
+  for (size_t i = 0; i < bytes.size(); ++i) luma[i] = bytes[i] / 255.0f;
+  return luma;
 }
 
 }  // namespace testing

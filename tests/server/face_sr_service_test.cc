@@ -28,6 +28,7 @@ namespace fsrst {
 namespace {
 
 using ::fsrst::testing::Connect;
+using ::fsrst::testing::kFeatureBytesPerReference;
 using ::fsrst::testing::NoiseBytes;
 using ::fsrst::testing::PrepareContext;
 using ::fsrst::testing::Rgb8Image;
@@ -93,7 +94,7 @@ TEST_F(FaceSrServiceTest, RegisterThenEnhanceReturnsTheOutputSize) {
   v1::RegisterReferencesResponse registered;
   ASSERT_TRUE(Register("alice", 3, 1, &registered).ok());
   EXPECT_EQ(registered.reference_count(), 3u);
-  EXPECT_EQ(registered.feature_bytes(), 3u * 3 * 32 * 32 * 4);
+  EXPECT_EQ(registered.feature_bytes(), 3 * kFeatureBytesPerReference);
 
   v1::EnhanceRequest request = FrameRequest("alice", 7);
   request.set_sequence_number(42);

@@ -22,6 +22,7 @@ namespace fsrst {
 namespace {
 
 using ::fsrst::testing::Connect;
+using ::fsrst::testing::kFeatureBytesPerReference;
 using ::fsrst::testing::PrepareContext;
 using ::fsrst::testing::ProcessTempPath;
 using ::fsrst::testing::Rgb8Image;
@@ -85,7 +86,7 @@ TEST_F(GetIdentityTest, AFreshRegistrationHasServedNothing) {
   ASSERT_TRUE(client_->GetIdentity("gi-fresh", &info).ok());
   EXPECT_EQ(info.identity_id(), "gi-fresh");
   EXPECT_EQ(info.reference_count(), 3u);
-  EXPECT_EQ(info.feature_bytes(), 3u * 3 * 32 * 32 * 4);
+  EXPECT_EQ(info.feature_bytes(), 3 * kFeatureBytesPerReference);
   EXPECT_GE(info.registered_time_unix_ms(), before);
   EXPECT_LE(info.registered_time_unix_ms(), after);
   EXPECT_EQ(info.last_used_time_unix_ms(), info.registered_time_unix_ms());

@@ -47,6 +47,10 @@ inline ServerConfig TestConfig() {
   return config;
 }
 
+// Bytes of one reference's features in TestConfig()'s model: fsrst_x4_small's 16 channels
+// of 32x32 floats.
+inline constexpr uint64_t kFeatureBytesPerReference = 16 * 32 * 32 * 4;
+
 // Deterministic pseudo-random bytes (xorshift).
 inline std::string NoiseBytes(size_t n, uint32_t seed) {
   std::string bytes(n, '\0');

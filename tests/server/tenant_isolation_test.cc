@@ -22,6 +22,7 @@ namespace fsrst {
 namespace {
 
 using ::fsrst::testing::Connect;
+using ::fsrst::testing::kFeatureBytesPerReference;
 using ::fsrst::testing::MetricSample;
 using ::fsrst::testing::PrepareContext;
 using ::fsrst::testing::ProcessTempPath;
@@ -319,12 +320,12 @@ TEST(TenantIsolationMetrics, DeleteReferencesReturnsTheCacheGaugesToZero) {
   ASSERT_TRUE(tenants.Register(kKeyB, "hugo", 2, 1).ok());
   const std::string cached = (*server)->metrics().SerializeText();
   EXPECT_EQ(MetricSample(cached, "fsrst_reference_cache_entries"), 2);
-  EXPECT_EQ(MetricSample(cached, "fsrst_reference_cache_bytes"), (3 + 2) * 3 * 32 * 32 * 4);
+  EXPECT_EQ(MetricSample(cached, "fsrst_reference_cache_bytes"), (3 + 2) * kFeatureBytesPerReference);
 
   ASSERT_TRUE(tenants.Delete(kKeyA, "hugo").ok());
   const std::string one_left = (*server)->metrics().SerializeText();
   EXPECT_EQ(MetricSample(one_left, "fsrst_reference_cache_entries"), 1);
-  EXPECT_EQ(MetricSample(one_left, "fsrst_reference_cache_bytes"), 2 * 3 * 32 * 32 * 4);
+  EXPECT_EQ(MetricSample(one_left, "fsrst_reference_cache_bytes"), 2 * kFeatureBytesPerReference);
   ASSERT_TRUE(tenants.Delete(kKeyB, "hugo").ok());
   const std::string freed = (*server)->metrics().SerializeText();
   EXPECT_EQ(MetricSample(freed, "fsrst_reference_cache_entries"), 0);

@@ -314,14 +314,14 @@ def test_redis_holds_no_plaintext_reference_or_feature_bytes(redis, key_file, tm
     features = AESGCM(KEY).decrypt(
         sealed[1:13], sealed[13:],
         b"fsrst.features.v1\0\0grace\0" + model_version.encode() + b"\0" + generation)
-    header = (b"FSRF" + struct.pack("<III", 1, 1, len(info["model"])) + info["model"].encode()
-              + struct.pack("<I", len(info["version"])) + info["version"].encode()
-              + struct.pack("<Iqqqq", 4, 2, 3, 32, 32))
-    assert features[:len(header)] == header
-    feature_bytes = features[len(header):]
     import torch  # Debian's, only here: the rest of the module needs no torch
     encoded = torch.jit.load(small_model()).encode_references(
         torch.from_numpy(luma.reshape(2, 1, 128, 128)))
+    header = (b"FSRF" + struct.pack("<III", 1, 1, len(info["model"])) + info["model"].encode()
+              + struct.pack("<I", len(info["version"])) + info["version"].encode()
+              + struct.pack("<Iqqqq", 4, *encoded.shape))
+    assert features[:len(header)] == header
+    feature_bytes = features[len(header):]
     np.testing.assert_allclose(np.frombuffer(feature_bytes, dtype="<f4"),
                                encoded.detach().numpy().ravel(), atol=1e-4, rtol=1e-4)
     dump = redis.rdb_dump(str(tmp_path / "dump.rdb"))

@@ -28,6 +28,7 @@ namespace fsrst {
 namespace {
 
 using ::fsrst::testing::Connect;
+using ::fsrst::testing::kFeatureBytesPerReference;
 using ::fsrst::testing::Rgb8Image;
 using ::fsrst::testing::TestConfig;
 using ::testing::ElementsAre;
@@ -100,7 +101,7 @@ TEST_F(FsrstClientTest, RegisterThenEnhanceReturnsTheOutputSize) {
   auto registered = client_->RegisterReferences("alice", References(3, 10));
   ASSERT_TRUE(registered.ok()) << registered.status();
   EXPECT_EQ(registered->reference_count(), 3u);
-  EXPECT_EQ(registered->feature_bytes(), 3u * 3 * 32 * 32 * 4);
+  EXPECT_EQ(registered->feature_bytes(), 3 * kFeatureBytesPerReference);
   EXPECT_TRUE(client_->HasReferences("alice"));
 
   auto answer = client_->Enhance("alice", Frame(7));
