@@ -5,7 +5,7 @@
 # error, UBSan is built with -fno-sanitize-recover=all, LeakSanitizer fails
 # the process at exit. Each test executable runs whole, as one ctest test
 # (FSRST_CTEST_WHOLE_BINARIES, tests/CMakeLists.txt): a process under ASan takes
-# seconds to start, so one per test would double the run.
+# seconds to start, so one per test made the stage about 3x slower (docs/testing.md).
 #
 #   tools/asan.sh [extra ctest args, e.g. -R face_sr_service_test]
 # Also the Python suite against the ASan server binary:

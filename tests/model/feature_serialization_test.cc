@@ -16,12 +16,12 @@
 namespace fsrst {
 namespace {
 
+using ::fsrst::testing::EnhanceWith;
 using ::fsrst::testing::Pattern;
 using ::fsrst::testing::UnitLuma;
 using ::fsrst::testing::WeightsPath;
 using ::testing::HasSubstr;
 using FeaturesOr = absl::StatusOr<std::shared_ptr<const ReferenceFeatures>>;
-
 
 std::unique_ptr<ModelRunner> LoadRunner(const std::string& variant) {
   ModelRunnerOptions options;
@@ -31,21 +31,6 @@ std::unique_ptr<ModelRunner> LoadRunner(const std::string& variant) {
       ModelRunner::Load(WeightsPath(variant), options);
   EXPECT_TRUE(runner.ok()) << runner.status();
   return runner.ok() ? *std::move(runner) : nullptr;
-}
-
-
-// One frame enhanced with `features`: the model's output bytes.
-std::vector<uint8_t> EnhanceWith(ModelRunner& runner, const ReferenceFeatures& features) {
-  const ModelMetadata& m = runner.metadata();
-  std::vector<uint8_t> frame = Pattern(m.frame_bytes(), 7);
-  std::vector<uint8_t> output(m.output_bytes());
-  FrameInput input;
-  input.frame_rgb = frame.data();
-  input.references = &features;
-  input.output_rgb = output.data();
-  absl::Status status = runner.Enhance(absl::MakeConstSpan(&input, 1));
-  EXPECT_TRUE(status.ok()) << status;
-  return output;
 }
 
 // Byte offsets of the header fields of a value of `m` (see feature_serialization.h).

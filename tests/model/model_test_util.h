@@ -1,5 +1,6 @@
-// Helpers shared by the model runner's tests: where the shipped weights are, and
-// deterministic input bytes. Stateless functions; safe from any thread.
+// Helpers shared by the tests that run the model: where the shipped weights are,
+// deterministic inputs, one frame through a runner. Stateless functions; safe from any
+// thread (EnhanceWith as far as the runner is).
 #ifndef FSRST_TESTS_MODEL_MODEL_TEST_UTIL_H_
 #define FSRST_TESTS_MODEL_MODEL_TEST_UTIL_H_
 
@@ -8,7 +9,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "gtest/gtest.h"
 #include "model/model_metadata.h"
+#include "model/model_runner.h"
+#include "model/reference_features.h"
 
 namespace fsrst {
 namespace testing {
@@ -44,6 +50,20 @@ inline std::vector<float> UnitLuma(const ModelMetadata& m, int count, uint32_t s
   std::vector<float> luma(bytes.size());
   for (size_t i = 0; i < bytes.size(); ++i) luma[i] = bytes[i] / 255.0f;
   return luma;
+}
+
+// One frame (Pattern bytes, seed 7) enhanced by `runner` with `features`: the output bytes.
+inline std::vector<uint8_t> EnhanceWith(ModelRunner& runner, const ReferenceFeatures& features) {
+  const ModelMetadata& m = runner.metadata();
+  std::vector<uint8_t> frame = Pattern(m.frame_bytes(), 7);
+  std::vector<uint8_t> output(m.output_bytes());
+  FrameInput input;
+  input.frame_rgb = frame.data();
+  input.references = &features;
+  input.output_rgb = output.data();
+  absl::Status status = runner.Enhance(absl::MakeConstSpan(&input, 1));
+  EXPECT_TRUE(status.ok()) << status;
+  return output;
 }
 
 }  // namespace testing

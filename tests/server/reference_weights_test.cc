@@ -146,7 +146,7 @@ TEST_F(ReferenceWeightsTest, ShareHistogramObservesEachFrameWithReferences) {
 // weights, and says so.
 TEST(ReferenceWeightsOldModel, ServesImagesWithoutWeightsAndSaysSo) {
   ServerConfig config = TestConfig();
-  config.model_path = ::fsrst::testing::SourceDir() + "/model/weights/fsrst_x4.pt";
+  config.model_path = ::fsrst::testing::WeightsPath("fsrst_x4");
   config.max_batch_size = 1;
   auto server = FsrstServer::Start(config);
   ASSERT_TRUE(server.ok()) << server.status();

@@ -3,7 +3,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
 #include <unistd.h>
 #include <memory>
 #include <string>
@@ -18,13 +17,10 @@
 #include "fsrst/v1/fsrst.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "server/fsrst_server.h"
+#include "tests/model/model_test_util.h"
 
 namespace fsrst::testing {
 
-inline std::string SourceDir() {
-  const char* dir = std::getenv("FSRST_SOURCE_DIR");
-  return dir != nullptr ? dir : ".";
-}
 
 // A path under the test temp dir that no other test process shares: ctest runs
 // each test of a binary as its own process, in parallel, so a fixed name would
@@ -36,7 +32,7 @@ inline std::string ProcessTempPath(const std::string& name) {
 // A server config for tests: the small shipped model, free ports, one thread.
 inline ServerConfig TestConfig() {
   ServerConfig config;
-  config.model_path = SourceDir() + "/model/weights/fsrst_x4_small.pt";
+  config.model_path = WeightsPath("fsrst_x4_small");
   config.device = "cpu";
   config.model_threads = 1;
   config.host = "127.0.0.1";

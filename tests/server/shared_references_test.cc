@@ -17,6 +17,7 @@
 namespace fsrst {
 namespace {
 
+using ::fsrst::testing::EnhanceWith;
 using ::fsrst::testing::RedisServer;
 using ::fsrst::testing::TestConfig;
 using ::testing::HasSubstr;
@@ -99,15 +100,7 @@ class SharedReferencesTest : public ::testing::Test {
   }
 
   std::vector<float> RandomLuma(int count, uint32_t seed) {
-    std::vector<float> luma(static_cast<size_t>(count) * 128 * 128);
-    uint32_t x = 2463534242u + seed;
-    for (float& v : luma) {
-      x ^= x << 13;
-      x ^= x >> 17;
-      x ^= x << 5;
-      v = static_cast<float>(x & 0xFF) / 255.0f;
-    }
-    return luma;
+    return testing::UnitLuma(runner_->metadata(), count, seed);
   }
 
   std::shared_ptr<const ReferenceFeatures> Encode(const std::vector<float>& luma, int count) {
@@ -123,19 +116,6 @@ class SharedReferencesTest : public ::testing::Test {
         shared_->Persist("", identity, luma, count, *Encode(luma, count));
     EXPECT_TRUE(generation.ok()) << generation.status();
     return generation.ok() ? *generation : "";
-  }
-
-  // One frame enhanced with `features`.
-  std::vector<uint8_t> EnhanceWith(const ReferenceFeatures& features) {
-    std::vector<uint8_t> frame(32 * 32 * 3);
-    for (size_t i = 0; i < frame.size(); ++i) frame[i] = static_cast<uint8_t>(i * 7);
-    std::vector<uint8_t> output(128 * 128 * 3);
-    FrameInput input;
-    input.frame_rgb = frame.data();
-    input.references = &features;
-    input.output_rgb = output.data();
-    EXPECT_TRUE(runner_->Enhance(absl::MakeConstSpan(&input, 1)).ok());
-    return output;
   }
 
   // A counter without labels, as Prometheus would scrape it (-1 when not exported).
@@ -302,7 +282,7 @@ TEST_F(SharedFeaturesTest, AReadThroughUsesThisVersionsStoredFeaturesWithoutEnco
   EXPECT_EQ(gets_.load(), 0);  // the references were never read
   EXPECT_EQ(cache_->Lookup("alice").get(), features->get());
   // The features served are the registration's: the same image.
-  EXPECT_EQ(EnhanceWith(**features), EnhanceWith(*Encode(luma, 3)));
+  EXPECT_EQ(EnhanceWith(*runner_, **features), EnhanceWith(*runner_, *Encode(luma, 3)));
 }
 
 TEST_F(SharedFeaturesTest, WithoutThisVersionsFeaturesItEncodesOnceAndWritesThemBack) {
@@ -323,7 +303,7 @@ TEST_F(SharedFeaturesTest, WithoutThisVersionsFeaturesItEncodesOnceAndWritesThem
   EXPECT_EQ(Counter("fsrst_reference_reencodes_total"), 1);
   EXPECT_EQ(Counter("fsrst_reference_stored_features_used_total"), 1);
   EXPECT_EQ(gets_.load(), 1);
-  EXPECT_EQ(EnhanceWith(**second), EnhanceWith(**first));
+  EXPECT_EQ(EnhanceWith(*runner_, **second), EnhanceWith(*runner_, **first));
 }
 
 TEST_F(SharedFeaturesTest, RefusedStoredFeaturesFallBackToEncodingAndAreReplaced) {
@@ -342,7 +322,7 @@ TEST_F(SharedFeaturesTest, RefusedStoredFeaturesFallBackToEncodingAndAreReplaced
   EXPECT_EQ((*features)->count(), 2);
   EXPECT_EQ(Counter("fsrst_reference_stored_features_refused_total"), 1);
   EXPECT_EQ(Counter("fsrst_reference_reencodes_total"), 1);
-  EXPECT_EQ(EnhanceWith(**features), EnhanceWith(*Encode(luma, 2)));
+  EXPECT_EQ(EnhanceWith(*runner_, **features), EnhanceWith(*runner_, *Encode(luma, 2)));
   // The write-back replaced them with good ones.
   ASSERT_TRUE(Eventually([&] { return put_features_.load() == 1; }));
   EXPECT_EQ(store_->GetFeatures(key, model_version_, absl::Minutes(1))->value, bytes);

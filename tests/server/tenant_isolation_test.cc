@@ -320,7 +320,8 @@ TEST(TenantIsolationMetrics, DeleteReferencesReturnsTheCacheGaugesToZero) {
   ASSERT_TRUE(tenants.Register(kKeyB, "hugo", 2, 1).ok());
   const std::string cached = (*server)->metrics().SerializeText();
   EXPECT_EQ(MetricSample(cached, "fsrst_reference_cache_entries"), 2);
-  EXPECT_EQ(MetricSample(cached, "fsrst_reference_cache_bytes"), (3 + 2) * kFeatureBytesPerReference);
+  EXPECT_EQ(MetricSample(cached, "fsrst_reference_cache_bytes"),
+            (3 + 2) * kFeatureBytesPerReference);
 
   ASSERT_TRUE(tenants.Delete(kKeyA, "hugo").ok());
   const std::string one_left = (*server)->metrics().SerializeText();
