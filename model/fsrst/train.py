@@ -39,15 +39,45 @@ def load_config(path: str) -> dict:
         return yaml.safe_load(f)
 
 
+def encoded_references(model: FSRST, lr: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
+    """refs [B,K,1,R,R] -> features [B,K,C,S,S]."""
+    b, k = refs.shape[:2]
+    if k == 0:
+        return lr.new_zeros((b, 0, *model.feature_shape()))
+    return model.encode_references(refs.flatten(0, 1)).unflatten(0, (b, k))
+
+
 def run_model(model: FSRST, lr: torch.Tensor, refs: torch.Tensor,
               mask: torch.Tensor) -> torch.Tensor:
     """lr [B,3,L,L], refs [B,K,1,R,R], mask [B,K] -> [B,3,H,H]."""
-    b, k = refs.shape[:2]
-    if k == 0:
-        feats = lr.new_zeros((b, 0, *model.feature_shape()))
-    else:
-        feats = model.encode_references(refs.flatten(0, 1)).unflatten(0, (b, k))
-    return model(lr, feats, mask)
+    return model(lr, encoded_references(model, lr, refs), mask)
+
+
+def wrong_reference_share(weights: torch.Tensor, wrong: torch.Tensor,
+                          mask: torch.Tensor) -> torch.Tensor:
+    """weights [B,K] (forward_with_weights), wrong and mask [B,K] bool -> the fraction of the
+    references' weight that went to another person's, averaged over the frames that hold both
+    a stranger's and an own reference (0 if none does). A fraction, not the weight itself: the
+    model cannot lower it by ignoring every reference, only by telling the stranger apart.
+    """
+    wrong = wrong & mask
+    to_stranger = torch.where(wrong, weights, torch.zeros_like(weights)).sum(dim=1)
+    fraction = to_stranger / weights.sum(dim=1).clamp(min=1e-6)
+    mixed = wrong.any(dim=1) & (mask & ~wrong).any(dim=1)
+    fraction = torch.where(mixed, fraction, torch.zeros_like(fraction))
+    return fraction.sum() / mixed.sum().clamp(min=1)
+
+
+def training_loss(model: FSRST, lr: torch.Tensor, refs: torch.Tensor, mask: torch.Tensor,
+                  hr: torch.Tensor, wrong: torch.Tensor, wrong_weight: float):
+    """L1 to the HR frame, plus wrong_weight times the fraction of the references' weight that
+    went to another person's (wrong_reference_share; train.wrong_reference_weight, 0 = plain
+    L1). -> (loss, that fraction as a float, or None when wrong_weight is 0)."""
+    if wrong_weight <= 0.0:
+        return F.l1_loss(run_model(model, lr, refs, mask), hr), None
+    image, weights = model.forward_with_weights(lr, encoded_references(model, lr, refs), mask)
+    share = wrong_reference_share(weights, wrong, mask)
+    return F.l1_loss(image, hr) + wrong_weight * share, float(share)
 
 
 @torch.no_grad()
@@ -136,6 +166,10 @@ class Trainer:
         self.model_overrides = dict(config.get("model") or {})
         self.model = FSRST(config_for(self.variant, self.model_overrides))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train["learning_rate"])
+        self.wrong_weight = float(train.get("wrong_reference_weight", 0.0))
+        if not self.wrong_weight >= 0.0:
+            raise ValueError("train.wrong_reference_weight: expected a value >= 0 (0 = plain L1), "
+                             f"got {train['wrong_reference_weight']}")
         self.step = 0
         self.samples_seen = 0
         self.dataset = TrainingMix(self.train_root, self.video_train, data,
@@ -258,6 +292,7 @@ class Trainer:
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
         self.model.train()
         loss_sum, loss_count, window_start = 0.0, 0, time.time()
+        share_sum, share_count = 0.0, 0
         per_epoch = len(self.dataset)
         while self.step < train["max_steps"] and time.time() < stop_at and not stopping:
             epoch, offset = divmod(self.samples_seen, per_epoch)
@@ -270,9 +305,11 @@ class Trainer:
             refs = torch.stack([b[1] for b in batch])
             mask = torch.stack([b[2] for b in batch])
             hr = torch.stack([b[3] for b in batch])
+            wrong = torch.stack([b[4] for b in batch])
             for group in self.optimizer.param_groups:
                 group["lr"] = self.learning_rate()
-            loss = F.l1_loss(run_model(self.model, lr, refs, mask), hr)
+            loss, share = training_loss(self.model, lr, refs, mask, hr, wrong,
+                                        self.wrong_weight)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -282,6 +319,9 @@ class Trainer:
             self.samples_seen += len(indices)
             loss_sum += float(loss)
             loss_count += 1
+            if share is not None and bool((wrong & mask).any()):
+                share_sum += share
+                share_count += 1
             if self.step % log["validate_every_steps"] == 0:
                 elapsed = time.time() - window_start
                 val = validate(self.model, self.val_samples)
@@ -297,8 +337,11 @@ class Trainer:
                 record.update({"lr": self.learning_rate(),
                                "samples_per_s": loss_count * batch_size / elapsed,
                                "epoch": self.samples_seen / per_epoch})
+                if share_count:
+                    record["wrong_share"] = round(share_sum / share_count, 4)
                 self.log(record)
                 loss_sum, loss_count, window_start = 0.0, 0, time.time()
+                share_sum, share_count = 0.0, 0
                 self.save(val, ema_val)
                 last_save = time.time()
             elif time.time() - last_save > log["checkpoint_every_s"]:

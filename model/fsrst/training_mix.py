@@ -1,8 +1,9 @@
 """Training samples as the service receives them: face photos and call frames, degraded
 LR frames, and references that are sometimes missing or another person's.
 
-A sample is (lr [3,L,L], refs [K,1,R,R] luma, mask [K] bool, hr [3,H,H]). Each index of
-each epoch draws from its own generator, so a run is reproducible and resumable.
+A sample is (lr [3,L,L], refs [K,1,R,R] luma, mask [K] bool, hr [3,H,H], wrong [K] bool:
+the slots that hold another person's reference). Each index of each epoch draws from its own
+generator, so a run is reproducible and resumable.
 
 - Source: with probability `video_fraction` a call frame (a clip drawn uniformly, so
   long clips do not crowd out people; target = a frame of it,
@@ -110,12 +111,15 @@ class TrainingMix(torch.utils.data.Dataset):
         from_video = rng.random() < self.video_fraction
         hr, refs, who = self._clip_sample(rng) if from_video else self._photo_sample(rng)
         draw = rng.random()
+        wrong = [False] * len(refs)
         if draw < self.wrong:
             refs = self._another_persons_references(rng, who)
+            wrong = [True] * len(refs)
         elif draw < self.wrong + self.one_wrong and refs:
             refs = list(refs)
-            refs[rng.randrange(len(refs))] = rng.choice(
-                self._another_persons_references(rng, who))
+            slot = rng.randrange(len(refs))
+            refs[slot] = rng.choice(self._another_persons_references(rng, who))
+            wrong[slot] = True
         mask = [rng.random() >= self.dropout for _ in refs]
         if rng.random() < self.missing:
             mask = [False] * len(refs)
@@ -133,4 +137,5 @@ class TrainingMix(torch.utils.data.Dataset):
         hr = augmented(hr)
         lr = degraded_lr(hr, self.scale, rng, self.degrade)
         ref_tensors = torch.stack([to_tensor(luma(augmented(r))) for r in refs])
-        return to_tensor(lr), ref_tensors, torch.tensor(mask, dtype=torch.bool), to_tensor(hr)
+        return (to_tensor(lr), ref_tensors, torch.tensor(mask, dtype=torch.bool), to_tensor(hr),
+                torch.tensor(wrong, dtype=torch.bool))

@@ -10,7 +10,8 @@ import torch
 from face_folders import write_faces
 from fsrst import FSRST
 from fsrst.export import build_model
-from fsrst.train import Trainer, WeightAverage
+from fsrst.train import (Trainer, WeightAverage, encoded_references, training_loss,
+                         wrong_reference_share)
 from fsrst.variants import config_for
 
 
@@ -144,3 +145,62 @@ def test_a_named_run_warm_starts_from_another_runs_average(tmp_path):
     # Its own resume point wins over init from now on.
     again = Trainer(dict(calls, train=dict(calls["train"], max_steps=2)), config_path)
     assert again.step == 1
+
+
+def test_wrong_reference_share_is_the_strangers_fraction_of_the_references_weight():
+    weights = torch.tensor([[0.2, 0.3, 0.1], [0.5, 0.1, 0.1], [0.3, 0.2, 0.0], [0.4, 0.0, 0.0]])
+    wrong = torch.tensor([[False, True, False], [False, False, False], [True, True, False],
+                          [True, False, False]])
+    mask = torch.tensor([[True, True, True], [True, True, True], [True, True, False],
+                         [True, False, False]])
+    # Frame 0: 0.3 of 0.6. Frame 2: every live slot is a stranger's, frame 3 likewise (its
+    # own slot is masked), frame 1 has none: they carry no ranking and do not count.
+    assert float(wrong_reference_share(weights, wrong, mask)) == pytest.approx(0.5)
+    assert float(wrong_reference_share(weights, torch.zeros_like(wrong), mask)) == 0.0
+
+
+def test_the_penalty_moves_weight_off_a_strangers_reference():
+    """A few steps with a huge penalty lower the flagged slot's fraction of the references'
+    weight; plain L1 ignores the flag."""
+    model = small_model(seed=3)
+    torch.manual_seed(4)
+    lr, hr = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 128, 128)
+    refs = torch.rand(2, 3, 1, 128, 128)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    wrong = torch.tensor([[False, False, True], [False, False, True]])
+
+    def share():
+        with torch.no_grad():
+            _, weights = model.forward_with_weights(lr, encoded_references(model, lr, refs), mask)
+        return float(wrong_reference_share(weights, wrong, mask))
+
+    loss, logged = training_loss(model, lr, refs, mask, hr, wrong, 0.0)
+    assert logged is None and float(loss) > 0
+    before = share()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(10):
+        loss, logged = training_loss(model, lr, refs, mask, hr, wrong, 100.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert 0.0 < logged and share() < 0.8 * before
+
+
+def test_a_run_with_the_penalty_logs_the_strangers_share(tmp_path):
+    config_path = str(tmp_path / "configs" / "small.yaml")
+    run = config(tmp_path, max_steps=2, ema_decay=0.5)
+    run["data"]["one_reference_wrong"] = 1.0
+    run["data"]["reference_dropout"] = 0.0
+    run["train"]["wrong_reference_weight"] = 0.1
+    Trainer(run, config_path).train(max_minutes=10)
+    with open(tmp_path / "checkpoints" / "fsrst_x4_small.log.jsonl") as f:
+        record = json.loads(f.readlines()[-1])
+    assert 0.0 < record["wrong_share"] < 1.0
+
+
+@pytest.mark.parametrize("value", [-0.1, float("nan")])
+def test_a_negative_penalty_names_the_setting(tmp_path, value):
+    run = config(tmp_path, max_steps=1, ema_decay=None)
+    run["train"]["wrong_reference_weight"] = value
+    with pytest.raises(ValueError, match=r"train.wrong_reference_weight: expected a value >= 0"):
+        Trainer(run, str(tmp_path / "configs" / "small.yaml"))

@@ -36,9 +36,10 @@ def test_references_are_the_same_persons_and_the_sample_is_reproducible(roots):
     mix = TrainingMix(*roots, data(), seed=3)
     sources = set()
     for i in range(40):
-        lr, refs, mask, hr = mix[i]
+        lr, refs, mask, hr, wrong = mix[i]
         assert lr.shape == (3, 32, 32) and refs.shape == (3, 1, 128, 128)
         assert hr.shape == (3, 128, 128) and mask.dtype == torch.bool and bool(mask.all())
+        assert wrong.dtype == torch.bool and wrong.shape == (3,) and not bool(wrong.any())
         assert {level(r) for r in refs} == {level(hr)}
         sources.add(level(hr))
     assert sources == {60, 120, 180, 240}   # both sources and every person
@@ -49,15 +50,18 @@ def test_references_are_the_same_persons_and_the_sample_is_reproducible(roots):
 def test_wrong_references_are_another_persons(roots):
     mix = TrainingMix(*roots, data(references_wrong=1.0), seed=1)
     for i in range(20):
-        _, refs, _, hr = mix[i]
+        _, refs, _, hr, wrong = mix[i]
         assert level(hr) not in {level(r) for r in refs}
+        assert bool(wrong.all())
 
 
 def test_one_wrong_reference_is_one_slot(roots):
     mix = TrainingMix(*roots, data(one_reference_wrong=1.0), seed=1)
     for i in range(20):
-        _, refs, _, hr = mix[i]
+        _, refs, _, hr, wrong = mix[i]
         assert sorted(level(r) == level(hr) for r in refs) == [False, True, True]
+        # The flag names the stranger's slot, which is what the training loss penalises.
+        assert [bool(w) for w in wrong] == [level(r) != level(hr) for r in refs]
 
 
 def test_missing_references_mask_every_slot(roots):
