@@ -37,10 +37,13 @@ absl::Status CheckIdentityId(const std::string& identity_id) {
 }
 
 bool IsRetryable(const absl::Status& status) {
-  // A stream reset by the peer: a proxy whose upstream went away (INTERNAL), a
-  // server that ended its calls at shutdown (CANCELLED); never one we cancelled.
+  // A stream reset by the peer (a proxy whose upstream went away: INTERNAL), or a
+  // call that reached a server as its Shutdown began: gRPC core ends such a call,
+  // never run, with CANCELLED "CANCELLED" (grpc/grpc#41785). Never one we
+  // cancelled: the stream does not ask the status of a call it gave up.
   return status.code() == absl::StatusCode::kUnavailable ||
-         absl::StartsWith(status.message(), "Received RST_STREAM");
+         absl::StartsWith(status.message(), "Received RST_STREAM") ||
+         (status.code() == absl::StatusCode::kCancelled && status.message() == "CANCELLED");
 }
 
 // ---------------------------------------------------------------- FsrstClient

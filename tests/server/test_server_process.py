@@ -105,12 +105,15 @@ def test_metrics_pass_promtool(server):
 
 
 def test_sigterm_answers_every_accepted_frame_then_exits_zero():
-    # One instance of one thread, batches of 2: 40 frames make a queue that takes a while.
+    # One instance of one thread, batches of 2: 400 frames make a queue that takes a while,
+    # even on a machine that runs a batch in a few milliseconds (40 frames drained there before
+    # the metrics showed them all arrived). The queue bound is raised to hold them all.
+    sent = 400
     server = ServerProcess(small_model(), "--model_instances=1", "--model_threads=1",
-                           "--max_batch_size=2", "--drain_timeout_s=60")
+                           "--max_batch_size=2", "--drain_timeout_s=60",
+                           f"--max_queue_size={sent}")
     client, channel = stub(server.port)
     frame = rgb8(np.full((32, 32, 3), 100, np.uint8))
-    sent = 40
     futures = [client.Enhance.future(fsrst_pb2.EnhanceRequest(frame=frame), timeout=120)
                for _ in range(sent)]
     # Every frame accepted (done + queued; at most one batch runs, so the sum reaches `sent`

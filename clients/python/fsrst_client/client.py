@@ -80,12 +80,20 @@ class FsrstError(Exception):
         self.sequence_number = sequence_number
 
 
+# The message gRPC core gives a call it ends because its server began to shut down
+# before any handler took the call.
+_SHUTDOWN_CANCELLED = "CANCELLED"
+
+
 def _retryable(code: grpc.StatusCode, message: str) -> bool:
     """The call (or frame) failed because its server is going away or could not be
     reached, not because of what it sent: another try may reach another replica."""
-    # A stream reset by the peer (a proxy whose upstream went away: INTERNAL; a
-    # server that ended its calls at shutdown: CANCELLED); never one we cancelled.
-    return code == grpc.StatusCode.UNAVAILABLE or message.startswith("Received RST_STREAM")
+    # A stream reset by the peer (a proxy whose upstream went away: INTERNAL), or a
+    # call that reached a server as its Shutdown began: gRPC core ends such a call,
+    # never run, with CANCELLED "CANCELLED" (grpc/grpc#41785). Never one we cancelled:
+    # gRPC words those "Locally cancelled by application!".
+    return (code == grpc.StatusCode.UNAVAILABLE or message.startswith("Received RST_STREAM")
+            or (code == grpc.StatusCode.CANCELLED and message == _SHUTDOWN_CANCELLED))
 
 
 def _backoff_s(retry: int) -> float:

@@ -477,10 +477,12 @@ class RecordingService final : public v1::FaceSuperResolution::Service {
     refuse_with_ = code;
   }
   // The next `calls` unary calls end with `code` and kDraining.
-  void RefuseCalls(int calls, grpc::StatusCode code = grpc::StatusCode::UNAVAILABLE) {
+  void RefuseCalls(int calls, grpc::StatusCode code = grpc::StatusCode::UNAVAILABLE,
+                   std::string message = kDraining) {
     absl::MutexLock lock(&mu_);
     refused_calls_ = calls;
     refuse_with_ = code;
+    refuse_message_ = std::move(message);
   }
   // The next `calls` EnhanceStream calls answer every frame NOT_FOUND, as a
   // replica that no registration reaches would.
@@ -585,7 +587,7 @@ class RecordingService final : public v1::FaceSuperResolution::Service {
     absl::MutexLock lock(&mu_);
     if (refused_calls_ == 0) return grpc::Status::OK;
     --refused_calls_;
-    return grpc::Status(refuse_with_, kDraining);
+    return grpc::Status(refuse_with_, refuse_message_);
   }
 
   void Record(const std::string& method, grpc::ServerContext* context) {
@@ -634,6 +636,7 @@ class RecordingService final : public v1::FaceSuperResolution::Service {
   int streams_elsewhere_ ABSL_GUARDED_BY(mu_) = 0;
   int refused_calls_ ABSL_GUARDED_BY(mu_) = 0;
   grpc::StatusCode refuse_with_ ABSL_GUARDED_BY(mu_) = grpc::StatusCode::UNAVAILABLE;
+  std::string refuse_message_ ABSL_GUARDED_BY(mu_) = kDraining;
 };
 
 class FsrstClientFakeServerTest : public ::testing::Test {
@@ -936,6 +939,22 @@ TEST_F(FsrstClientFakeServerTest, UnaryRetriesStayWithinTheDeadline) {
             absl::StatusCode::kUnavailable);
   EXPECT_GE(service_.count("Enhance"), 2);
   EXPECT_LE(service_.count("Enhance"), 5);
+}
+
+// gRPC core ends a call that reaches a server whose Shutdown has begun with
+// CANCELLED "CANCELLED" (grpc/grpc#41785): it never ran, as with UNAVAILABLE.
+// The fleet test (tests/deploy/test_fleet_store.py) met it in a rolling restart.
+TEST_F(FsrstClientFakeServerTest, CallsAShuttingDownServerNeverRanAreMadeAgain) {
+  service_.RefuseCalls(2, grpc::StatusCode::CANCELLED, "CANCELLED");
+  auto answer = client_->Enhance("", Frame(4));
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(service_.count("Enhance"), 3);
+  // Any other cancellation is not that: it comes back at once.
+  service_.RefuseCalls(1, grpc::StatusCode::CANCELLED, "cancelled by a proxy");
+  answer = client_->Enhance("", Frame(4));
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(answer.status().message(), "cancelled by a proxy");
+  EXPECT_EQ(service_.count("Enhance"), 4);
 }
 
 TEST_F(FsrstClientFakeServerTest, NonRetryableErrorsComeBackAtOnce) {

@@ -246,6 +246,7 @@ class FakeService(fsrst_pb2_grpc.FaceSuperResolutionServicer):
         self.frames_before_drain = 0
         self.abort_when_draining = False
         self.refuse_with = grpc.StatusCode.UNAVAILABLE  # the code of those refusals
+        self.refuse_message = DRAINING  # and their message
         self.stream_frames = []  # (call number, sequence number) of each frame received
         # The next `streams_elsewhere` EnhanceStream calls land where no registration
         # arrives (a proxy routed them to another replica): every frame NOT_FOUND.
@@ -279,7 +280,7 @@ class FakeService(fsrst_pb2_grpc.FaceSuperResolutionServicer):
             refuse = self.refused_calls > 0
             self.refused_calls -= refuse
         if refuse:
-            context.abort(self.refuse_with, DRAINING)
+            context.abort(self.refuse_with, self.refuse_message)
 
     def RegisterReferences(self, request, context):
         self._record("RegisterReferences", context)
@@ -309,7 +310,7 @@ class FakeService(fsrst_pb2_grpc.FaceSuperResolutionServicer):
                 self.stream_frames.append((call, request.sequence_number))
             if draining and answered >= self.frames_before_drain:
                 if self.abort_when_draining:
-                    context.abort(grpc.StatusCode.UNAVAILABLE, DRAINING)
+                    context.abort(self.refuse_with, self.refuse_message)
                 yield fsrst_pb2.EnhanceResponse(
                     sequence_number=request.sequence_number,
                     error=fsrst_pb2.FrameError(code=self.refuse_with.value[0], message=DRAINING))
@@ -552,6 +553,33 @@ def test_unary_retries_stay_within_the_deadline(fake):
             short.enhance("", FRAMES[0])
     assert error.value.code == grpc.StatusCode.UNAVAILABLE
     assert 2 <= service.count("Enhance") <= 5
+
+
+def test_calls_a_shutting_down_server_never_ran_are_made_again(fake, fast_retries):
+    # gRPC core ends a call that reaches a server whose Shutdown has begun with CANCELLED
+    # "CANCELLED" (grpc/grpc#41785): the call never ran, as with UNAVAILABLE. The fleet test
+    # (tests/deploy/test_fleet_store.py) met it in a rolling restart.
+    service, client = fake
+    client.register_references("quinn", REFS[:1])
+    service.refuse_with = grpc.StatusCode.CANCELLED
+    service.refuse_message = "CANCELLED"
+    service.refused_calls = 2
+    assert np.array_equal(client.enhance("quinn", FRAMES[4]), FRAMES[4])
+    assert service.count("Enhance") == 3
+    service.draining_streams = 1
+    service.frames_before_drain = 2
+    service.abort_when_draining = True
+    results = list(client.enhance_stream("quinn", numbered_frames(6), max_in_flight=2))
+    assert [int(r[0, 0, 0]) for r in results] == list(range(6))
+    assert service.count("EnhanceStream") == 2
+    # Any other cancellation is not that: it surfaces at once.
+    service.refused_calls = 1
+    service.refuse_message = "cancelled by a proxy"
+    with pytest.raises(FsrstError) as error:
+        client.enhance("quinn", FRAMES[4])
+    assert (error.value.code, error.value.message) == (grpc.StatusCode.CANCELLED,
+                                                       "cancelled by a proxy")
+    assert service.count("Enhance") == 4
 
 
 def test_non_retryable_errors_surface_at_once(fake, fast_retries):
