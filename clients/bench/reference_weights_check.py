@@ -1,0 +1,116 @@
+"""Does a wrong photo get the smallest weight, through the service? On video/val, per clip:
+register the person's 3 references plus one of another person (4 in all) and stream the
+clip's 10 target frames; register the 3 alone and stream them again.
+
+    build/server/fsrst_server --model=model/weights/fsrst_x4_small.pt --port=50061 &
+    /usr/bin/python3 clients/bench/reference_weights_check.py --server 127.0.0.1:50061 \
+        [--condition jpeg75] [--clips N] [--json out.json]
+
+Per condition it prints the share of clips where the other person's reference has the
+smallest mean weight (the weights the stream reports, averaged over the clip's frames), the
+PSNR of the answers with 4 references minus those with the 3 alone (mean over clips, and the
+worst clip), and the mean reference share (sum of the weights) with the 3 alone.
+
+The clips, frames and references are fsrst.reference_weights_probe's (the call protocol of
+fsrst.video_data; the other person's reference is the next clip's first): the probe runs the
+model in-process, this runs it behind the server. A frame is sent as RGB8 of what the
+condition left of it (jpeg75: the decoded JPEG); a reference as the grey image of its luma
+(what the model sees of it). Needs Debian's torch (/usr/bin/python3).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path[:0] = [os.path.join(ROOT, "model"), os.path.join(ROOT, "clients", "python")]
+
+from fsrst.evaluate import video_protocol_samples, with_condition  # noqa: E402
+from fsrst.reference_weights_probe import by_clip  # noqa: E402
+from fsrst_client import FsrstClient  # noqa: E402
+
+DEFAULT_VIDEO = os.path.join(ROOT, "..", "shared", "data", "video", "val")
+
+
+def to_uint8(image) -> np.ndarray:
+    """[C,H,W] tensor in [0,1] (from uint8 levels) -> HxWx3 uint8. A reference is the luma
+    the model sees ([1,H,W]): sent as grey (R = G = B = Y), which the server turns back
+    into the same Y."""
+    array = (image.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+    return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
+
+
+def psnr_db(answer: np.ndarray, truth: np.ndarray) -> float:
+    mse = np.mean((answer.astype(np.float64) - truth.astype(np.float64)) ** 2)
+    return float(10.0 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
+
+
+def stream_clip(client: FsrstClient, identity: str, references, frames):
+    """Registers `references` as `identity`, streams `frames`, forgets it. Returns the
+    answers and each frame's weights ([frames, references])."""
+    client.register_references(identity, references)
+    try:
+        answers = list(client.enhance_stream(identity, frames, with_weights=True))
+    finally:
+        client.delete_references(identity)
+    return [a.image for a in answers], np.array([list(a.weights) for a in answers])
+
+
+def check_clips(client: FsrstClient, clips, condition: str) -> dict:
+    smallest, deltas, shares = [], [], []
+    for i, clip in enumerate(clips):
+        own = [to_uint8(r) for r in clip["refs"]]
+        other = to_uint8(clip["other"][0])
+        frames = [to_uint8(s[0]) for s in clip["samples"]]
+        truths = [to_uint8(s[2]) for s in clip["samples"]]
+        four, four_weights = stream_clip(client, f"weights-check-{condition}-{i}-four",
+                                         own + [other], frames)
+        three, three_weights = stream_clip(client, f"weights-check-{condition}-{i}-three",
+                                           own, frames)
+        smallest.append(int(four_weights.mean(axis=0).argmin()) == len(own))
+        deltas.append(np.mean([psnr_db(a, t) for a, t in zip(four, truths)])
+                      - np.mean([psnr_db(a, t) for a, t in zip(three, truths)]))
+        shares.extend(three_weights.sum(axis=1))
+    return {"clips": len(clips),
+            "other_smallest_share": sum(smallest) / len(smallest),
+            "psnr_4_minus_3_db": float(np.mean(deltas)),
+            "psnr_4_minus_3_worst_clip_db": float(min(deltas)),
+            "share_video": float(np.mean(shares))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--server", required=True, help="host:port of a running fsrst_server")
+    parser.add_argument("--video", default=DEFAULT_VIDEO, help="clip folder (video/val)")
+    parser.add_argument("--conditions", nargs="+", default=["clean", "jpeg75"])
+    parser.add_argument("--clips", type=int, default=0, help="only the first N clips (0: all)")
+    parser.add_argument("--json", help="write the numbers here")
+    args = parser.parse_args()
+    if args.clips < 0:
+        parser.error(f"--clips: expected 0 (all) or more, got {args.clips}")
+    video, others = video_protocol_samples(args.video)
+    results = {}
+    with FsrstClient(args.server, timeout_s=120) as client:
+        if not client.server_info().reference_weights:
+            sys.exit(f"{args.server}: its model reports no reference weights "
+                     "(exported before forward_with_weights)")
+        for condition in args.conditions:
+            clips = by_clip(with_condition(video, condition), others)
+            results[condition] = check_clips(client, clips[:args.clips or None], condition)
+    print("| condition | clips | other person's ref smallest | PSNR 4 refs - 3 refs (worst clip) "
+          "| reference share, 3 refs |")
+    print("|---|---|---|---|---|")
+    for condition, r in results.items():
+        print(f"| {condition} | {r['clips']} | {r['other_smallest_share']:.0%} | "
+              f"{r['psnr_4_minus_3_db']:+.3f} dB ({r['psnr_4_minus_3_worst_clip_db']:+.3f}) | "
+              f"{r['share_video']:.3f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""clients/bench/reference_weights_check.py: issue 22's figure through a real server gives
+what the model gives in-process (fsrst.reference_weights_probe) on the same clips."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from server_process import ROOT, small_model, start_small_server
+from fsrst.evaluate import video_protocol_samples, with_condition
+from fsrst.reference_weights_probe import by_clip, probe_clips
+
+SCRIPT = os.path.join(ROOT, "clients", "bench", "reference_weights_check.py")
+VIDEO = os.path.join(ROOT, "..", "shared", "data", "video", "val")
+CLIPS = 2
+
+
+def run_check(*args):
+    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.skipif(not os.path.isdir(VIDEO), reason="needs ../shared/data/video/val")
+def test_the_servers_figures_are_the_models(tmp_path):
+    server = start_small_server()
+    try:
+        out = tmp_path / "check.json"
+        result = run_check(f"--server=127.0.0.1:{server.port}", "--conditions", "jpeg75",
+                           f"--clips={CLIPS}", f"--json={out}")
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    served = json.loads(out.read_text())["jpeg75"]
+    assert "| jpeg75 | 2 |" in result.stdout
+
+    module = torch.jit.load(small_model()).eval()
+    video, others = video_protocol_samples(VIDEO)
+    clips = by_clip(with_condition(video, "jpeg75"), others)[:CLIPS]
+    in_process = probe_clips(module, clips)
+    assert served["clips"] == in_process["clips"] == CLIPS
+    assert served["other_smallest_share"] == in_process["other_smallest_share"]
+    # The server's answers are the model's images in uint8, batched with other frames.
+    assert served["psnr_4_minus_3_db"] == pytest.approx(in_process["psnr_4_minus_3_db"],
+                                                        abs=0.01)
+    with torch.no_grad():
+        shares = []
+        for clip in clips:
+            lr = torch.stack([s[0] for s in clip["samples"]])
+            feats = module.encode_references(clip["refs"])[None].expand(lr.shape[0], -1, -1, -1,
+                                                                         -1)
+            _, weights = module.forward_with_weights(lr, feats,
+                                                     torch.ones(lr.shape[0], 3, dtype=torch.bool))
+            shares.append(weights.sum(dim=1))
+    assert served["share_video"] == pytest.approx(float(torch.cat(shares).mean()), abs=1e-4)
+
+
+def test_a_negative_clip_count_is_refused_naming_the_flag():
+    result = run_check("--server=127.0.0.1:1", "--clips=-1")
+    assert result.returncode == 2
+    assert "--clips: expected 0 (all) or more, got -1" in result.stderr
