@@ -4,12 +4,13 @@ clip's 10 target frames; register the 3 alone and stream them again.
 
     build/server/fsrst_server --model=model/weights/fsrst_x4_small.pt --port=50061 &
     /usr/bin/python3 clients/bench/reference_weights_check.py --server 127.0.0.1:50061 \
-        [--condition jpeg75] [--clips N] [--json out.json]
+        [--conditions jpeg75] [--clips N] [--json out.json]
 
 Per condition it prints the share of clips where the other person's reference has the
 smallest mean weight (the weights the stream reports, averaged over the clip's frames), the
 PSNR of the answers with 4 references minus those with the 3 alone (mean over clips, and the
-worst clip), and the mean reference share (sum of the weights) with the 3 alone.
+worst clip), and the mean reference share (sum of the weights) with the 3 alone on the call
+frames (the probe's face-photo share is '-' here).
 
 The clips, frames and references are fsrst.reference_weights_probe's (the call protocol of
 fsrst.video_data; the other person's reference is the next clip's first): the probe runs the
@@ -19,7 +20,6 @@ condition left of it (jpeg75: the decoded JPEG); a reference as the grey image o
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -29,7 +29,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path[:0] = [os.path.join(ROOT, "model"), os.path.join(ROOT, "clients", "python")]
 
 from fsrst.evaluate import video_protocol_samples, with_condition  # noqa: E402
-from fsrst.reference_weights_probe import by_clip  # noqa: E402
+from fsrst.reference_weights_probe import by_clip, report  # noqa: E402
 from fsrst_client import FsrstClient  # noqa: E402
 
 DEFAULT_VIDEO = os.path.join(ROOT, "..", "shared", "data", "video", "val")
@@ -100,16 +100,7 @@ def main() -> None:
         for condition in args.conditions:
             clips = by_clip(with_condition(video, condition), others)
             results[condition] = check_clips(client, clips[:args.clips or None], condition)
-    print("| condition | clips | other person's ref smallest | PSNR 4 refs - 3 refs (worst clip) "
-          "| reference share, 3 refs |")
-    print("|---|---|---|---|---|")
-    for condition, r in results.items():
-        print(f"| {condition} | {r['clips']} | {r['other_smallest_share']:.0%} | "
-              f"{r['psnr_4_minus_3_db']:+.3f} dB ({r['psnr_4_minus_3_worst_clip_db']:+.3f}) | "
-              f"{r['share_video']:.3f} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    report(results, args.json)
 
 
 if __name__ == "__main__":

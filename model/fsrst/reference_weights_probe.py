@@ -87,15 +87,22 @@ def main() -> None:
         results[condition]["share_video"] = reference_share(module, video_c)
         results[condition]["share_faces"] = reference_share(module, with_condition(faces,
                                                                                    condition))
+    report(results, args.json)
+
+
+def report(results: dict, json_path=None) -> None:
+    """Prints one table row per condition (the face-photo share '-' where it was not
+    measured) and writes the numbers to `json_path` when given."""
     print("| condition | clips | other person's ref smallest | PSNR 4 refs - 3 refs (worst clip) "
           "| reference share, video / faces |")
     print("|---|---|---|---|---|")
     for condition, r in results.items():
+        faces = f"{r['share_faces']:.3f}" if "share_faces" in r else "-"
         print(f"| {condition} | {r['clips']} | {r['other_smallest_share']:.0%} | "
               f"{r['psnr_4_minus_3_db']:+.3f} dB ({r['psnr_4_minus_3_worst_clip_db']:+.3f}) | "
-              f"{r['share_video']:.3f} / {r['share_faces']:.3f} |")
-    if args.json:
-        with open(args.json, "w") as f:
+              f"{r['share_video']:.3f} / {faces} |")
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump(results, f, indent=1)
 
 
