@@ -15,8 +15,9 @@ frames (the probe's face-photo share is '-' here).
 The clips, frames and references are fsrst.reference_weights_probe's (the call protocol of
 fsrst.video_data; the other person's reference is the next clip's first): the probe runs the
 model in-process, this runs it behind the server. A frame is sent as RGB8 of what the
-condition left of it (jpeg75: the decoded JPEG); a reference as the grey image of its luma
-(what the model sees of it). Needs Debian's torch (/usr/bin/python3).
+condition left of it (jpeg75: the decoded JPEG); a reference as the clip's RGB frame, whose
+luma the server computes exactly as the probe's (PIL's YCbCr Y). Needs Debian's torch
+(/usr/bin/python3).
 """
 
 import argparse
@@ -29,18 +30,27 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path[:0] = [os.path.join(ROOT, "model"), os.path.join(ROOT, "clients", "python")]
 
 from fsrst.evaluate import video_protocol_samples, with_condition  # noqa: E402
+from fsrst.face_data import load_rgb  # noqa: E402
 from fsrst.reference_weights_probe import by_clip, report  # noqa: E402
+from fsrst.video_data import list_clips, protocol_positions  # noqa: E402
 from fsrst_client import FsrstClient  # noqa: E402
 
 DEFAULT_VIDEO = os.path.join(ROOT, "..", "shared", "data", "video", "val")
 
 
 def to_uint8(image) -> np.ndarray:
-    """[C,H,W] tensor in [0,1] (from uint8 levels) -> HxWx3 uint8. A reference is the luma
-    the model sees ([1,H,W]): sent as grey (R = G = B = Y), which the server turns back
-    into the same Y."""
-    array = (image.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
-    return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
+    """[3,H,W] tensor in [0,1] (from uint8 levels) -> HxWx3 uint8."""
+    return (image.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+
+
+def reference_photos(root: str, clips) -> list:
+    """Per protocol clip (by_clip order: the clips of `root` in order), its references as
+    RGB arrays, and the other person's as the first of its donor clip's."""
+    all_clips = list_clips(root)
+    photos = [[np.asarray(load_rgb(clip.frames[p][1], 128)) for p in protocol_positions(clip)[0]]
+              for clip in all_clips]
+    index_of = {id(clip["refs"]): i for i, clip in enumerate(clips)}
+    return [(photos[i], photos[index_of[id(clip["other"])]][0]) for i, clip in enumerate(clips)]
 
 
 def psnr_db(answer: np.ndarray, truth: np.ndarray) -> float:
@@ -59,11 +69,9 @@ def stream_clip(client: FsrstClient, identity: str, references, frames):
     return [a.image for a in answers], np.array([list(a.weights) for a in answers])
 
 
-def check_clips(client: FsrstClient, clips, condition: str) -> dict:
+def check_clips(client: FsrstClient, clips, photos, condition: str) -> dict:
     smallest, deltas, shares = [], [], []
-    for i, clip in enumerate(clips):
-        own = [to_uint8(r) for r in clip["refs"]]
-        other = to_uint8(clip["other"][0])
+    for i, (clip, (own, other)) in enumerate(zip(clips, photos)):
         frames = [to_uint8(s[0]) for s in clip["samples"]]
         truths = [to_uint8(s[2]) for s in clip["samples"]]
         four, four_weights = stream_clip(client, f"weights-check-{condition}-{i}-four",
@@ -99,7 +107,9 @@ def main() -> None:
                      "(exported before forward_with_weights)")
         for condition in args.conditions:
             clips = by_clip(with_condition(video, condition), others)
-            results[condition] = check_clips(client, clips[:args.clips or None], condition)
+            photos = reference_photos(args.video, clips)
+            keep = args.clips or None
+            results[condition] = check_clips(client, clips[:keep], photos[:keep], condition)
     report(results, args.json)
 
 

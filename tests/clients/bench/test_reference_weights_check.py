@@ -9,12 +9,12 @@ import sys
 import pytest
 import torch
 
+from face_folders import write_clips
 from server_process import ROOT, small_model, start_small_server
 from fsrst.evaluate import video_protocol_samples, with_condition
 from fsrst.reference_weights_probe import by_clip, probe_clips
 
 SCRIPT = os.path.join(ROOT, "clients", "bench", "reference_weights_check.py")
-VIDEO = os.path.join(ROOT, "..", "shared", "data", "video", "val")
 CLIPS = 2
 
 
@@ -23,13 +23,14 @@ def run_check(*args):
                           timeout=300)
 
 
-@pytest.mark.skipif(not os.path.isdir(VIDEO), reason="needs ../shared/data/video/val")
 def test_the_servers_figures_are_the_models(tmp_path):
+    # Three clips of three people (noise frames): the check uses the first two.
+    video = write_clips(tmp_path / "clips", clips=3, seconds=8.0, fps=10.0)
     server = start_small_server()
     try:
         out = tmp_path / "check.json"
-        result = run_check(f"--server=127.0.0.1:{server.port}", "--conditions", "jpeg75",
-                           f"--clips={CLIPS}", f"--json={out}")
+        result = run_check(f"--server=127.0.0.1:{server.port}", f"--video={video}",
+                           "--conditions", "jpeg75", f"--clips={CLIPS}", f"--json={out}")
     finally:
         server.stop()
     assert result.returncode == 0, result.stdout + result.stderr
@@ -37,7 +38,7 @@ def test_the_servers_figures_are_the_models(tmp_path):
     assert "| jpeg75 | 2 |" in result.stdout
 
     module = torch.jit.load(small_model()).eval()
-    video, others = video_protocol_samples(VIDEO)
+    video, others = video_protocol_samples(video)
     clips = by_clip(with_condition(video, "jpeg75"), others)[:CLIPS]
     in_process = probe_clips(module, clips)
     assert served["clips"] == in_process["clips"] == CLIPS
