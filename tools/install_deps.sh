@@ -28,6 +28,8 @@ packages=(
   libpng-dev
   # examples/prepare_frames.py: videos, and --crop detect's Haar cascade
   python3-opencv opencv-data
+  # model/fsrst/video_codec.py: call frames through H.264 (libx264), as a video stream sends them
+  ffmpeg
 )
 
 missing=()
