@@ -18,6 +18,7 @@
 namespace fsrst {
 namespace {
 
+using ::fsrst::testing::ModelWithoutWeightsMethodPath;
 using ::fsrst::testing::Pattern;
 using ::fsrst::testing::SourceDir;
 using ::fsrst::testing::UnitLuma;
@@ -45,9 +46,6 @@ class ModelRunnerTest : public ::testing::TestWithParam<std::string> {
     return out;
   }
 
-  // The shipped weights' feature channels (the paper's 3; 16 in the calls model).
-  int FeatureChannels() const { return GetParam() == "fsrst_x4" ? 3 : 16; }
-
   std::unique_ptr<ModelRunner> runner_;
 };
 
@@ -57,11 +55,10 @@ TEST_P(ModelRunnerTest, ReadsMetadataFromTheFile) {
   EXPECT_EQ(m.lr_size, 32);
   EXPECT_EQ(m.scale, 4);
   EXPECT_EQ(m.reference_size, 128);
-  EXPECT_THAT(m.feature_shape, ::testing::ElementsAre(FeatureChannels(), 32, 32));
+  // Both shipped weights are calls models: 16 feature channels (the paper has 3).
+  EXPECT_THAT(m.feature_shape, ::testing::ElementsAre(16, 32, 32));
   EXPECT_EQ(m.max_references, 8);
-  // fsrst_x4_small is the calls model: 16 feature channels, the aggregation's threshold and
-  // forward_with_weights; fsrst_x4 predates all three.
-  EXPECT_EQ(m.parameters, GetParam() == "fsrst_x4" ? 2552576 : 901851);
+  EXPECT_EQ(m.parameters, GetParam() == "fsrst_x4" ? 2595867 : 901851);
   EXPECT_EQ(runner_->device_name(), "cpu");
 }
 
@@ -70,7 +67,7 @@ TEST_P(ModelRunnerTest, EncodesReferencesOnce) {
   auto features = runner_->EncodeReferences(UnitLuma(m, 3, 1), 3);
   ASSERT_TRUE(features.ok()) << features.status();
   EXPECT_EQ((*features)->count(), 3);
-  EXPECT_EQ((*features)->byte_size(), 3 * FeatureChannels() * 32 * 32 * 4);
+  EXPECT_EQ((*features)->byte_size(), 3 * 16 * 32 * 32 * 4);
 }
 
 TEST_P(ModelRunnerTest, RejectsWrongReferenceCounts) {
@@ -194,21 +191,27 @@ std::vector<PythonWeights> ReadPythonWeights(const std::string& variant) {
   return cases;
 }
 
-std::unique_ptr<ModelRunner> LoadOnCpu(const std::string& variant, bool reference_weights) {
+std::unique_ptr<ModelRunner> LoadPathOnCpu(const std::string& path, bool reference_weights) {
   ModelRunnerOptions options;
   options.device = "cpu";
   options.num_threads = 1;
   options.reference_weights = reference_weights;
-  auto runner = ModelRunner::Load(WeightsPath(variant), options);
+  auto runner = ModelRunner::Load(path, options);
   EXPECT_TRUE(runner.ok()) << runner.status();
   return runner.ok() ? *std::move(runner) : nullptr;
 }
 
+std::unique_ptr<ModelRunner> LoadOnCpu(const std::string& variant, bool reference_weights) {
+  return LoadPathOnCpu(WeightsPath(variant), reference_weights);
+}
+
 TEST(ModelRunnerWeights, DetectsForwardWithWeights) {
-  EXPECT_TRUE(LoadOnCpu("fsrst_x4_small", true)->has_reference_weights());
-  EXPECT_FALSE(LoadOnCpu("fsrst_x4_small", false)->has_reference_weights());
-  // fsrst_x4 predates the method: it serves images and reports no weights.
-  EXPECT_FALSE(LoadOnCpu("fsrst_x4", true)->has_reference_weights());
+  for (const char* variant : {"fsrst_x4", "fsrst_x4_small"}) {
+    EXPECT_TRUE(LoadOnCpu(variant, true)->has_reference_weights()) << variant;
+    EXPECT_FALSE(LoadOnCpu(variant, false)->has_reference_weights()) << variant;
+  }
+  // A model exported before the method: it serves images and reports no weights.
+  EXPECT_FALSE(LoadPathOnCpu(ModelWithoutWeightsMethodPath(), true)->has_reference_weights());
 }
 
 // The cases of make_reference_weights_fixture.py run as one padded batch
@@ -280,7 +283,7 @@ TEST(ModelRunnerWeights, InlineReferencesGetWeightsToo) {
 }
 
 TEST(ModelRunnerWeights, AModelWithoutTheMethodWritesNoWeights) {
-  std::unique_ptr<ModelRunner> runner = LoadOnCpu("fsrst_x4", true);
+  std::unique_ptr<ModelRunner> runner = LoadPathOnCpu(ModelWithoutWeightsMethodPath(), true);
   ASSERT_TRUE(runner);
   const ModelMetadata& m = runner->metadata();
   auto refs = runner->EncodeReferences(UnitLuma(m, 2, 1), 2);

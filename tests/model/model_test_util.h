@@ -30,6 +30,12 @@ inline std::string WeightsPath(const std::string& variant) {
   return SourceDir() + "/model/weights/" + variant + ".pt";
 }
 
+// A model exported before forward_with_weights existed (the faces-only fsrst_x4 shipped until
+// 2026-12, 3 feature channels): it must still load and serve images, without weights.
+inline std::string ModelWithoutWeightsMethodPath() {
+  return SourceDir() + "/tests/model/testdata/fsrst_x4_before_weights_method.pt";
+}
+
 // Deterministic pseudo-random bytes (xorshift), so every run sees the same inputs.
 inline std::vector<uint8_t> Pattern(size_t n, uint32_t seed) {
   std::vector<uint8_t> v(n);

@@ -142,11 +142,11 @@ TEST_F(ReferenceWeightsTest, ShareHistogramObservesEachFrameWithReferences) {
               double{w[0]} + w[1], 1e-5);
 }
 
-// fsrst_x4 predates forward_with_weights: it serves images, reports no
-// weights, and says so.
+// A model exported before forward_with_weights (the faces-only fsrst_x4) serves
+// images, reports no weights, and says so.
 TEST(ReferenceWeightsOldModel, ServesImagesWithoutWeightsAndSaysSo) {
   ServerConfig config = TestConfig();
-  config.model_path = ::fsrst::testing::WeightsPath("fsrst_x4");
+  config.model_path = ::fsrst::testing::ModelWithoutWeightsMethodPath();
   config.max_batch_size = 1;
   auto server = FsrstServer::Start(config);
   ASSERT_TRUE(server.ok()) << server.status();
