@@ -181,11 +181,17 @@ def main() -> None:
         sets["video"] = video_protocol_samples(args.video)
     results = evaluate_sets(load_module(args), sets, args.conditions)
     name = args.weights or args.checkpoint
-    print(f"{name}{' (weight average)' if args.ema else ''} on {args.data}"
-          f"{' and ' + args.video if args.video else ''}, PSNR (dB)\n")
-    print(markdown_table(results))
-    if args.json:
-        with open(args.json, "w") as f:
+    report(f"{name}{' (weight average)' if args.ema else ''} on {args.data}"
+           f"{' and ' + args.video if args.video else ''}, PSNR (dB)", markdown_table(results),
+           results, args.json)
+
+
+def report(title: str, table: str, results: dict, json_path=None) -> None:
+    """Prints a command's title and table, and writes its numbers to `json_path` if given."""
+    print(f"{title}\n")
+    print(table)
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump(results, f, indent=1)
 
 

@@ -18,7 +18,6 @@ frames), the frame's PSNR against the clean 32x32 frame, and the model's rows.
 
 import argparse
 import io
-import json
 import re
 from typing import List, Tuple
 
@@ -26,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from fsrst.degradation import jpeg
-from fsrst.evaluate import ROWS, evaluate, load_module, parse_model_command
+from fsrst.evaluate import ROWS, evaluate, load_module, parse_model_command, report
 from fsrst.face_data import downscale, to_tensor
 from fsrst.video_codec import h264_round_trip
 from fsrst.video_data import (list_clips, load_clip_frames, other_clip_references,
@@ -143,11 +142,8 @@ def main() -> None:
         except ValueError as e:
             parser.error(str(e))
     results = study(load_module(args), args.video, args.conditions, args.clips)
-    print(f"{args.weights or args.checkpoint} on {args.video}, PSNR (dB)\n")
-    print(markdown_table(results))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    report(f"{args.weights or args.checkpoint} on {args.video}, PSNR (dB)",
+           markdown_table(results), results, args.json)
 
 
 if __name__ == "__main__":
