@@ -29,18 +29,14 @@ import numpy as np
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path[:0] = [os.path.join(ROOT, "model"), os.path.join(ROOT, "clients", "python")]
 
-from fsrst.evaluate import video_protocol_samples, with_condition  # noqa: E402
+from fsrst.evaluate import to_pil, video_protocol_samples, with_condition  # noqa: E402
 from fsrst.face_data import load_rgb  # noqa: E402
+from fsrst.image_metrics import psnr_of_images  # noqa: E402
 from fsrst.reference_weights_probe import by_clip, report  # noqa: E402
 from fsrst.video_data import list_clips, protocol_positions  # noqa: E402
 from fsrst_client import FsrstClient  # noqa: E402
 
 DEFAULT_VIDEO = os.path.join(ROOT, "..", "shared", "data", "video", "val")
-
-
-def to_uint8(image) -> np.ndarray:
-    """[3,H,W] tensor in [0,1] (from uint8 levels) -> HxWx3 uint8."""
-    return (image.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
 
 
 def reference_photos(root: str, clips) -> list:
@@ -51,11 +47,6 @@ def reference_photos(root: str, clips) -> list:
               for clip in all_clips]
     index_of = {id(clip["refs"]): i for i, clip in enumerate(clips)}
     return [(photos[i], photos[index_of[id(clip["other"])]][0]) for i, clip in enumerate(clips)]
-
-
-def psnr_db(answer: np.ndarray, truth: np.ndarray) -> float:
-    mse = np.mean((answer.astype(np.float64) - truth.astype(np.float64)) ** 2)
-    return float(10.0 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
 
 
 def stream_clip(client: FsrstClient, identity: str, references, frames):
@@ -72,15 +63,15 @@ def stream_clip(client: FsrstClient, identity: str, references, frames):
 def check_clips(client: FsrstClient, clips, photos, condition: str) -> dict:
     smallest, deltas, shares = [], [], []
     for i, (clip, (own, other)) in enumerate(zip(clips, photos)):
-        frames = [to_uint8(s[0]) for s in clip["samples"]]
-        truths = [to_uint8(s[2]) for s in clip["samples"]]
+        frames = [np.asarray(to_pil(s[0])) for s in clip["samples"]]
+        truths = [to_pil(s[2]) for s in clip["samples"]]
         four, four_weights = stream_clip(client, f"weights-check-{condition}-{i}-four",
                                          own + [other], frames)
         three, three_weights = stream_clip(client, f"weights-check-{condition}-{i}-three",
                                            own, frames)
         smallest.append(int(four_weights.mean(axis=0).argmin()) == len(own))
-        deltas.append(np.mean([psnr_db(a, t) for a, t in zip(four, truths)])
-                      - np.mean([psnr_db(a, t) for a, t in zip(three, truths)]))
+        deltas.append(np.mean([psnr_of_images(a, t) for a, t in zip(four, truths)])
+                      - np.mean([psnr_of_images(a, t) for a, t in zip(three, truths)]))
         shares.extend(three_weights.sum(axis=1))
     return {"clips": len(clips),
             "other_smallest_share": sum(smallest) / len(smallest),
@@ -100,16 +91,17 @@ def main() -> None:
     if args.clips < 0:
         parser.error(f"--clips: expected 0 (all) or more, got {args.clips}")
     video, others = video_protocol_samples(args.video)
+    keep = args.clips or None
+    # A condition changes the frames only: the clips, and so their reference photos, stay.
+    photos = reference_photos(args.video, by_clip(video, others))[:keep]
     results = {}
     with FsrstClient(args.server, timeout_s=120) as client:
         if not client.server_info().reference_weights:
             sys.exit(f"{args.server}: its model reports no reference weights "
                      "(exported before forward_with_weights)")
         for condition in args.conditions:
-            clips = by_clip(with_condition(video, condition), others)
-            photos = reference_photos(args.video, clips)
-            keep = args.clips or None
-            results[condition] = check_clips(client, clips[:keep], photos[:keep], condition)
+            clips = by_clip(with_condition(video, condition), others)[:keep]
+            results[condition] = check_clips(client, clips, photos, condition)
     report(results, args.json)
 
 

@@ -27,6 +27,7 @@ from PIL import Image, ImageFilter
 from fsrst.degradation import jpeg
 from fsrst.evaluate import ROWS, evaluate, load_module, parse_model_command, report
 from fsrst.face_data import downscale, to_tensor
+from fsrst.image_metrics import psnr_of_images
 from fsrst.video_codec import h264_round_trip
 from fsrst.video_data import (list_clips, load_clip_frames, other_clip_references,
                               protocol_positions, video_evaluation_samples)
@@ -46,23 +47,18 @@ def parse_condition(name: str) -> Tuple[str, int]:
     return match.group(1), int(match.group(2) or 0)
 
 
-def _psnr(a: Image.Image, b: Image.Image) -> float:
-    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
-    return float(10.0 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
-
-
 def _jpeg_bytes(lr: Image.Image, quality: int) -> int:
     buffer = io.BytesIO()
     lr.save(buffer, "JPEG", quality=quality, subsampling=2)
     return len(buffer.getvalue())
 
 
-def clip_frames(hr_frames: List[Image.Image], condition: str, fps: float,
-                seed: int) -> Tuple[List[Image.Image], float]:
-    """Every kept frame of a clip as a caller would send it under `condition`, and the bytes
-    a frame costs (0 where nothing is encoded)."""
+def clip_frames(hr_frames: List[Image.Image], clean: List[Image.Image], condition: str,
+                fps: float, seed: int) -> Tuple[List[Image.Image], float]:
+    """Every kept frame of a clip as a caller would send it under `condition` (`clean`: the
+    frames made small by PIL bicubic), and the bytes a frame costs (0 where nothing is
+    encoded)."""
     kind, value = parse_condition(condition)
-    clean = [downscale(hr, SCALE) for hr in hr_frames]
     if kind == "clean":
         return clean, 0.0
     if kind == "jpeg":
@@ -80,35 +76,45 @@ def clip_frames(hr_frames: List[Image.Image], condition: str, fps: float,
     return decoded, stream_bytes / len(clean)
 
 
-def condition_samples(root: str, condition: str, clips: int = 0):
-    """The call protocol's samples (lr, refs, hr) under `condition`, another person's
-    references per sample, the mean bytes per frame and the mean PSNR of the sent frames
-    against the clean ones (over the targets)."""
+def load_call_clips(root: str, clips: int = 0) -> List[dict]:
+    """The first `clips` clips of `root` (0: all), loaded once for every condition: per clip
+    its kept frames (128x128, and 32x32 by PIL bicubic), their rate, and the call protocol's
+    target positions, references and another person's references."""
     all_clips = list_clips(root)
     protocol = video_evaluation_samples(root)
     others = other_clip_references(protocol, all_clips)
-    keep = len(all_clips) if clips == 0 else clips
-    samples, other_refs, costs, fidelity = [], [], [], []
-    i = 0
-    for c, clip in enumerate(all_clips[:keep]):
+    loaded, i = [], 0
+    for c, clip in enumerate(all_clips[:clips or None]):
         _, targets = protocol_positions(clip)
         hr_frames = load_clip_frames(clip)
-        sent, cost = clip_frames(hr_frames, condition, clip.fps / SCALE, seed=c)
+        assert all(sample_clip == c for _, _, sample_clip in protocol[i:i + len(targets)])
+        loaded.append({"hr": hr_frames, "clean": [downscale(hr, SCALE) for hr in hr_frames],
+                       "fps": clip.fps / SCALE, "targets": targets, "refs": protocol[i][1],
+                       "others": others[i:i + len(targets)]})
+        i += len(targets)
+    return loaded
+
+
+def condition_samples(call_clips: List[dict], condition: str):
+    """The call protocol's samples (lr, refs, hr) of `call_clips` (load_call_clips) under
+    `condition`, another person's references per sample, the mean bytes per frame and the
+    mean PSNR of the sent frames against the clean ones (over the targets)."""
+    samples, other_refs, costs, fidelity = [], [], [], []
+    for c, clip in enumerate(call_clips):
+        sent, cost = clip_frames(clip["hr"], clip["clean"], condition, clip["fps"], seed=c)
         costs.append(cost)
-        for p in targets:
-            hr, refs, sample_clip = protocol[i]
-            assert sample_clip == c
-            samples.append((to_tensor(sent[p]), refs, to_tensor(hr)))
-            other_refs.append(others[i])
-            fidelity.append(_psnr(sent[p], downscale(hr_frames[p], SCALE)))
-            i += 1
+        for p in clip["targets"]:
+            samples.append((to_tensor(sent[p]), clip["refs"], to_tensor(clip["hr"][p])))
+            fidelity.append(psnr_of_images(sent[p], clip["clean"][p]))
+        other_refs.extend(clip["others"])
     return samples, other_refs, float(np.mean(costs)), float(np.mean(fidelity))
 
 
 def study(module, root: str, conditions, clips: int = 0) -> dict:
+    call_clips = load_call_clips(root, clips)
     results = {}
     for condition in conditions:
-        samples, others, cost, fidelity = condition_samples(root, condition, clips)
+        samples, others, cost, fidelity = condition_samples(call_clips, condition)
         rows = evaluate(module, samples, others)
         results[condition] = {"bytes_per_frame": cost, "frame_psnr_vs_clean": fidelity,
                               "frames": len(samples),

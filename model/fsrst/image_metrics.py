@@ -1,5 +1,6 @@
 """PSNR and SSIM as the paper reports them: RGB, uint8 levels."""
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -13,6 +14,13 @@ def psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR in dB over RGB uint8 levels; inputs [B,3,H,W] in [0,1]."""
     mse = (quantize(prediction) - quantize(target)).pow(2).flatten(1).mean(1)
     return 10.0 * torch.log10(255.0 ** 2 / mse.clamp_min(1e-10))
+
+
+def psnr_of_images(prediction, target) -> float:
+    """psnr() of two uint8 RGB images (PIL images or HxWx3 arrays), as a float."""
+    def as_batch(image) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(image, np.float32)).permute(2, 0, 1)[None] / 255.0
+    return float(psnr(as_batch(prediction), as_batch(target)))
 
 
 def _gaussian_taps(size: int = 11, sigma: float = 1.5) -> torch.Tensor:

@@ -13,7 +13,9 @@ from PIL import Image
 from face_folders import write_clips
 from fsrst import FSRST
 from fsrst.evaluate import ROWS, evaluate, video_protocol_samples
-from fsrst.frame_conditions_study import condition_samples, parse_condition, study
+from fsrst.frame_conditions_study import (condition_samples, load_call_clips, parse_condition,
+                                          study)
+from fsrst.image_metrics import psnr_of_images
 from fsrst.variants import config_for
 from fsrst.video_codec import h264_round_trip
 
@@ -31,11 +33,6 @@ def moving_frames(count=12, size=32):
     return frames
 
 
-def psnr(a, b):
-    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
-    return 10 * np.log10(255 ** 2 / mse)
-
-
 def test_h264_round_trip_keeps_every_frame_and_costs_fewer_bytes_at_a_higher_crf():
     frames = moving_frames()
     fine, fine_bytes = h264_round_trip(frames, 18, fps=7.5)
@@ -43,8 +40,8 @@ def test_h264_round_trip_keeps_every_frame_and_costs_fewer_bytes_at_a_higher_crf
     assert len(fine) == len(coarse) == len(frames)
     assert all(f.size == (32, 32) and f.mode == "RGB" for f in fine + coarse)
     assert 0 < coarse_bytes < fine_bytes
-    fine_psnr = np.mean([psnr(a, b) for a, b in zip(fine, frames)])
-    coarse_psnr = np.mean([psnr(a, b) for a, b in zip(coarse, frames)])
+    fine_psnr = np.mean([psnr_of_images(a, b) for a, b in zip(fine, frames)])
+    coarse_psnr = np.mean([psnr_of_images(a, b) for a, b in zip(coarse, frames)])
     assert coarse_psnr < fine_psnr
     assert fine_psnr > 30  # CRF 18 is close to the source
 
@@ -71,13 +68,14 @@ def test_conditions_parse_and_unknown_ones_are_named():
 
 def test_clean_samples_are_fsrst_evaluates_and_degraded_ones_cost_fidelity(tmp_path):
     root = write_clips(tmp_path / "clips", clips=2, seconds=8.0, fps=10.0)
-    clean, clean_others, cost, _ = condition_samples(root, "clean")
+    clean, clean_others, cost, _ = condition_samples(load_call_clips(root), "clean")
     reference, reference_others = video_protocol_samples(root)
     assert cost == 0.0 and len(clean) == len(reference) == 20
     for (lr, refs, hr), (lr2, refs2, hr2) in zip(clean, reference):
         assert torch.equal(lr, lr2) and torch.equal(refs, refs2) and torch.equal(hr, hr2)
     assert all(torch.equal(a, b) for a, b in zip(clean_others, reference_others))
-    coded, _, coded_cost, fidelity = condition_samples(root, "h264_crf35", clips=1)
+    coded, _, coded_cost, fidelity = condition_samples(load_call_clips(root, clips=1),
+                                                       "h264_crf35")
     assert len(coded) == 10 and coded_cost > 0 and fidelity < 40
     # A model's rows are fsrst.evaluate's on the same samples.
     torch.manual_seed(0)

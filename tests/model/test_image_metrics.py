@@ -3,11 +3,13 @@
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from fsrst.evaluate import bicubic_upscale, protocol_samples, with_condition
-from fsrst.image_metrics import psnr, ssim
+from fsrst.image_metrics import psnr, psnr_of_images, ssim
 
 WEIGHTS = os.path.join(os.path.dirname(__file__), "..", "..", "model", "weights")
 FACES_VAL = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "faces",
@@ -25,6 +27,16 @@ def test_psnr_of_a_constant_error_of_5_levels():
     # so its error is 5 too (250 + 5 = 255).
     assert float(psnr(prediction, target)) == pytest.approx(10 * math.log10(255 ** 2 / 25),
                                                             abs=1e-4)
+
+
+def test_psnr_of_uint8_images_is_psnr_of_their_levels():
+    target = np.array([[[10, 100, 200], [250, 0, 30]]], np.uint8)      # 1x2 pixels, RGB
+    prediction = target + np.array([[[5, 0, 0], [0, 0, 0]]], np.uint8)
+    # One of six values 5 levels off: MSE = 25 / 6.
+    expected = 10 * math.log10(255 ** 2 / (25 / 6))
+    assert psnr_of_images(prediction, target) == pytest.approx(expected, abs=1e-4)
+    assert psnr_of_images(Image.fromarray(prediction), Image.fromarray(target)) == \
+        pytest.approx(expected, abs=1e-4)
 
 
 def test_psnr_counts_uint8_levels_not_floats():

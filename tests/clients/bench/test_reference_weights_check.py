@@ -12,7 +12,7 @@ import torch
 from face_folders import write_clips
 from server_process import ROOT, small_model, start_small_server
 from fsrst.evaluate import video_protocol_samples, with_condition
-from fsrst.reference_weights_probe import by_clip, probe_clips
+from fsrst.reference_weights_probe import by_clip, probe_clips, reference_share
 
 SCRIPT = os.path.join(ROOT, "clients", "bench", "reference_weights_check.py")
 CLIPS = 2
@@ -46,16 +46,8 @@ def test_the_servers_figures_are_the_models(tmp_path):
     # The server's answers are the model's images in uint8, batched with other frames.
     assert served["psnr_4_minus_3_db"] == pytest.approx(in_process["psnr_4_minus_3_db"],
                                                         abs=0.01)
-    with torch.no_grad():
-        shares = []
-        for clip in clips:
-            lr = torch.stack([s[0] for s in clip["samples"]])
-            feats = module.encode_references(clip["refs"])[None].expand(lr.shape[0], -1, -1, -1,
-                                                                         -1)
-            _, weights = module.forward_with_weights(lr, feats,
-                                                     torch.ones(lr.shape[0], 3, dtype=torch.bool))
-            shares.append(weights.sum(dim=1))
-    assert served["share_video"] == pytest.approx(float(torch.cat(shares).mean()), abs=1e-4)
+    samples = [s for clip in clips for s in clip["samples"]]
+    assert served["share_video"] == pytest.approx(reference_share(module, samples), abs=1e-4)
 
 
 def test_a_negative_clip_count_is_refused_naming_the_flag():
