@@ -142,12 +142,21 @@ void SharedReferences::Remember(const std::string& tenant, const std::string& id
 void SharedReferences::ReadThrough(const std::string& tenant, const std::string& identity_id,
                                    FeaturesCallback done) {
   std::string cache_key = ReferenceCacheKey(tenant, identity_id);
+  std::shared_ptr<const ReferenceFeatures> cached;
   {
     absl::MutexLock lock(&mu_);
-    auto [it, first] = loads_.try_emplace(cache_key);
-    it->second.waiters.push_back(std::move(done));
-    if (!first) return;
+    auto it = loads_.find(cache_key);
+    if (it != loads_.end()) {
+      it->second.waiters.push_back(std::move(done));
+      return;
+    }
+    // The caller's miss may be older than a load that finished since (it
+    // cached under mu_ before leaving loads_): that copy is current, so a
+    // frame that raced it does not read the store again.
+    cached = cache_->Lookup(cache_key);
+    if (cached == nullptr) loads_[cache_key].waiters.push_back(std::move(done));
   }
+  if (cached != nullptr) return done(std::move(cached));
   auto job = std::make_unique<JobTask>();
   // No deadline or cancellation: the load serves every frame that waits for
   // it, and each frame's own deadline is checked by the batcher.

@@ -45,7 +45,9 @@ struct SharedReferencesOptions {
 //    replica's model as a batcher job (so a replica of another model version
 //    serves it too), caches the features and writes them back to the store
 //    for the next replica of this version, unless the identity was registered
-//    again meanwhile. Concurrent misses of one identity share one load.
+//    again meanwhile. Concurrent misses of one identity share one load,
+//    and a miss that reaches ReadThrough after that load has cached the
+//    identity is answered from the cache.
 //  - Delete: deletes from the store (which tells every other replica) and
 //    from the local cache.
 //  - Invalidations from other replicas drop the local copy; a background
@@ -94,6 +96,9 @@ class SharedReferences {
       std::function<void(absl::StatusOr<std::shared_ptr<const ReferenceFeatures>>)>;
   // Loads a locally missing identity from the store, encodes it and caches
   // it; then calls `done` (on a batcher or store thread) with the features,
+  // or with the cached features at once, on the caller's thread, when the
+  // cache holds the identity by now (a load finished since the caller's
+  // miss; call it with no lock held that `done` takes); or with
   // NOT_FOUND (the store does not hold it either: the usual message to
   // register again), UNAVAILABLE (store unreachable, or the queues refused:
   // retry, do not re-register), DATA_LOSS (another encryption key) or

@@ -179,6 +179,32 @@ TEST_F(SharedReferencesTest, ConcurrentMissesShareOneLoadAndTheFeaturesAreCached
   EXPECT_EQ(cache_->Lookup("alice").get(), results[0]->get());
 }
 
+// A frame that missed the cache while a load of its identity was finishing reaches
+// ReadThrough after that load cached the features: it is served from the cache, with no
+// second store read (a stream's frames raced a read-through this way, CI of stop 28).
+TEST_F(SharedFeaturesTest, AMissThatArrivesAfterTheLoadCachedItIsServedFromTheCache) {
+  std::atomic<int> feature_reads{0};
+  shared_ = std::make_unique<SharedReferences>(
+      MakeStore([&](StoreOperation operation, absl::StatusCode, absl::Duration) {
+        if (operation == StoreOperation::kGetFeatures) feature_reads.fetch_add(1);
+      }),
+      cache_.get(), runner_.get(), batcher_.get(), pool_.get(), metrics_.get(),
+      SharedReferencesOptions{absl::Minutes(10), absl::Hours(1)});
+  RegisterElsewhere("alice", RandomLuma(3, 4), 3);
+  FeaturesOr loaded = ReadThroughAndWait("alice");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_EQ(feature_reads.load(), 1);
+  FeaturesOr late = ReadThroughAndWait("alice");
+  ASSERT_TRUE(late.ok()) << late.status();
+  EXPECT_EQ(late->get(), loaded->get());
+  EXPECT_EQ(feature_reads.load(), 1);
+  EXPECT_EQ(Counter("fsrst_reference_stored_features_used_total"), 1);
+  // Once the copy is gone, a miss loads again.
+  ASSERT_TRUE(cache_->Erase("alice"));
+  ASSERT_TRUE(ReadThroughAndWait("alice").ok());
+  EXPECT_EQ(feature_reads.load(), 2);
+}
+
 TEST_F(SharedReferencesTest, MissingEverywhereIsTheUsualNotFound) {
   FeaturesOr result = ReadThroughAndWait("nobody");
   EXPECT_EQ(result.status(), IdentityNotFound("nobody"));
