@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import List, Tuple
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
+
+from fsrst.video_codec import MAX_CRF, MIN_CRF
 
 # PIL's `subsampling` codes by their usual names.
 CHROMA_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
@@ -65,6 +67,11 @@ class DegradationConfig:
         jpeg_probability: share of the non-clean frames that are JPEG-compressed.
         jpeg_quality: [min, max], drawn uniformly (integers).
         chroma_subsampling: names from CHROMA_SUBSAMPLING with their weights.
+        blur_probability, blur_radius_max: a soft camera: Gaussian blur of the HR frame
+            (radius in HR pixels, drawn uniformly up to the max) before it is made small.
+        h264_probability: share of the non-clean call frames sent as part of their clip's
+            H.264 stream instead (fsrst.training_mix; photos have no stream).
+        h264_crfs: the streams' x264 constant qualities, drawn uniformly.
     """
 
     clean_fraction: float = 0.25
@@ -74,6 +81,10 @@ class DegradationConfig:
     jpeg_probability: float = 1.0
     jpeg_quality: Tuple[int, int] = (30, 95)
     chroma_subsampling: dict = field(default_factory=lambda: {"4:2:0": 1.0})
+    blur_probability: float = 0.0
+    blur_radius_max: float = 0.0
+    h264_probability: float = 0.0
+    h264_crfs: List[int] = field(default_factory=list)
 
     @staticmethod
     def from_dict(section: dict) -> "DegradationConfig":
@@ -90,7 +101,29 @@ class DegradationConfig:
         if not 1 <= low <= high <= 100:
             raise ValueError(f"degrade.jpeg_quality: expected [min, max] within 1..100, "
                              f"got {config.jpeg_quality}")
+        for name in ("clean_fraction", "noise_probability", "jpeg_probability",
+                     "blur_probability", "h264_probability"):
+            if not 0.0 <= getattr(config, name) <= 1.0:
+                raise ValueError(f"degrade.{name}: expected a probability in [0, 1], "
+                                 f"got {getattr(config, name)}")
+        if config.blur_radius_max < 0.0 or config.noise_sigma_max < 0.0:
+            raise ValueError(f"degrade.blur_radius_max, noise_sigma_max: expected >= 0, got "
+                             f"{config.blur_radius_max}, {config.noise_sigma_max}")
+        if config.h264_probability > 0.0 and not config.h264_crfs:
+            raise ValueError("degrade.h264_crfs: expected at least one CRF when "
+                             "h264_probability > 0, got none")
+        for crf in config.h264_crfs:
+            if not isinstance(crf, int) or not MIN_CRF <= crf <= MAX_CRF:
+                raise ValueError(f"degrade.h264_crfs: expected integers {MIN_CRF}..{MAX_CRF}, "
+                                 f"got {crf!r}")
         return config
+
+
+def blurred(hr: Image.Image, rng: random.Random, config: DegradationConfig) -> Image.Image:
+    """`hr` through a soft camera with probability blur_probability, else `hr` itself."""
+    if config.blur_probability > 0.0 and rng.random() < config.blur_probability:
+        return hr.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, config.blur_radius_max)))
+    return hr
 
 
 def degraded_lr(hr: Image.Image, scale: int, rng: random.Random,
@@ -99,7 +132,8 @@ def degraded_lr(hr: Image.Image, scale: int, rng: random.Random,
     size = (hr.width // scale, hr.height // scale)
     if rng.random() < config.clean_fraction:
         return hr.resize(size, Image.BICUBIC)
-    lr = hr.resize(size, DOWNSCALE_FILTERS[rng.choice(config.downscale_filters)])
+    lr = blurred(hr, rng, config).resize(size,
+                                         DOWNSCALE_FILTERS[rng.choice(config.downscale_filters)])
     if rng.random() < config.noise_probability:
         sigma = rng.uniform(0.0, config.noise_sigma_max)
         noise = np.random.default_rng(rng.getrandbits(32)).normal(0.0, sigma, (*size[::-1], 3))

@@ -89,7 +89,7 @@ def load_call_clips(root: str, clips: int = 0) -> List[dict]:
         hr_frames = load_clip_frames(clip)
         assert all(sample_clip == c for _, _, sample_clip in protocol[i:i + len(targets)])
         loaded.append({"hr": hr_frames, "clean": [downscale(hr, SCALE) for hr in hr_frames],
-                       "fps": clip.fps / SCALE, "targets": targets, "refs": protocol[i][1],
+                       "fps": clip.kept_fps(), "targets": targets, "refs": protocol[i][1],
                        "others": others[i:i + len(targets)]})
         i += len(targets)
     return loaded

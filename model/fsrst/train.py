@@ -27,6 +27,7 @@ import yaml
 
 from fsrst.evaluate import video_protocol_samples, with_condition
 from fsrst.face_data import evaluation_samples
+from fsrst.frame_conditions_study import condition_samples, load_call_clips
 from fsrst.feature_widening import widen_state
 from fsrst.fsrst_net import FSRST, load_weights
 from fsrst.image_metrics import psnr
@@ -97,19 +98,27 @@ def validate(model: FSRST, samples, batch_size: int = 16) -> float:
     return float(torch.cat(scores).mean())
 
 
-def video_validation_sets(root: str) -> dict:
+def video_validation_sets(root: str, extra_conditions=()) -> dict:
     """The training curve's call rows on a clip folder (fsrst.evaluate's video protocol):
     JPEG q75 frames with the person's references, with none, with another person's; clean
-    frames with the person's references. Name -> samples of (lr, refs, mask, hr)."""
+    frames with the person's references; and, per name in `extra_conditions`
+    (fsrst.frame_conditions_study's, e.g. h264_crf28 or blur2), its frames with the person's
+    references. Name -> samples of (lr, refs, mask, hr)."""
     clean, others = video_protocol_samples(root)
     q75 = with_condition(clean, "jpeg75")
     own = torch.ones(clean[0][1].shape[0], dtype=torch.bool)
-    return {
+    sets = {
         "video_clean": [(lr, refs, own, hr) for lr, refs, hr in clean],
         "video_q75": [(lr, refs, own, hr) for lr, refs, hr in q75],
         "video_q75_none": [(lr, refs, ~own, hr) for lr, refs, hr in q75],
         "video_q75_other": [(lr, other, own, hr) for (lr, _, hr), other in zip(q75, others)],
     }
+    if extra_conditions:
+        call_clips = load_call_clips(root)
+        for condition in extra_conditions:
+            samples = condition_samples(call_clips, condition)[0]
+            sets[f"video_{condition}"] = [(lr, refs, own, hr) for lr, refs, hr in samples]
+    return sets
 
 
 class WeightAverage:
@@ -177,7 +186,9 @@ class Trainer:
                                    seed=config["seed"])
         self.val_samples = evaluation_samples(self.val_root, data["num_references"])[
             :config["log"]["validate_samples"]]
-        self.video_val_sets = video_validation_sets(self.video_val) if self.video_val else {}
+        self.video_val_sets = video_validation_sets(
+            self.video_val, config["log"].get("validate_video_conditions", ())) \
+            if self.video_val else {}
         self.best_val = None
         self.ema_val = None
         self.val_extra = {}

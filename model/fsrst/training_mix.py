@@ -14,10 +14,14 @@ generator, so a run is reproducible and resumable.
   `references_missing` (the model must serve K = 0); with `references_wrong` all are
   another person's, with `one_reference_wrong` one slot is (the model must learn to
   ignore references that do not match).
-- LR: degradation.degraded_lr (clean bicubic, or a caller's resampler, noise, JPEG).
+- LR: degradation.degraded_lr (clean bicubic, or a caller's resampler, blur, noise, JPEG);
+  or, for a call frame with `degrade.h264_probability`, the frame as its clip's H.264 stream
+  delivers it: each clip's kept frames, made small by PIL bicubic, are encoded once per CRF
+  of `degrade.h264_crfs` at the kept frames' rate (fsrst.video_codec) when the mix is built.
 - Augmentation: one flip (and quarter turn, if set) for the target and its references,
   and an independent small affine per image (the misalignment the spatial transformer
-  undoes).
+  undoes), except for the target of an H.264 frame, which must stay aligned with the
+  decoded stream (it gets the flip only).
 """
 
 import random
@@ -27,7 +31,9 @@ import torch
 from PIL import Image
 
 from fsrst.degradation import DegradationConfig, degraded_lr
-from fsrst.face_data import flip_rotate, list_identities, load_rgb, luma, random_affine, to_tensor
+from fsrst.face_data import (downscale, flip_rotate, list_identities, load_rgb, luma,
+                             random_affine, to_tensor)
+from fsrst.video_codec import h264_round_trip
 from fsrst.video_data import list_clips, load_clip_frames
 
 
@@ -65,6 +71,13 @@ class TrainingMix(torch.utils.data.Dataset):
             DegradationConfig(clean_fraction=1.0)
         self.seed = seed
         self.scale = scale
+        # clip -> crf -> its kept frames as the decoded stream delivers them (32x32).
+        self.h264_frames = [
+            {crf: h264_round_trip([downscale(f, scale) for f in frames], crf,
+                                  clip.kept_fps())[0]
+             for crf in self.degrade.h264_crfs}
+            for clip, frames in zip(self.clips, self.clip_frames)
+        ] if self.degrade.h264_probability > 0.0 else []
         self.epoch = 0
         self.length = sum(len(p) for p in self.photos) + sum(len(f) for f in self.clip_frames)
 
@@ -92,7 +105,7 @@ class TrainingMix(torch.utils.data.Dataset):
         pool = far if len(far) >= self.num_references else [
             p for p in range(len(frames)) if p != target]
         refs = rng.sample(pool, min(self.num_references, len(pool)))
-        return frames[target], [frames[p] for p in refs], ("clip", clip.person)
+        return frames[target], [frames[p] for p in refs], ("clip", clip.person, c, target)
 
     def _another_persons_references(self, rng: random.Random, who) -> List[Image.Image]:
         """References of someone else, from either source."""
@@ -101,7 +114,7 @@ class TrainingMix(torch.utils.data.Dataset):
                 _, refs, other = self._clip_sample(rng)
             else:
                 _, refs, other = self._photo_sample(rng)
-            if other != who:
+            if other[:2] != who[:2]:
                 return refs
 
     # The sample ----------------------------------------------------------------------------
@@ -134,8 +147,14 @@ class TrainingMix(torch.utils.data.Dataset):
                                       (aug.get("scale_min", 1.0), aug.get("scale_max", 1.0)))
             return flip_rotate(image, flip, turns)
 
-        hr = augmented(hr)
-        lr = degraded_lr(hr, self.scale, rng, self.degrade)
+        if (who[0] == "clip" and self.h264_frames
+                and rng.random() < self.degrade.h264_probability):
+            streams = self.h264_frames[who[2]]
+            lr = streams[rng.choice(self.degrade.h264_crfs)][who[3]]
+            hr, lr = flip_rotate(hr, flip, turns), flip_rotate(lr, flip, turns)
+        else:
+            hr = augmented(hr)
+            lr = degraded_lr(hr, self.scale, rng, self.degrade)
         ref_tensors = torch.stack([to_tensor(luma(augmented(r))) for r in refs])
         return (to_tensor(lr), ref_tensors, torch.tensor(mask, dtype=torch.bool), to_tensor(hr),
                 torch.tensor(wrong, dtype=torch.bool))

@@ -38,6 +38,11 @@ class Clip:
     def time_s(self, position: int) -> float:
         return self.frames[position][0] / self.fps
 
+    def kept_fps(self) -> float:
+        """The rate of the kept frames (fps over the median step between their indices)."""
+        steps = np.diff([index for index, _ in self.frames])
+        return self.fps / float(np.median(steps)) if len(steps) else self.fps
+
 
 def list_clips(root: str) -> List[Clip]:
     """Clips sorted by name; each needs clip.json and at least two frames."""

@@ -69,7 +69,28 @@ def test_training_draws_are_reproducible_and_clean_is_pil_bicubic():
     ({"jpeg_quality": [0, 90]}, r"degrade.jpeg_quality: expected \[min, max\] within 1..100"),
     ({"jpeg_quality": [90, 30]}, r"degrade.jpeg_quality"),
     ({"downscale_filters": ["nearest"]}, r"degrade.downscale_filters: expected names from"),
-    ({"chroma_subsampling": {"4:1:1": 1.0}}, r"degrade.chroma_subsampling: expected names")])
+    ({"chroma_subsampling": {"4:1:1": 1.0}}, r"degrade.chroma_subsampling: expected names"),
+    ({"blur_probability": 1.5}, r"degrade.blur_probability: expected a probability in \[0, 1\]"),
+    ({"h264_probability": -0.1}, r"degrade.h264_probability: expected a probability"),
+    ({"blur_radius_max": -1.0}, r"degrade.blur_radius_max, noise_sigma_max: expected >= 0"),
+    ({"h264_probability": 0.5}, r"degrade.h264_crfs: expected at least one CRF"),
+    ({"h264_probability": 0.5, "h264_crfs": [28, 52]},
+     r"degrade.h264_crfs: expected integers 0..51, got 52"),
+    ({"h264_crfs": [28.5]}, r"degrade.h264_crfs: expected integers 0..51, got 28.5")])
 def test_bad_training_settings_name_the_setting(section, match):
     with pytest.raises(ValueError, match=match):
         DegradationConfig.from_dict(section)
+
+
+def test_blur_softens_the_frame_before_it_is_made_small():
+    hr = photo(2, size=128)
+    config = DegradationConfig(clean_fraction=0.0, jpeg_probability=0.0, blur_probability=1.0,
+                               blur_radius_max=2.0)
+    sharp = DegradationConfig(clean_fraction=0.0, jpeg_probability=0.0)
+    blurred_lr = levels(degraded_lr(hr, 4, random.Random(3), config))
+    sharp_lr = levels(degraded_lr(hr, 4, random.Random(3), sharp))
+    # Noise pixels: a soft camera averages them, so the small frame has less contrast.
+    assert blurred_lr.std() < sharp_lr.std()
+    again = levels(degraded_lr(hr, 4, random.Random(3), config))
+    assert np.array_equal(blurred_lr, again)
+

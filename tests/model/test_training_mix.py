@@ -1,9 +1,11 @@
 """Training samples as callers send them: sources, wrong and missing references, degradation."""
 
+import numpy as np
 import pytest
 import torch
 
 from face_folders import write_clips, write_faces
+from fsrst.face_data import to_tensor
 from fsrst.training_mix import TrainingMix
 
 # write_faces: person k is grey level 60 + 60 k; write_clips: clip c is 60 + 60 c. Faces and
@@ -91,3 +93,48 @@ def test_degraded_frames_differ_from_clean_ones(roots):
     for i in range(5):
         a, b = clean[i], compressed[i]
         assert torch.equal(a[3], b[3]) and not torch.equal(a[0], b[0])
+
+
+def test_h264_frames_are_the_clips_decoded_stream_aligned_with_their_target(roots):
+    faces, clips = roots
+    # CRF 18: good enough that every decoded frame of these noise clips is a different one.
+    degrade = {"clean_fraction": 0.0, "jpeg_probability": 0.0, "h264_probability": 1.0,
+               "h264_crfs": [18]}
+    augment = {"flip": True, "degrees": 10.0, "shift": 0.1}
+    mix = TrainingMix(faces, clips, data(video_fraction=1.0), augment=augment, degrade=degrade,
+                      seed=5)
+    # Encoded once per clip and CRF when the mix is built, every kept frame, 32x32.
+    assert [sorted(s) for s in mix.h264_frames] == [[18], [18]]
+    assert [len(s[18]) for s in mix.h264_frames] == [len(f) for f in mix.clip_frames]
+    assert mix.h264_frames[0][18][0].size == (32, 32)
+    position = {}  # a decoded frame's bytes (and its mirror's) -> (clip, frame, mirrored)
+    for c, streams in enumerate(mix.h264_frames):
+        for k, f in enumerate(streams[18]):
+            position[np.asarray(f).tobytes()] = (c, k, False)
+            position[np.ascontiguousarray(np.asarray(f)[:, ::-1]).tobytes()] = (c, k, True)
+    assert len(position) == 2 * sum(len(f) for f in mix.clip_frames)
+    mirrored = set()
+    for i in range(12):
+        lr, _, _, hr, _ = mix[i]
+        sent = (lr.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8).tobytes()
+        # The sent frame is a decoded frame of the stream (or its mirror image) ...
+        assert sent in position
+        c, k, flipped = position[sent]
+        mirrored.add(flipped)
+        # ... and the target is exactly the frame the stream was made from, mirrored alike
+        # and never shifted or turned against it (the affine is for the references only).
+        source = to_tensor(mix.clip_frames[c][k])
+        assert torch.equal(hr, source.flip(-1) if flipped else source)
+    assert mirrored == {False, True}
+    # The decoded frame is not the clean one: the codec's loss is what training sees.
+    clean = TrainingMix(faces, clips, data(video_fraction=1.0), augment=augment, seed=5)
+    assert not torch.equal(clean[0][0], mix[0][0])
+
+
+def test_photos_never_take_an_h264_frame(roots):
+    faces, clips = roots
+    degrade = {"clean_fraction": 1.0, "h264_probability": 1.0, "h264_crfs": [28]}
+    mix = TrainingMix(faces, clips, data(video_fraction=0.0), degrade=degrade, seed=6)
+    plain = TrainingMix(faces, clips, data(video_fraction=0.0), seed=6)
+    for i in range(6):
+        assert torch.equal(mix[i][0], plain[i][0])

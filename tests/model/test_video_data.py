@@ -54,3 +54,8 @@ def test_one_person_has_no_other_persons_references(tmp_path):
     root = write_clips(tmp_path, clips=2, people=["ann", "ann"])
     with pytest.raises(ValueError, match="clips of two people"):
         other_clip_references(video_evaluation_samples(root), list_clips(root))
+
+
+def test_the_kept_frames_rate_is_fps_over_their_step(tmp_path):
+    write_clips(tmp_path / "clips", clips=1, seconds=4.0, fps=25.0, step=4)
+    assert list_clips(str(tmp_path / "clips"))[0].kept_fps() == pytest.approx(6.25)
