@@ -69,8 +69,8 @@ class DegradationConfig:
         chroma_subsampling: names from CHROMA_SUBSAMPLING with their weights.
         blur_probability, blur_radius_max: a soft camera: Gaussian blur of the HR frame
             (radius in HR pixels, drawn uniformly up to the max) before it is made small.
-        h264_probability: share of the non-clean call frames sent as part of their clip's
-            H.264 stream instead (fsrst.training_mix; photos have no stream).
+        h264_probability: share of the call frames sent as part of their clip's H.264
+            stream instead of drawn here (fsrst.training_mix; photos have no stream).
         h264_crfs: the streams' x264 constant qualities, drawn uniformly.
     """
 
@@ -120,7 +120,8 @@ class DegradationConfig:
 
 
 def blurred(hr: Image.Image, rng: random.Random, config: DegradationConfig) -> Image.Image:
-    """`hr` through a soft camera with probability blur_probability, else `hr` itself."""
+    """`hr` through a soft camera with probability blur_probability, else `hr` itself.
+    Without blur it draws nothing, so configs without it draw the frames they drew before."""
     if config.blur_probability > 0.0 and rng.random() < config.blur_probability:
         return hr.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, config.blur_radius_max)))
     return hr

@@ -94,7 +94,7 @@ class TrainingMix(torch.utils.data.Dataset):
         photos = self.photos[identity]
         others = [j for j in range(len(photos)) if j != target]
         refs = rng.sample(others, min(self.num_references, len(others)))
-        return photos[target], [photos[j] for j in refs], ("photo", identity)
+        return photos[target], [photos[j] for j in refs], ("photo", identity), None
 
     def _clip_sample(self, rng: random.Random):
         c = rng.randrange(len(self.clips))
@@ -105,16 +105,16 @@ class TrainingMix(torch.utils.data.Dataset):
         pool = far if len(far) >= self.num_references else [
             p for p in range(len(frames)) if p != target]
         refs = rng.sample(pool, min(self.num_references, len(pool)))
-        return frames[target], [frames[p] for p in refs], ("clip", clip.person, c, target)
+        return frames[target], [frames[p] for p in refs], ("clip", clip.person), (c, target)
 
     def _another_persons_references(self, rng: random.Random, who) -> List[Image.Image]:
         """References of someone else, from either source."""
         while True:
             if self.clips and rng.random() < self.video_fraction:
-                _, refs, other = self._clip_sample(rng)
+                _, refs, other, _ = self._clip_sample(rng)
             else:
-                _, refs, other = self._photo_sample(rng)
-            if other[:2] != who[:2]:
+                _, refs, other, _ = self._photo_sample(rng)
+            if other != who:
                 return refs
 
     # The sample ----------------------------------------------------------------------------
@@ -122,7 +122,9 @@ class TrainingMix(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         rng = random.Random((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
         from_video = rng.random() < self.video_fraction
-        hr, refs, who = self._clip_sample(rng) if from_video else self._photo_sample(rng)
+        # who: ("clip", person) or ("photo", identity); frame: (clip, position) of a call
+        # frame, None for a photo.
+        hr, refs, who, frame = self._clip_sample(rng) if from_video else self._photo_sample(rng)
         draw = rng.random()
         wrong = [False] * len(refs)
         if draw < self.wrong:
@@ -147,10 +149,10 @@ class TrainingMix(torch.utils.data.Dataset):
                                       (aug.get("scale_min", 1.0), aug.get("scale_max", 1.0)))
             return flip_rotate(image, flip, turns)
 
-        if (who[0] == "clip" and self.h264_frames
+        if (frame is not None and self.h264_frames
                 and rng.random() < self.degrade.h264_probability):
-            streams = self.h264_frames[who[2]]
-            lr = streams[rng.choice(self.degrade.h264_crfs)][who[3]]
+            clip, position = frame
+            lr = self.h264_frames[clip][rng.choice(self.degrade.h264_crfs)][position]
             hr, lr = flip_rotate(hr, flip, turns), flip_rotate(lr, flip, turns)
         else:
             hr = augmented(hr)

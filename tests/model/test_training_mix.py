@@ -77,7 +77,7 @@ def test_call_references_keep_their_distance_from_the_target(roots):
     for i in range(20):
         import random
         rng = random.Random(i)
-        hr, refs, who = mix._clip_sample(rng)
+        hr, refs, who, _ = mix._clip_sample(rng)
         assert who[0] == "clip" and len(refs) == 3
         frames = mix.clip_frames[[c.person for c in mix.clips].index(who[1])]
         target = frames.index(hr)
