@@ -4,6 +4,15 @@ import torch
 from torch import nn
 
 
+def _identity_projection(channels: int) -> nn.Conv2d:
+    """A 1x1 convolution that starts as the identity (weights eye, bias 0)."""
+    conv = nn.Conv2d(channels, channels, 1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(channels).reshape(channels, channels, 1, 1))
+        conv.bias.zero_()
+    return conv
+
+
 class DistanceAggregation(nn.Module):
     """Fuses aligned reference features into the low-resolution features.
 
@@ -15,28 +24,60 @@ class DistanceAggregation(nn.Module):
     (another person's, a blank photo) instead of spreading a total weight of 1 over
     them. `1 - sum_i W_i` is the share of the aggregation the model ignored.
 
+    With projections (the paper has none), the distance compares learned keys and the sum adds
+    learned values: D_i = ||K_L(F_L) - K_R(F_Ri)||, F_C = F_L + sum_i W_i * V(F_Ri), each a
+    1x1 convolution that starts as the identity, so a model trained without them behaves
+    the same when they are added. Without them one feature map must both match the frame
+    (to get weight) and carry what the frame lacks (to be worth it); with them the reference
+    features can keep detail in directions the distance does not look at.
+
     Masked slots take no part: their weight is exactly zero and their content
     is never read, so a batch may mix identities with different reference
     counts. With every slot masked (or K = 0) F_C = F_L, the paper's
     single-image fallback.
 
     Args:
+        feature_channels: C; only the projections use it.
+        projections: learned keys and values (above) instead of the features themselves.
         max_distance: clamp of the per-pixel distance, and the largest threshold.
         initial_threshold: T at initialisation (a pixel whose best reference is
             farther than T leans more on "none" than on that reference).
     """
 
-    def __init__(self, max_distance: float = 100.0, initial_threshold: float = 1.0):
+    def __init__(self, feature_channels: int = 3, projections: bool = False,
+                 max_distance: float = 100.0, initial_threshold: float = 1.0):
         super().__init__()
         self.max_distance = max_distance
         self.threshold = nn.Parameter(torch.tensor(float(initial_threshold)))
+        self.lr_key: nn.Module = nn.Identity()
+        self.reference_key: nn.Module = nn.Identity()
+        self.reference_value: nn.Module = nn.Identity()
+        if projections:
+            self.lr_key = _identity_projection(feature_channels)
+            self.reference_key = _identity_projection(feature_channels)
+            self.reference_value = _identity_projection(feature_channels)
+
+    def _reference_keys(self, aligned: torch.Tensor) -> torch.Tensor:
+        """reference_key of each slot of [B,K,C,S,S] (TorchScript takes no module arguments,
+        hence one method per projection)."""
+        shape = aligned.shape
+        flat = aligned.reshape(shape[0] * shape[1], shape[2], shape[3], shape[4])
+        return self.reference_key(flat).reshape(shape)
+
+    def _reference_values(self, aligned: torch.Tensor) -> torch.Tensor:
+        """reference_value of each slot of [B,K,C,S,S]."""
+        shape = aligned.shape
+        flat = aligned.reshape(shape[0] * shape[1], shape[2], shape[3], shape[4])
+        return self.reference_value(flat).reshape(shape)
 
     def weights(self, lr_feat: torch.Tensor, aligned: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
         """lr_feat [B,C,S,S]; aligned [B,K,C,S,S] (masked slots already zero); mask [B,K]
         -> per-pixel weights [B,K,1,S,S], exactly 0 in masked slots."""
         slot = mask[:, :, None, None, None]
-        distance = torch.linalg.vector_norm(lr_feat.unsqueeze(1) - aligned, dim=2, keepdim=True)
+        lr_key = self.lr_key(lr_feat).unsqueeze(1)
+        reference_key = self._reference_keys(aligned)
+        distance = torch.linalg.vector_norm(lr_key - reference_key, dim=2, keepdim=True)
         distance = distance.clamp(0.0, self.max_distance)
         score = torch.where(slot, torch.exp(-distance), torch.zeros_like(distance))
         none = torch.exp(-self.threshold.clamp(0.0, self.max_distance))
@@ -54,4 +95,5 @@ class DistanceAggregation(nn.Module):
         slot = mask[:, :, None, None, None]
         aligned = torch.where(slot, aligned, torch.zeros_like(aligned))
         weight = self.weights(lr_feat, aligned, mask)
-        return lr_feat + (weight * aligned).sum(dim=1), weight
+        value = self._reference_values(aligned)
+        return lr_feat + (weight * value).sum(dim=1), weight

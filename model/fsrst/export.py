@@ -59,6 +59,7 @@ def metadata_for(model: FSRST, variant: str, info: dict) -> dict:
         "feature_shape": model.feature_shape(),
         "max_references": config.max_references,
         "num_channels": config.num_channels,
+        "reference_projections": config.reference_projections,
         "parameters": sum(p.numel() for p in model.parameters()),
         "trained": bool(info.get("trained", False)),
         "training": info,

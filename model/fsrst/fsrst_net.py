@@ -37,6 +37,9 @@ class ModelConfig:
     reference_blocks: int = 5
     output_blocks: int = 20
     max_references: int = 8     # most references one identity may register
+    # The aggregation compares learned keys and adds learned values of the features
+    # (fsrst/distance_aggregation.py); the paper compares and adds the features themselves.
+    reference_projections: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,7 +75,8 @@ class FSRST(nn.Module):
         self.reference_extractor = FeatureExtractor(
             self.unshuffle * self.unshuffle, nc, config.reference_blocks, config.feature_channels)
         self.aligner = SpatialTransformer(config.feature_channels, config.lr_size)
-        self.aggregation = DistanceAggregation()
+        self.aggregation = DistanceAggregation(config.feature_channels,
+                                               config.reference_projections)
         self.constructor = OutputConstructor(config.feature_channels, nc, config.output_blocks,
                                              config.scale)
 

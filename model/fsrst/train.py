@@ -34,6 +34,10 @@ from fsrst.image_metrics import psnr
 from fsrst.training_mix import TrainingMix
 from fsrst.variants import config_for
 
+# the aggregation's learned keys and values (fsrst/distance_aggregation.py)
+PROJECTION_PREFIXES = ("aggregation.lr_key.", "aggregation.reference_key.",
+                       "aggregation.reference_value.")
+
 
 def load_config(path: str) -> dict:
     with open(path) as f:
@@ -205,12 +209,19 @@ class Trainer:
 
     def _warm_start(self) -> None:
         """Weights (or their average) of another run's checkpoint, at step 0. Weights saved
-        before the aggregation learned its threshold get init.threshold."""
+        before the aggregation learned its threshold get init.threshold; a model with the
+        aggregation's projections, from weights without them, starts them at the identity."""
         state = torch.load(self.init["checkpoint"], map_location="cpu")
         weights = state["ema"] if self.init.get("ema") else state["model"]
         if self.init.get("widen"):
             weights = widen_state(weights, self.model, torch.Generator().manual_seed(
                 self.config["seed"]))
+        added = [name for name in self.model.state_dict()
+                 if name.startswith(PROJECTION_PREFIXES) and name not in weights]
+        if added:
+            weights = dict(weights)
+            weights.update({name: self.model.state_dict()[name] for name in added})
+            print(f"{self.name}: the aggregation's projections start at the identity", flush=True)
         load_weights(self.model, weights)
         if "aggregation.threshold" not in weights and "threshold" in self.init:
             with torch.no_grad():

@@ -13,9 +13,19 @@ VARIANTS = {
 }
 
 
-# Shape fields a training config's `model:` section may change (a run's own shape travels in
-# its checkpoint, so export and evaluation rebuild the model it trained).
-OVERRIDABLE = ("feature_channels",)
+# Shape fields a training config's `model:` section may change, with the values each takes (a
+# run's own shape travels in its checkpoint, so export and evaluation rebuild the model it
+# trained).
+OVERRIDABLE = {
+    "feature_channels": "a positive integer",
+    "reference_projections": "true or false",
+}
+
+
+def _valid(key: str, value) -> bool:
+    if key == "reference_projections":
+        return isinstance(value, bool)
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def config_for(name: str, overrides: Optional[dict] = None) -> ModelConfig:
@@ -25,7 +35,7 @@ def config_for(name: str, overrides: Optional[dict] = None) -> ModelConfig:
     for key, value in (overrides or {}).items():
         if key not in OVERRIDABLE:
             raise ValueError(f"model.{key}: expected one of {list(OVERRIDABLE)}")
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"model.{key}: expected a positive integer, got {value!r}")
+        if not _valid(key, value):
+            raise ValueError(f"model.{key}: expected {OVERRIDABLE[key]}, got {value!r}")
         config = replace(config, **{key: value})
     return config
