@@ -18,6 +18,8 @@ import time
 
 import torch
 
+from fsrst.evaluate import reference_channels_of
+
 
 def frames_per_second(fn, batch_size: int, seconds: float) -> float:
     fn()  # first call: profiling executor
@@ -32,7 +34,7 @@ def frames_per_second(fn, batch_size: int, seconds: float) -> float:
 def measure(path: str, batch_size: int, seconds: float, num_references: int = 3):
     module = torch.jit.load(path, map_location="cpu")
     lr = torch.rand(batch_size, 3, 32, 32)
-    refs = torch.rand(batch_size * num_references, 1, 128, 128)
+    refs = torch.rand(batch_size * num_references, reference_channels_of(module), 128, 128)
     mask = torch.ones(batch_size, num_references, dtype=torch.bool)
     with torch.inference_mode():
         feats = module.encode_references(refs)

@@ -101,10 +101,18 @@ def evaluate(module, samples, other_refs, scale: int = 4, batch_size: int = 16) 
                    "images": int(torch.cat(p).numel())} for name, (p, s) in rows.items()}
 
 
-def protocol_samples(root: str):
+def reference_channels_of(module) -> int:
+    """1 (luma) or 3 (RGB): what the module's encode_references takes. Files exported before
+    reference_shape() existed take luma."""
+    if hasattr(module, "reference_shape"):
+        return int(module.reference_shape()[0])
+    return 1
+
+
+def protocol_samples(root: str, reference_channels: int = 1):
     """The evaluation protocol's samples of a face folder and, per sample, another
     person's references (other_identity_references)."""
-    samples = evaluation_samples(root)
+    samples = evaluation_samples(root, reference_channels=reference_channels)
     counts = [len(photos) for photos in list_identities(root)]
     return samples, other_identity_references(samples, counts)
 
@@ -124,10 +132,10 @@ def with_condition(samples, condition: str, scale: int = 4):
     return out
 
 
-def video_protocol_samples(root: str, scale: int = 4):
+def video_protocol_samples(root: str, scale: int = 4, reference_channels: int = 1):
     """The video protocol's samples of a clip folder as (lr, refs, hr), clean LR, and per
     sample another person's references (the next clip's)."""
-    protocol = video_evaluation_samples(root)
+    protocol = video_evaluation_samples(root, reference_channels=reference_channels)
     others = other_clip_references(protocol, list_clips(root))
     samples = [(to_tensor(downscale(hr, scale)), refs, to_tensor(hr)) for hr, refs, _ in protocol]
     return samples, others
@@ -176,10 +184,12 @@ def main() -> None:
     parser.add_argument("--conditions", nargs="+", default=["clean", "jpeg75"],
                         help="frame conditions: clean, jpeg<q>[_420|_422|_444]")
     args = parse_model_command(parser)
-    sets = {"faces": protocol_samples(args.data)}
+    module = load_module(args)
+    channels = reference_channels_of(module)
+    sets = {"faces": protocol_samples(args.data, channels)}
     if args.video:
-        sets["video"] = video_protocol_samples(args.video)
-    results = evaluate_sets(load_module(args), sets, args.conditions)
+        sets["video"] = video_protocol_samples(args.video, reference_channels=channels)
+    results = evaluate_sets(module, sets, args.conditions)
     name = args.weights or args.checkpoint
     report(f"{name}{' (weight average)' if args.ema else ''} on {args.data}"
            f"{' and ' + args.video if args.video else ''}, PSNR (dB)", markdown_table(results),

@@ -57,6 +57,7 @@ def metadata_for(model: FSRST, variant: str, info: dict) -> dict:
         "scale": config.scale,
         "reference_size": config.reference_size,
         "feature_shape": model.feature_shape(),
+        "reference_shape": model.reference_shape(),
         "max_references": config.max_references,
         "num_channels": config.num_channels,
         "reference_projections": config.reference_projections,
@@ -78,7 +79,7 @@ def check_faithful(model: FSRST, scripted, atol: float = 1e-5) -> float:
     weights) on random inputs; returns the max difference of the images."""
     gen = torch.Generator().manual_seed(1)
     lr = torch.rand(3, 3, model.lr_size, model.lr_size, generator=gen)
-    refs = torch.rand(6, 1, model.reference_size, model.reference_size, generator=gen)
+    refs = torch.rand(6, *model.reference_shape(), generator=gen)
     mask = torch.tensor([[True, True, True], [True, False, False], [False, False, False]])
     with torch.no_grad():
         eager_feats = model.encode_references(refs)

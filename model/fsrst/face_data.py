@@ -44,6 +44,13 @@ def luma(image: Image.Image) -> Image.Image:
     return image.convert("YCbCr").split()[0]
 
 
+def reference_tensor(image: Image.Image, channels: int = 1) -> torch.Tensor:
+    """A reference as the model takes it: [1,R,R] luma (channels 1) or [3,R,R] RGB (3)."""
+    if channels not in (1, 3):
+        raise ValueError(f"reference channels: expected 1 (luma) or 3 (RGB), got {channels!r}")
+    return to_tensor(luma(image) if channels == 1 else image)
+
+
 def downscale(hr: Image.Image, scale: int) -> Image.Image:
     return hr.resize((hr.width // scale, hr.height // scale), Image.BICUBIC)
 
@@ -81,16 +88,18 @@ def flip_rotate(image: Image.Image, flip: bool, quarter_turns: int) -> Image.Ima
 
 
 def evaluation_samples(root: str, num_references: int = 3, scale: int = 4,
-                       hr_size: int = 128) -> Sequence[Tuple[torch.Tensor, torch.Tensor,
-                                                             torch.Tensor]]:
+                       hr_size: int = 128, reference_channels: int = 1
+                       ) -> Sequence[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """The fixed evaluation protocol: each photo a target, the next K photos of its
-    identity (cyclically) its references. Yields (lr [3,L,L], refs [K,1,R,R], hr [3,H,H])."""
+    identity (cyclically) its references. Yields (lr [3,L,L], refs [K,Cr,R,R] (luma, or RGB
+    with reference_channels 3), hr [3,H,H])."""
     samples = []
     for photos in list_identities(root):
         images = [load_rgb(p, hr_size) for p in photos]
         for t, hr in enumerate(images):
-            refs = [luma(images[(t + k) % len(images)]) for k in range(1, num_references + 1)
+            refs = [images[(t + k) % len(images)] for k in range(1, num_references + 1)
                     if (t + k) % len(images) != t]
             samples.append((to_tensor(downscale(hr, scale)),
-                            torch.stack([to_tensor(r) for r in refs]), to_tensor(hr)))
+                            torch.stack([reference_tensor(r, reference_channels) for r in refs]),
+                            to_tensor(hr)))
     return samples

@@ -40,6 +40,9 @@ class ModelConfig:
     # The aggregation compares learned keys and adds learned values of the features
     # (fsrst/distance_aggregation.py); the paper compares and adds the features themselves.
     reference_projections: bool = False
+    # 1: references are luma (the paper); 3: RGB, so they can also give back the colour a
+    # compressed frame lost (JPEG keeps a quarter of a 32x32 frame's chroma at 4:2:0).
+    reference_channels: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,7 +52,8 @@ class FSRST(nn.Module):
     """Reference-based face super-resolution (Jois, DiLillo, Storer, ACCV 2024).
 
     Two entry points, so a server encodes a person's references once:
-      encode_references(refs [N,1,R,R] luma in [0,1]) -> [N,C,L,L] features
+      encode_references(refs [N,Cr,R,R] in [0,1]) -> [N,C,L,L] features; Cr = 1 (luma) or
+          3 (RGB), reference_shape()[0]
       forward(lr [B,3,L,L] RGB in [0,1], ref_feats [B,K,C,L,L], ref_mask [B,K] bool)
           -> [B,3,L*s,L*s] in [0,1]
       forward_with_weights(same) -> (the same image, weights [B,K]: each reference's mean
@@ -69,11 +73,12 @@ class FSRST(nn.Module):
         self.scale = config.scale
         self.reference_size = config.reference_size
         self.feature_channels = config.feature_channels
+        self.reference_channels = config.reference_channels
         self.unshuffle = config.reference_size // config.lr_size
         nc = config.num_channels
         self.lr_extractor = FeatureExtractor(3, nc, config.lr_blocks, config.feature_channels)
         self.reference_extractor = FeatureExtractor(
-            self.unshuffle * self.unshuffle, nc, config.reference_blocks, config.feature_channels)
+            config.reference_channels * self.unshuffle * self.unshuffle, nc, config.reference_blocks, config.feature_channels)
         self.aligner = SpatialTransformer(config.feature_channels, config.lr_size)
         self.aggregation = DistanceAggregation(config.feature_channels,
                                                config.reference_projections)
@@ -85,11 +90,17 @@ class FSRST(nn.Module):
         return [self.feature_channels, self.lr_size, self.lr_size]
 
     @torch.jit.export
+    def reference_shape(self) -> List[int]:
+        return [self.reference_channels, self.reference_size, self.reference_size]
+
+    @torch.jit.export
     def encode_references(self, refs: torch.Tensor) -> torch.Tensor:
         r = self.reference_size
-        if refs.dim() != 4 or refs.shape[1] != 1 or refs.shape[2] != r or refs.shape[3] != r:
-            raise ValueError("encode_references: refs must be [N, 1, " + str(r) + ", " + str(r)
-                             + "] luma, got " + str(refs.shape))
+        cr = self.reference_channels
+        if refs.dim() != 4 or refs.shape[1] != cr or refs.shape[2] != r or refs.shape[3] != r:
+            raise ValueError("encode_references: refs must be [N, " + str(cr) + ", " + str(r)
+                             + ", " + str(r) + "] " + ("luma" if cr == 1 else "RGB")
+                             + ", got " + str(refs.shape))
         return self.reference_extractor(F.pixel_unshuffle(refs, self.unshuffle))
 
     def forward(self, lr: torch.Tensor, ref_feats: torch.Tensor,

@@ -8,7 +8,8 @@ each of the first --faces identities, references = the next three photos), call 
 (the video protocol's first target of each of the first --clips clips, references = the
 frames at 0, 1.6 and 3.2 s), then the first face and the first call frame again with the
 32x32 frame compressed as JPEG q75 (4:2:0), as callers send it. The LR tile is the frame
-enlarged with nearest neighbours, the references the luma the model sees.
+enlarged with nearest neighbours, the references what the model sees (luma, or RGB for a
+model with RGB references).
 """
 
 import argparse
@@ -19,11 +20,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from fsrst.evaluate import add_model_arguments, bicubic_upscale, load_module, with_condition
+from fsrst.evaluate import (add_model_arguments, bicubic_upscale, load_module,
+                            reference_channels_of, with_condition)
 from fsrst.face_data import downscale, evaluation_samples, list_identities, to_tensor
 from fsrst.video_data import TARGETS_PER_CLIP, list_clips, video_evaluation_samples
 
-COLUMNS = ["LR 32x32", "bicubic", "FSRST", "ground truth", "references (luma)"]
+COLUMNS = ["LR 32x32", "bicubic", "FSRST", "ground truth", "references"]
 
 
 def to_image(tensor: torch.Tensor) -> Image.Image:
@@ -43,12 +45,13 @@ def first_photo_of_each_identity(root: str, faces: int):
     return indices[:faces]
 
 
-def gallery_rows(faces_root: str, video_root: str, faces: int, clips: int):
+def gallery_rows(faces_root: str, video_root: str, faces: int, clips: int,
+                 reference_channels: int = 1):
     """[(label, (lr, refs, hr))]: the rows the module docstring lists."""
-    face_samples = evaluation_samples(faces_root)
+    face_samples = evaluation_samples(faces_root, reference_channels=reference_channels)
     rows = [("face", face_samples[i]) for i in first_photo_of_each_identity(faces_root, faces)]
     if video_root:
-        protocol = video_evaluation_samples(video_root)
+        protocol = video_evaluation_samples(video_root, reference_channels=reference_channels)
         firsts = [c * TARGETS_PER_CLIP for c in range(min(clips, len(list_clips(video_root))))]
         rows += [("call", (to_tensor(downscale(protocol[i][0], 4)), protocol[i][1],
                            to_tensor(protocol[i][0]))) for i in firsts]
@@ -98,8 +101,10 @@ def main() -> None:
     args = parser.parse_args()
     if not args.weights and not args.checkpoint:
         parser.error("give --weights or --checkpoint")
-    rows = gallery_rows(args.data, args.video, args.faces, args.clips)
-    picture = draw(load_module(args), [sample for _, sample in rows],
+    module = load_module(args)
+    rows = gallery_rows(args.data, args.video, args.faces, args.clips,
+                        reference_channels_of(module))
+    picture = draw(module, [sample for _, sample in rows],
                    labels=[label for label, _ in rows])
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     picture.save(args.out)

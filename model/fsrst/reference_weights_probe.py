@@ -19,7 +19,7 @@ import json
 import torch
 
 from fsrst.evaluate import (add_model_arguments, load_module, protocol_samples,
-                            video_protocol_samples, with_condition)
+                            reference_channels_of, video_protocol_samples, with_condition)
 from fsrst.image_metrics import psnr
 
 
@@ -78,8 +78,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     module = load_module(args)
-    video, video_others = video_protocol_samples(args.video)
-    faces, _ = protocol_samples(args.data)
+    channels = reference_channels_of(module)
+    video, video_others = video_protocol_samples(args.video, reference_channels=channels)
+    faces, _ = protocol_samples(args.data, channels)
     results = {}
     for condition in args.conditions:
         video_c = with_condition(video, condition)

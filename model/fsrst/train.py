@@ -29,6 +29,7 @@ from fsrst.evaluate import video_protocol_samples, with_condition
 from fsrst.face_data import evaluation_samples
 from fsrst.frame_conditions_study import condition_samples, load_call_clips
 from fsrst.feature_widening import widen_state
+from fsrst.reference_colour import colour_state
 from fsrst.fsrst_net import FSRST, load_weights
 from fsrst.image_metrics import psnr
 from fsrst.training_mix import TrainingMix
@@ -102,13 +103,17 @@ def validate(model: FSRST, samples, batch_size: int = 16) -> float:
     return float(torch.cat(scores).mean())
 
 
-def video_validation_sets(root: str, extra_conditions=()) -> dict:
+def video_validation_sets(root: str, extra_conditions=(), reference_channels: int = 1) -> dict:
     """The training curve's call rows on a clip folder (fsrst.evaluate's video protocol):
     JPEG q75 frames with the person's references, with none, with another person's; clean
     frames with the person's references; and, per name in `extra_conditions`
     (fsrst.frame_conditions_study's, e.g. h264_crf28 or blur2), its frames with the person's
     references. Name -> samples of (lr, refs, mask, hr)."""
-    clean, others = video_protocol_samples(root)
+    if extra_conditions and reference_channels != 1:
+        raise ValueError("log.validate_video_conditions: the frame conditions study has luma "
+                         "references only; expected no conditions with "
+                         f"model.reference_channels {reference_channels}")
+    clean, others = video_protocol_samples(root, reference_channels=reference_channels)
     q75 = with_condition(clean, "jpeg75")
     own = torch.ones(clean[0][1].shape[0], dtype=torch.bool)
     sets = {
@@ -185,13 +190,15 @@ class Trainer:
                              f"got {train['wrong_reference_weight']}")
         self.step = 0
         self.samples_seen = 0
+        channels = self.model.reference_channels
         self.dataset = TrainingMix(self.train_root, self.video_train, data,
                                    augment=config["augment"], degrade=config.get("degrade"),
-                                   seed=config["seed"])
-        self.val_samples = evaluation_samples(self.val_root, data["num_references"])[
+                                   seed=config["seed"], reference_channels=channels)
+        self.val_samples = evaluation_samples(self.val_root, data["num_references"],
+                                              reference_channels=channels)[
             :config["log"]["validate_samples"]]
         self.video_val_sets = video_validation_sets(
-            self.video_val, config["log"].get("validate_video_conditions", ())) \
+            self.video_val, config["log"].get("validate_video_conditions", ()), channels) \
             if self.video_val else {}
         self.best_val = None
         self.ema_val = None
@@ -210,12 +217,16 @@ class Trainer:
     def _warm_start(self) -> None:
         """Weights (or their average) of another run's checkpoint, at step 0. Weights saved
         before the aggregation learned its threshold get init.threshold; a model with the
-        aggregation's projections, from weights without them, starts them at the identity."""
+        aggregation's projections, from weights without them, starts them at the identity;
+        init.widen grows the feature channels (feature_widening), init.colour turns luma
+        references into RGB ones (reference_colour)."""
         state = torch.load(self.init["checkpoint"], map_location="cpu")
         weights = state["ema"] if self.init.get("ema") else state["model"]
         if self.init.get("widen"):
             weights = widen_state(weights, self.model, torch.Generator().manual_seed(
                 self.config["seed"]))
+        if self.init.get("colour"):
+            weights = colour_state(weights, self.model)
         added = [name for name in self.model.state_dict()
                  if name.startswith(PROJECTION_PREFIXES) and name not in weights]
         if added:

@@ -1,8 +1,8 @@
 """Training samples as the service receives them: face photos and call frames, degraded
 LR frames, and references that are sometimes missing or another person's.
 
-A sample is (lr [3,L,L], refs [K,1,R,R] luma, mask [K] bool, hr [3,H,H], wrong [K] bool:
-the slots that hold another person's reference). Each index of each epoch draws from its own
+A sample is (lr [3,L,L], refs [K,Cr,R,R] (luma, or RGB with reference_channels 3), mask [K]
+bool, hr [3,H,H], wrong [K] bool: the slots that hold another person's reference). Each index of each epoch draws from its own
 generator, so a run is reproducible and resumable.
 
 - Source: with probability `video_fraction` a call frame (a clip drawn uniformly, so
@@ -31,8 +31,8 @@ import torch
 from PIL import Image
 
 from fsrst.degradation import DegradationConfig, degraded_lr
-from fsrst.face_data import (downscale, flip_rotate, list_identities, load_rgb, luma,
-                             random_affine, to_tensor)
+from fsrst.face_data import (downscale, flip_rotate, list_identities, load_rgb,
+                             random_affine, reference_tensor, to_tensor)
 from fsrst.video_codec import h264_round_trip
 from fsrst.video_data import list_clips, load_clip_frames
 
@@ -48,11 +48,13 @@ class TrainingMix(torch.utils.data.Dataset):
             flip, rot90).
         degrade: the config's `degrade` section (DegradationConfig); None = clean bicubic.
         seed: base seed.
+        reference_channels: 1 = luma references (the paper), 3 = RGB.
     """
 
     def __init__(self, faces_root: str, video_root: Optional[str], data: dict,
                  augment: dict = None, degrade: Optional[dict] = None, seed: int = 0,
-                 scale: int = 4, hr_size: int = 128):
+                 scale: int = 4, hr_size: int = 128, reference_channels: int = 1):
+        self.reference_channels = reference_channels
         self.photos = [[load_rgb(p, hr_size) for p in photos]
                        for photos in list_identities(faces_root)]
         self.photo_index = [(i, j) for i, photos in enumerate(self.photos)
@@ -157,6 +159,7 @@ class TrainingMix(torch.utils.data.Dataset):
         else:
             hr = augmented(hr)
             lr = degraded_lr(hr, self.scale, rng, self.degrade)
-        ref_tensors = torch.stack([to_tensor(luma(augmented(r))) for r in refs])
+        ref_tensors = torch.stack([reference_tensor(augmented(r), self.reference_channels)
+                                   for r in refs])
         return (to_tensor(lr), ref_tensors, torch.tensor(mask, dtype=torch.bool), to_tensor(hr),
                 torch.tensor(wrong, dtype=torch.bool))

@@ -19,12 +19,15 @@ VARIANTS = {
 OVERRIDABLE = {
     "feature_channels": "a positive integer",
     "reference_projections": "true or false",
+    "reference_channels": "1 (luma) or 3 (RGB)",
 }
 
 
 def _valid(key: str, value) -> bool:
     if key == "reference_projections":
         return isinstance(value, bool)
+    if key == "reference_channels":
+        return value in (1, 3) and not isinstance(value, bool)
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 

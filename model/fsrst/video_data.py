@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fsrst.face_data import load_rgb, luma, to_tensor
+from fsrst.face_data import load_rgb, reference_tensor
 
 REFERENCE_TIMES_S = (0.0, 1.6, 3.2)
 FIRST_TARGET_S = 5.0
@@ -84,15 +84,16 @@ def protocol_positions(clip: Clip) -> Tuple[List[int], List[int]]:
     return refs, targets
 
 
-def video_evaluation_samples(root: str, scale: int = 4, hr_size: int = 128):
-    """The call protocol's samples over every clip: a list of (hr PIL, refs [K,1,R,R],
-    clip index), clip order, TARGETS_PER_CLIP per clip. LR is left to the caller (it
-    depends on the frame condition)."""
+def video_evaluation_samples(root: str, scale: int = 4, hr_size: int = 128,
+                             reference_channels: int = 1):
+    """The call protocol's samples over every clip: a list of (hr PIL, refs [K,Cr,R,R] (luma,
+    or RGB with reference_channels 3), clip index), clip order, TARGETS_PER_CLIP per clip. LR
+    is left to the caller (it depends on the frame condition)."""
     samples = []
     for c, clip in enumerate(list_clips(root)):
         refs, targets = protocol_positions(clip)
-        ref_tensor = torch.stack([to_tensor(luma(load_rgb(clip.frames[p][1], hr_size)))
-                                  for p in refs])
+        ref_tensor = torch.stack([reference_tensor(load_rgb(clip.frames[p][1], hr_size),
+                                                   reference_channels) for p in refs])
         for p in targets:
             samples.append((load_rgb(clip.frames[p][1], hr_size), ref_tensor, c))
     return samples
