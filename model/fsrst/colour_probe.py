@@ -14,8 +14,8 @@ import argparse
 
 import torch
 
-from fsrst.evaluate import (add_model_arguments, load_module, reference_channels_of, report,
-                            video_protocol_samples, with_condition)
+from fsrst.evaluate import (load_module, parse_model_command, reference_channels_of, report,
+                            video_protocol_samples, with_condition, with_own_references)
 from fsrst.image_metrics import psnr
 
 ROWS = ("model", "model luma, true chroma", "true luma, model chroma")
@@ -52,13 +52,7 @@ def probe(module, samples, batch_size: int = 16) -> dict:
     """samples: (lr, refs, hr) with the person's references -> mean PSNR per row."""
     scores = {row: [] for row in ROWS}
     for start in range(0, len(samples), batch_size):
-        chunk = samples[start:start + batch_size]
-        lr = torch.stack([s[0] for s in chunk])
-        refs = torch.stack([s[1] for s in chunk])
-        hr = torch.stack([s[2] for s in chunk])
-        b, k = refs.shape[:2]
-        feats = module.encode_references(refs.flatten(0, 1)).unflatten(0, (b, k))
-        out = module(lr, feats, torch.ones(b, k, dtype=torch.bool))
+        _, hr, out = with_own_references(module, samples[start:start + batch_size])
         scores[ROWS[0]].append(psnr(out, hr))
         scores[ROWS[1]].append(psnr(with_luma_of(out, hr), hr))
         scores[ROWS[2]].append(psnr(with_luma_of(hr, out), hr))
@@ -67,15 +61,9 @@ def probe(module, samples, batch_size: int = 16) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_model_arguments(parser)
     parser.add_argument("--video", default="../../shared/data/video/val")
     parser.add_argument("--conditions", nargs="+", default=["clean", "jpeg75"])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", help="write the numbers here")
-    args = parser.parse_args()
-    if not args.weights and not args.checkpoint:
-        parser.error("give --weights or --checkpoint")
-    torch.set_num_threads(args.threads)
+    args = parse_model_command(parser)
     module = load_module(args)
     samples, _ = video_protocol_samples(args.video,
                                         reference_channels=reference_channels_of(module))

@@ -75,6 +75,17 @@ def load_module(args):
     return model
 
 
+def with_own_references(module, samples) -> tuple:
+    """(lr, hr, the module's output) of a batch of (lr, refs, hr) samples, each frame with
+    every one of its references."""
+    lr = torch.stack([s[0] for s in samples])
+    refs = torch.stack([s[1] for s in samples])
+    b, k = refs.shape[:2]
+    feats = module.encode_references(refs.flatten(0, 1)).unflatten(0, (b, k))
+    return lr, torch.stack([s[2] for s in samples]), module(lr, feats, torch.ones(
+        b, k, dtype=torch.bool))
+
+
 @torch.no_grad()
 def evaluate(module, samples, other_refs, scale: int = 4, batch_size: int = 16) -> dict:
     """`other_refs`: per sample, references of another person (other_identity_references)."""

@@ -21,7 +21,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from fsrst.evaluate import (add_model_arguments, bicubic_upscale, load_module,
-                            reference_channels_of, with_condition)
+                            reference_channels_of, with_condition, with_own_references)
 from fsrst.face_data import downscale, evaluation_samples, list_identities, to_tensor
 from fsrst.video_data import TARGETS_PER_CLIP, list_clips, video_evaluation_samples
 
@@ -63,12 +63,9 @@ def gallery_rows(faces_root: str, video_root: str, faces: int, clips: int,
 
 @torch.no_grad()
 def draw(module, samples, scale: int = 4, labels=None) -> Image.Image:
-    lr = torch.stack([s[0] for s in samples])
+    lr, hr, enhanced = with_own_references(module, samples)
     refs = torch.stack([s[1] for s in samples])
-    hr = torch.stack([s[2] for s in samples])
     b, k = refs.shape[:2]
-    feats = module.encode_references(refs.flatten(0, 1)).unflatten(0, (b, k))
-    enhanced = module(lr, feats, torch.ones(b, k, dtype=torch.bool))
     bicubic = bicubic_upscale(lr, scale)
     size, gap, header = hr.shape[-1], 4, 18
     width = (4 + k) * (size + gap)
