@@ -61,6 +61,7 @@ def metadata_for(model: FSRST, variant: str, info: dict) -> dict:
         "max_references": config.max_references,
         "num_channels": config.num_channels,
         "reference_projections": config.reference_projections,
+        "reference_search_radius": config.reference_search_radius,
         "parameters": sum(p.numel() for p in model.parameters()),
         "trained": bool(info.get("trained", False)),
         "training": info,

@@ -7,6 +7,7 @@ from torch import nn
 
 from fsrst.distance_aggregation import DistanceAggregation
 from fsrst.feature_extractor import FeatureExtractor
+from fsrst.local_search_aggregation import LocalSearchAggregation
 from fsrst.output_constructor import OutputConstructor
 from fsrst.spatial_transformer import SpatialTransformer
 
@@ -43,6 +44,10 @@ class ModelConfig:
     # 1: references are luma (the paper); 3: RGB, so they can also give back the colour a
     # compressed frame lost (JPEG keeps a quarter of a 32x32 frame's chroma at 4:2:0).
     reference_channels: int = 1
+    # 0: the aggregation compares each low-resolution pixel with the aligned reference at the
+    # same place (the paper); r: also with the ones up to r pixels around it
+    # (fsrst/local_search_aggregation.py).
+    reference_search_radius: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,8 +85,13 @@ class FSRST(nn.Module):
         self.reference_extractor = FeatureExtractor(
             config.reference_channels * self.unshuffle * self.unshuffle, nc, config.reference_blocks, config.feature_channels)
         self.aligner = SpatialTransformer(config.feature_channels, config.lr_size)
-        self.aggregation = DistanceAggregation(config.feature_channels,
-                                               config.reference_projections)
+        if config.reference_search_radius > 0:
+            self.aggregation = LocalSearchAggregation(config.reference_search_radius,
+                                                      config.feature_channels,
+                                                      config.reference_projections)
+        else:
+            self.aggregation = DistanceAggregation(config.feature_channels,
+                                                   config.reference_projections)
         self.constructor = OutputConstructor(config.feature_channels, nc, config.output_blocks,
                                              config.scale)
 

@@ -35,9 +35,11 @@ from fsrst.image_metrics import psnr
 from fsrst.training_mix import TrainingMix
 from fsrst.variants import config_for
 
-# the aggregation's learned keys and values (fsrst/distance_aggregation.py)
-PROJECTION_PREFIXES = ("aggregation.lr_key.", "aggregation.reference_key.",
-                       "aggregation.reference_value.")
+# parameters an aggregation may have that its parent did not: learned keys and values
+# (fsrst/distance_aggregation.py), the local search's shift penalties
+# (fsrst/local_search_aggregation.py). They start as the model initialises them.
+NEW_AGGREGATION_PREFIXES = ("aggregation.lr_key.", "aggregation.reference_key.",
+                       "aggregation.reference_value.", "aggregation.shift_penalty")
 
 
 def load_config(path: str) -> dict:
@@ -217,7 +219,8 @@ class Trainer:
     def _warm_start(self) -> None:
         """Weights (or their average) of another run's checkpoint, at step 0. Weights saved
         before the aggregation learned its threshold get init.threshold; a model with the
-        aggregation's projections, from weights without them, starts them at the identity;
+        aggregation's projections or shift penalties, from weights without them, starts them as
+        the model initialises them (the identity; no shift);
         init.widen grows the feature channels (feature_widening), init.colour turns luma
         references into RGB ones (reference_colour)."""
         state = torch.load(self.init["checkpoint"], map_location="cpu")
@@ -228,11 +231,12 @@ class Trainer:
         if self.init.get("colour"):
             weights = colour_state(weights, self.model)
         added = [name for name in self.model.state_dict()
-                 if name.startswith(PROJECTION_PREFIXES) and name not in weights]
+                 if name.startswith(NEW_AGGREGATION_PREFIXES) and name not in weights]
         if added:
             weights = dict(weights)
             weights.update({name: self.model.state_dict()[name] for name in added})
-            print(f"{self.name}: the aggregation's projections start at the identity", flush=True)
+            print(f"{self.name}: the aggregation's new parameters start where they begin "
+                  f"({', '.join(added)})", flush=True)
         load_weights(self.model, weights)
         if "aggregation.threshold" not in weights and "threshold" in self.init:
             with torch.no_grad():

@@ -20,6 +20,7 @@ OVERRIDABLE = {
     "feature_channels": "a positive integer",
     "reference_projections": "true or false",
     "reference_channels": "1 (luma) or 3 (RGB)",
+    "reference_search_radius": "a whole number from 0 to 3",
 }
 
 
@@ -28,6 +29,8 @@ def _valid(key: str, value) -> bool:
         return isinstance(value, bool)
     if key == "reference_channels":
         return value in (1, 3) and not isinstance(value, bool)
+    if key == "reference_search_radius":
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 3
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
