@@ -4,10 +4,12 @@
         [--video ../../shared/data/video/val] [--conditions clean jpeg75] [--json out.json]
 
 On the call protocol (fsrst.video_data), with the person's references, per frame condition:
-PSNR (RGB, uint8) of the model's output; of its luma with the true chroma; and of the true luma
-with its chroma (BT.601 YCbCr, full range, as JPEG codes it). The gap between the first two is
-the most that restoring colour could add (what RGB references could give back that luma
-references cannot); the gap to the third, the most that restoring luma could.
+PSNR (RGB, uint8) of the model's output; of its luma with the true chroma; of the true luma
+with its chroma (BT.601 YCbCr, full range, as JPEG codes it); and of its luma with the chroma
+of the mean of the person's references, where they are (unaligned). The gap between the first
+two is the most that restoring colour could add (what RGB references could give back that luma
+references cannot); the gap to the third, the most that restoring luma could; the last says
+whether the references' colour, as they stand, is closer than the model's.
 """
 
 import argparse
@@ -18,7 +20,8 @@ from fsrst.evaluate import (load_module, parse_model_command, reference_channels
                             video_protocol_samples, with_condition, with_own_references)
 from fsrst.image_metrics import psnr
 
-ROWS = ("model", "model luma, true chroma", "true luma, model chroma")
+ROWS = ("model", "model luma, true chroma", "true luma, model chroma",
+        "model luma, references' chroma")
 
 # BT.601 full range (JFIF): Y = 0.299 R + 0.587 G + 0.114 B, Cb = (B - Y) / 1.772,
 # Cr = (R - Y) / 1.402 (offsets left out: they cancel on the way back).
@@ -48,14 +51,17 @@ def with_luma_of(luma_source: torch.Tensor, chroma_source: torch.Tensor) -> torc
 
 
 @torch.no_grad()
-def probe(module, samples, batch_size: int = 16) -> dict:
-    """samples: (lr, refs, hr) with the person's references -> mean PSNR per row."""
+def probe(module, samples, colour_references, batch_size: int = 16) -> dict:
+    """samples: (lr, refs, hr) with the person's references; colour_references: per sample,
+    the same references in RGB [K,3,R,R] -> mean PSNR per row."""
     scores = {row: [] for row in ROWS}
     for start in range(0, len(samples), batch_size):
         _, hr, out = with_own_references(module, samples[start:start + batch_size])
+        references = torch.stack(colour_references[start:start + batch_size]).mean(dim=1)
         scores[ROWS[0]].append(psnr(out, hr))
         scores[ROWS[1]].append(psnr(with_luma_of(out, hr), hr))
         scores[ROWS[2]].append(psnr(with_luma_of(hr, out), hr))
+        scores[ROWS[3]].append(psnr(with_luma_of(out, references), hr))
     return {row: float(torch.cat(values).mean()) for row, values in scores.items()}
 
 
@@ -67,14 +73,16 @@ def main() -> None:
     module = load_module(args)
     samples, _ = video_protocol_samples(args.video,
                                         reference_channels=reference_channels_of(module))
-    results = {condition: probe(module, with_condition(samples, condition))
+    colour, _ = video_protocol_samples(args.video, reference_channels=3)
+    colour_references = [refs for _, refs, _ in colour]
+    results = {condition: probe(module, with_condition(samples, condition), colour_references)
                for condition in args.conditions}
-    lines = ["| frame | " + " | ".join(ROWS) + " | colour's part | luma's part |",
-             "|---|" + "---|" * (len(ROWS) + 2)]
+    lines = ["| frame | " + " | ".join(ROWS) + " | colour's part | luma's part | "
+             "references' colour |", "|---|" + "---|" * (len(ROWS) + 3)]
     for condition, rows in results.items():
         p = [rows[r] for r in ROWS]
         lines.append(f"| {condition} | " + " | ".join(f"{v:.2f}" for v in p)
-                     + f" | {p[1] - p[0]:+.2f} | {p[2] - p[0]:+.2f} |")
+                     + f" | {p[1] - p[0]:+.2f} | {p[2] - p[0]:+.2f} | {p[3] - p[0]:+.2f} |")
     name = args.weights or args.checkpoint
     report(f"{name}{' (weight average)' if args.ema else ''} on {args.video}, call frames with "
            "the person's references, PSNR (dB)", "\n".join(lines), results, args.json)

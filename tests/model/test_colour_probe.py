@@ -33,9 +33,10 @@ def test_probe_rows_on_clips(tmp_path):
     root = write_clips(tmp_path / "clips", clips=2, people=["p0", "p1"])
     samples, _ = video_protocol_samples(root)
     samples = with_condition(samples, "jpeg75")
+    colour = [refs for _, refs, _ in video_protocol_samples(root, reference_channels=3)[0]]
     torch.manual_seed(0)
     model = FSRST(config_for("fsrst_x4_small")).eval()
-    result = probe(model, samples)
+    result = probe(model, samples, colour)
     assert list(result) == list(ROWS)
     lr = torch.stack([s[0] for s in samples])
     hr = torch.stack([s[2] for s in samples])
@@ -44,6 +45,9 @@ def test_probe_rows_on_clips(tmp_path):
         out = model(lr, feats.unflatten(0, (len(samples), 3)), torch.ones(len(samples), 3,
                                                                           dtype=torch.bool))
     assert abs(result["model"] - float(psnr(out, hr).mean())) < 1e-4
+    references = torch.stack(colour).mean(dim=1)
+    assert abs(result["model luma, references' chroma"]
+               - float(psnr(with_luma_of(out, references), hr).mean())) < 1e-4
     # The true image's own chroma (or luma) can only bring the output closer to it.
     assert result["model luma, true chroma"] > result["model"]
     assert result["true luma, model chroma"] > result["model"]
