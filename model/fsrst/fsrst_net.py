@@ -83,7 +83,8 @@ class FSRST(nn.Module):
         nc = config.num_channels
         self.lr_extractor = FeatureExtractor(3, nc, config.lr_blocks, config.feature_channels)
         self.reference_extractor = FeatureExtractor(
-            config.reference_channels * self.unshuffle * self.unshuffle, nc, config.reference_blocks, config.feature_channels)
+            config.reference_channels * self.unshuffle * self.unshuffle, nc,
+            config.reference_blocks, config.feature_channels)
         self.aligner = SpatialTransformer(config.feature_channels, config.lr_size)
         if config.reference_search_radius > 0:
             self.aggregation = LocalSearchAggregation(config.reference_search_radius,

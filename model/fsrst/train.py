@@ -39,7 +39,7 @@ from fsrst.variants import config_for
 # (fsrst/distance_aggregation.py), the local search's shift penalties
 # (fsrst/local_search_aggregation.py). They start as the model initialises them.
 NEW_AGGREGATION_PREFIXES = ("aggregation.lr_key.", "aggregation.reference_key.",
-                       "aggregation.reference_value.", "aggregation.shift_penalty")
+                            "aggregation.reference_value.", "aggregation.shift_penalty")
 
 
 def load_config(path: str) -> dict:
@@ -220,9 +220,9 @@ class Trainer:
         """Weights (or their average) of another run's checkpoint, at step 0. Weights saved
         before the aggregation learned its threshold get init.threshold; a model with the
         aggregation's projections or shift penalties, from weights without them, starts them as
-        the model initialises them (the identity; no shift);
-        init.widen grows the feature channels (feature_widening), init.colour turns luma
-        references into RGB ones (reference_colour)."""
+        the model initialises them (the identity; shifted candidates penalised). init.widen
+        grows the feature channels (feature_widening), init.colour turns luma references into
+        RGB ones (reference_colour)."""
         state = torch.load(self.init["checkpoint"], map_location="cpu")
         weights = state["ema"] if self.init.get("ema") else state["model"]
         if self.init.get("widen"):
@@ -235,8 +235,8 @@ class Trainer:
         if added:
             weights = dict(weights)
             weights.update({name: self.model.state_dict()[name] for name in added})
-            print(f"{self.name}: the aggregation's new parameters start where they begin "
-                  f"({', '.join(added)})", flush=True)
+            print(f"{self.name}: the aggregation's new parameters start as the model "
+                  f"initialises them ({', '.join(added)})", flush=True)
         load_weights(self.model, weights)
         if "aggregation.threshold" not in weights and "threshold" in self.init:
             with torch.no_grad():

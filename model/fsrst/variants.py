@@ -27,11 +27,13 @@ OVERRIDABLE = {
 def _valid(key: str, value) -> bool:
     if key == "reference_projections":
         return isinstance(value, bool)
+    if not isinstance(value, int) or isinstance(value, bool):
+        return False
     if key == "reference_channels":
-        return value in (1, 3) and not isinstance(value, bool)
+        return value in (1, 3)
     if key == "reference_search_radius":
-        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 3
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        return 0 <= value <= 3
+    return value >= 1
 
 
 def config_for(name: str, overrides: Optional[dict] = None) -> ModelConfig:

@@ -56,7 +56,8 @@ def test_widening_refuses_a_narrower_model_and_other_shape_changes():
 
 @pytest.mark.parametrize("overrides, message", [
     ({"num_channels": 8}, r"model.num_channels: expected one of \['feature_channels', "
-                          r"'reference_projections', 'reference_channels'\]"),
+                          r"'reference_projections', 'reference_channels', "
+                          r"'reference_search_radius'\]"),
     ({"feature_channels": 0}, "model.feature_channels: expected a positive integer, got 0"),
     ({"feature_channels": "16"}, "model.feature_channels: expected a positive integer"),
 ])

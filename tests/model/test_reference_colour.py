@@ -80,7 +80,7 @@ def test_encode_references_names_the_channels_it_takes():
     assert rgb_model.reference_shape() == [3, 128, 128]
 
 
-@pytest.mark.parametrize("value", [2, 0, True, "3"])
+@pytest.mark.parametrize("value", [2, 0, True, "3", 3.0])
 def test_the_setting_takes_1_or_3(value):
     with pytest.raises(ValueError, match=r"model.reference_channels: expected 1 \(luma\) or 3 "
                                          r"\(RGB\), got"):

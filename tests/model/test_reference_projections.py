@@ -133,8 +133,8 @@ def test_a_run_adds_projections_to_its_parent_and_exports_them(tmp_path, capsys)
         "log": {"checkpoint_every_s": 300, "validate_every_steps": 1, "validate_samples": 2},
     }
     trainer = Trainer(config, str(tmp_path / "configs" / "projected.yaml"))
-    assert "the aggregation's new parameters start where they begin (aggregation.lr_key.weight" \
-        in capsys.readouterr().out
+    assert "the aggregation's new parameters start as the model initialises them " \
+        "(aggregation.lr_key.weight" in capsys.readouterr().out
     for name, value in parent.state_dict().items():
         assert torch.equal(trainer.model.state_dict()[name], value), name
     for name in PROJECTIONS:
