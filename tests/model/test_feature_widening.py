@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from face_folders import write_faces
+from tiny_run import tiny_run_config
 from fsrst import FSRST
 from fsrst.export import build_model, export, read_metadata
 from fsrst.feature_widening import widen_state
@@ -72,16 +73,8 @@ def test_a_widened_run_exports_with_its_shape(tmp_path):
     narrow = FSRST(config_for("fsrst_x4_small"))
     init = str(tmp_path / "narrow.pt")
     torch.save({"model": narrow.state_dict(), "step": 7, "samples_seen": 0, "info": {}}, init)
-    config = {
-        "variant": "fsrst_x4_small", "name": "fsrst_x4_small_wide", "seed": 1,
-        "model": {"feature_channels": 8},
-        "init": {"checkpoint": init, "widen": True},
-        "data": {"train": faces, "val": faces, "num_references": 3},
-        "augment": {"flip": True},
-        "train": {"batch_size": 2, "learning_rate": 1e-3, "lr_milestones": [], "lr_gamma": 0.5,
-                  "max_steps": 1, "threads": 1},
-        "log": {"checkpoint_every_s": 300, "validate_every_steps": 1, "validate_samples": 2},
-    }
+    config = tiny_run_config("fsrst_x4_small_wide", faces, {"feature_channels": 8},
+                             {"checkpoint": init, "widen": True})
     Trainer(config, str(tmp_path / "configs" / "wide.yaml")).train(max_minutes=5)
     checkpoint = str(tmp_path / "checkpoints" / "fsrst_x4_small_wide.pt")
     model, info = build_model("fsrst_x4_small", checkpoint)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from face_folders import write_faces
+from tiny_run import tiny_run_config
 from fsrst import FSRST
 from fsrst.distance_aggregation import DistanceAggregation
 from fsrst.export import export, read_metadata
@@ -96,15 +97,8 @@ def test_a_run_adds_the_search_to_its_parent_and_exports_it(tmp_path, capsys):
     init = str(tmp_path / "parent.pt")
     torch.save({"model": parent.state_dict(), "ema": parent.state_dict(), "step": 3,
                 "samples_seen": 0, "info": {"model": {"feature_channels": 8}}}, init)
-    config = {
-        "variant": "fsrst_x4_small", "name": "fsrst_x4_small_search", "seed": 1,
-        "model": SEARCH, "init": {"checkpoint": init, "ema": True},
-        "data": {"train": faces, "val": faces, "num_references": 3},
-        "augment": {"flip": True},
-        "train": {"batch_size": 2, "learning_rate": 1e-3, "lr_milestones": [], "lr_gamma": 0.5,
-                  "max_steps": 1, "threads": 1},
-        "log": {"checkpoint_every_s": 300, "validate_every_steps": 1, "validate_samples": 2},
-    }
+    config = tiny_run_config("fsrst_x4_small_search", faces, SEARCH,
+                             {"checkpoint": init, "ema": True})
     trainer = Trainer(config, str(tmp_path / "configs" / "search.yaml"))
     assert "(aggregation.shift_penalty)" in capsys.readouterr().out
     start = trainer.model.aggregation.shift_penalty

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from face_folders import write_clips, write_faces
+from tiny_run import tiny_run_config
 from fsrst import FSRST
 from fsrst.evaluate import reference_channels_of
 from fsrst.export import export, read_metadata
@@ -113,22 +114,15 @@ def test_a_run_with_rgb_references_from_a_luma_parent_trains_and_exports(tmp_pat
     init = str(tmp_path / "parent.pt")
     torch.save({"model": luma_model.state_dict(), "ema": luma_model.state_dict(), "step": 5,
                 "samples_seen": 0, "info": {"model": {"feature_channels": 8}}}, init)
-    data = {"train": faces, "val": faces, "video_train": clips, "video_val": clips,
-            "video_fraction": 0.5, "num_references": 3}
-    config = {
-        "variant": "fsrst_x4_small", "name": "fsrst_x4_small_colour", "seed": 1,
-        "model": RGB, "init": {"checkpoint": init, "ema": True, "colour": True},
-        "data": data, "augment": {"flip": True},
-        "train": {"batch_size": 2, "learning_rate": 1e-3, "lr_milestones": [], "lr_gamma": 0.5,
-                  "max_steps": 1, "threads": 1},
-        "log": {"checkpoint_every_s": 300, "validate_every_steps": 1, "validate_samples": 2},
-    }
+    config = tiny_run_config("fsrst_x4_small_colour", faces, RGB,
+                             {"checkpoint": init, "ema": True, "colour": True},
+                             video_train=clips, video_val=clips, video_fraction=0.5)
     trainer = Trainer(config, str(tmp_path / "configs" / "colour.yaml"))
     for name, value in rgb_start.state_dict().items():
         assert torch.equal(trainer.model.state_dict()[name], value), name
     assert trainer.val_samples[0][1].shape[1] == 3
     assert trainer.video_val_sets["video_q75"][0][1].shape[1] == 3
-    mix = TrainingMix(faces, clips, data, seed=1, reference_channels=3)
+    mix = TrainingMix(faces, clips, config["data"], seed=1, reference_channels=3)
     assert mix[0][1].shape[1:] == (3, 128, 128) and mix[1][1].shape[1:] == (3, 128, 128)
     trainer.train(max_minutes=5)
     out = str(tmp_path / "colour_export.pt")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from face_folders import write_faces
+from tiny_run import tiny_run_config
 from fsrst import FSRST
 from fsrst.export import build_model, export, read_metadata
 from fsrst.train import Trainer
@@ -122,16 +123,8 @@ def test_a_run_adds_projections_to_its_parent_and_exports_them(tmp_path, capsys)
     init = str(tmp_path / "parent.pt")
     torch.save({"model": parent.state_dict(), "ema": parent.state_dict(), "step": 7,
                 "samples_seen": 0, "info": {"model": {"feature_channels": CHANNELS}}}, init)
-    config = {
-        "variant": "fsrst_x4_small", "name": "fsrst_x4_small_projected", "seed": 1,
-        "model": PROJECTED,
-        "init": {"checkpoint": init, "ema": True},
-        "data": {"train": faces, "val": faces, "num_references": 3},
-        "augment": {"flip": True},
-        "train": {"batch_size": 2, "learning_rate": 1e-3, "lr_milestones": [], "lr_gamma": 0.5,
-                  "max_steps": 1, "threads": 1},
-        "log": {"checkpoint_every_s": 300, "validate_every_steps": 1, "validate_samples": 2},
-    }
+    config = tiny_run_config("fsrst_x4_small_projected", faces, PROJECTED,
+                             {"checkpoint": init, "ema": True})
     trainer = Trainer(config, str(tmp_path / "configs" / "projected.yaml"))
     assert "the aggregation's new parameters start as the model initialises them " \
         "(aggregation.lr_key.weight" in capsys.readouterr().out
