@@ -41,8 +41,8 @@ class ModelConfig:
     # The aggregation compares learned keys and adds learned values of the features
     # (fsrst/distance_aggregation.py); the paper compares and adds the features themselves.
     reference_projections: bool = False
-    # 1: references are luma (the paper); 3: RGB, so they can also give back the colour a
-    # compressed frame lost (JPEG keeps a quarter of a 32x32 frame's chroma at 4:2:0).
+    # 1: references are luma (the paper); 3: RGB, for the colour a compressed frame lost (JPEG
+    # keeps a quarter of a 32x32 frame's chroma at 4:2:0); docs/model.md has what it bought.
     reference_channels: int = 1
     # 0: the aggregation compares each low-resolution pixel with the aligned reference at the
     # same place (the paper); r: also with the ones up to r pixels around it
