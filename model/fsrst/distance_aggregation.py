@@ -4,6 +4,12 @@ import torch
 from torch import nn
 
 
+def merge_slots(aligned: torch.Tensor) -> torch.Tensor:
+    """[B,K,C,S,S] -> [B*K,C,S,S], for a 2-d convolution of every slot."""
+    shape = aligned.shape
+    return aligned.reshape(shape[0] * shape[1], shape[2], shape[3], shape[4])
+
+
 def _identity_projection(channels: int) -> nn.Conv2d:
     """A 1x1 convolution that starts as the identity (weights eye, bias 0)."""
     conv = nn.Conv2d(channels, channels, 1)
@@ -57,31 +63,22 @@ class DistanceAggregation(nn.Module):
             self.reference_key = _identity_projection(feature_channels)
             self.reference_value = _identity_projection(feature_channels)
 
-    def _reference_keys(self, aligned: torch.Tensor) -> torch.Tensor:
-        """reference_key of each slot of [B,K,C,S,S] (TorchScript takes no module arguments,
-        hence one method per projection)."""
-        shape = aligned.shape
-        flat = aligned.reshape(shape[0] * shape[1], shape[2], shape[3], shape[4])
-        return self.reference_key(flat).reshape(shape)
-
-    def _reference_values(self, aligned: torch.Tensor) -> torch.Tensor:
-        """reference_value of each slot of [B,K,C,S,S]."""
-        shape = aligned.shape
-        flat = aligned.reshape(shape[0] * shape[1], shape[2], shape[3], shape[4])
-        return self.reference_value(flat).reshape(shape)
+    def _normalised(self, distance: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
+        """distance [B,N,1,S,S] (clamped) of N candidates, candidate [B,N] bool -> their
+        weights exp(-D) / (sum exp(-D) + exp(-T)), exactly 0 where candidate is false."""
+        slot = candidate[:, :, None, None, None]
+        score = torch.where(slot, torch.exp(-distance), torch.zeros_like(distance))
+        none = torch.exp(-self.threshold.clamp(0.0, self.max_distance))
+        return score / (score.sum(dim=1, keepdim=True) + none)
 
     def weights(self, lr_feat: torch.Tensor, aligned: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
         """lr_feat [B,C,S,S]; aligned [B,K,C,S,S] (masked slots already zero); mask [B,K]
         -> per-pixel weights [B,K,1,S,S], exactly 0 in masked slots."""
-        slot = mask[:, :, None, None, None]
         lr_key = self.lr_key(lr_feat).unsqueeze(1)
-        reference_key = self._reference_keys(aligned)
+        reference_key = self.reference_key(merge_slots(aligned)).reshape(aligned.shape)
         distance = torch.linalg.vector_norm(lr_key - reference_key, dim=2, keepdim=True)
-        distance = distance.clamp(0.0, self.max_distance)
-        score = torch.where(slot, torch.exp(-distance), torch.zeros_like(distance))
-        none = torch.exp(-self.threshold.clamp(0.0, self.max_distance))
-        return score / (score.sum(dim=1, keepdim=True) + none)
+        return self._normalised(distance.clamp(0.0, self.max_distance), mask)
 
     def forward(self, lr_feat: torch.Tensor, aligned: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
@@ -95,5 +92,5 @@ class DistanceAggregation(nn.Module):
         slot = mask[:, :, None, None, None]
         aligned = torch.where(slot, aligned, torch.zeros_like(aligned))
         weight = self.weights(lr_feat, aligned, mask)
-        value = self._reference_values(aligned)
+        value = self.reference_value(merge_slots(aligned)).reshape(aligned.shape)
         return lr_feat + (weight * value).sum(dim=1), weight

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fsrst.distance_aggregation import DistanceAggregation
+from fsrst.distance_aggregation import DistanceAggregation, merge_slots
 
 # A shifted candidate's penalty (added to its distance) at initialisation: exp(-4) ~ 0.02 of
 # the weight of an unshifted one at the same distance, so a model trained without the search
@@ -47,7 +47,7 @@ class LocalSearchAggregation(DistanceAggregation):
         """[B,K,C,S,S] -> [B,K*N,C,S,S]: every shift of every slot, slot-major."""
         b, k, c, h, w = features.shape
         r = self.search_radius
-        padded = F.pad(features.reshape(b * k, c, h, w), [r, r, r, r], mode="replicate")
+        padded = F.pad(merge_slots(features), [r, r, r, r], mode="replicate")
         copies: List[torch.Tensor] = []
         for dy in range(2 * r + 1):
             for dx in range(2 * r + 1):
@@ -61,16 +61,13 @@ class LocalSearchAggregation(DistanceAggregation):
         b, k, c, h, w = aligned.shape
         slot = mask[:, :, None, None, None]
         aligned = torch.where(slot, aligned, torch.zeros_like(aligned))
-        keys = self._shifted(self._reference_keys(aligned))
-        values = self._shifted(self._reference_values(aligned))
+        keys = self._shifted(self.reference_key(merge_slots(aligned)).reshape(aligned.shape))
+        values = self._shifted(self.reference_value(merge_slots(aligned)).reshape(aligned.shape))
         n = keys.shape[1] // k
         lr_key = self.lr_key(lr_feat).unsqueeze(1)
         distance = torch.linalg.vector_norm(lr_key - keys, dim=2, keepdim=True)
         penalty = self.shift_penalty.clamp(0.0, self.max_distance).repeat(k)
         distance = distance.clamp(0.0, self.max_distance) + penalty[None, :, None, None, None]
-        candidate = mask[:, :, None].expand(b, k, n).reshape(b, k * n)[:, :, None, None, None]
-        score = torch.where(candidate, torch.exp(-distance), torch.zeros_like(distance))
-        none = torch.exp(-self.threshold.clamp(0.0, self.max_distance))
-        weight = score / (score.sum(dim=1, keepdim=True) + none)
+        weight = self._normalised(distance, mask[:, :, None].expand(b, k, n).reshape(b, k * n))
         fused = lr_feat + (weight * values).sum(dim=1)
         return fused, weight.reshape(b, k, n, 1, h, w).sum(dim=2)
