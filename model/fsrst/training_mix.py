@@ -2,8 +2,8 @@
 LR frames, and references that are sometimes missing or another person's.
 
 A sample is (lr [3,L,L], refs [K,Cr,R,R] (luma, or RGB with reference_channels 3), mask [K]
-bool, hr [3,H,H], wrong [K] bool: the slots that hold another person's reference). Each index of each epoch draws from its own
-generator, so a run is reproducible and resumable.
+bool, hr [3,H,H], wrong [K] bool: the slots that hold another person's reference). Each index
+of each epoch draws from its own generator, so a run is reproducible and resumable.
 
 - Source: with probability `video_fraction` a call frame (a clip drawn uniformly, so
   long clips do not crowd out people; target = a frame of it,
