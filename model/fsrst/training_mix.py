@@ -21,7 +21,9 @@ of each epoch draws from its own generator, so a run is reproducible and resumab
 - Augmentation: one flip (and quarter turn, if set) for the target and its references,
   and an independent small affine per image (the misalignment the spatial transformer
   undoes), except for the target of an H.264 frame, which must stay aligned with the
-  decoded stream (it gets the flip only).
+  decoded stream (it gets the flip only). With `augment.light`, the target and its
+  references are relit as one session, each reference a little on its own
+  (fsrst.session_light); not an H.264 frame's sample, whose stream was encoded unlit.
 """
 
 import random
@@ -33,6 +35,7 @@ from PIL import Image
 from fsrst.degradation import DegradationConfig, degraded_lr
 from fsrst.face_data import (downscale, flip_rotate, list_identities, load_rgb,
                              random_affine, reference_tensor, to_tensor)
+from fsrst.session_light import LightConfig, draw_reference, draw_session, relit
 from fsrst.video_codec import h264_round_trip
 from fsrst.video_data import list_clips, load_clip_frames
 
@@ -45,7 +48,7 @@ class TrainingMix(torch.utils.data.Dataset):
             video_fraction, references_missing, references_wrong, one_reference_wrong,
             min_reference_gap_s).
         augment: the config's `augment` section (degrees, shift, scale_min, scale_max,
-            flip, rot90).
+            flip, rot90, light: fsrst.session_light.LightConfig).
         degrade: the config's `degrade` section (DegradationConfig); None = clean bicubic.
         seed: base seed.
         reference_channels: 1 = luma references (the paper), 3 = RGB.
@@ -69,6 +72,7 @@ class TrainingMix(torch.utils.data.Dataset):
         self.one_wrong = data.get("one_reference_wrong", 0.0)
         self.min_gap_s = data.get("min_reference_gap_s", 0.0)
         self.augment = augment or {}
+        self.light = LightConfig.from_dict(self.augment.get("light"))
         self.degrade = DegradationConfig.from_dict(degrade) if degrade is not None else \
             DegradationConfig(clean_fraction=1.0)
         self.seed = seed
@@ -157,6 +161,10 @@ class TrainingMix(torch.utils.data.Dataset):
             lr = self.h264_frames[clip][rng.choice(self.degrade.h264_crfs)][position]
             hr, lr = flip_rotate(hr, flip, turns), flip_rotate(lr, flip, turns)
         else:
+            if self.light.enabled:
+                session = draw_session(rng, self.light)
+                hr = relit(hr, session)
+                refs = [relit(r, draw_reference(rng, self.light, session)) for r in refs]
             hr = augmented(hr)
             lr = degraded_lr(hr, self.scale, rng, self.degrade)
         ref_tensors = torch.stack([reference_tensor(augmented(r), self.reference_channels)

@@ -100,7 +100,8 @@ def test_h264_frames_are_the_clips_decoded_stream_aligned_with_their_target(root
     # CRF 18: good enough that every decoded frame of these noise clips is a different one.
     degrade = {"clean_fraction": 0.0, "jpeg_probability": 0.0, "h264_probability": 1.0,
                "h264_crfs": [18]}
-    augment = {"flip": True, "degrees": 10.0, "shift": 0.1}
+    # The light is on, and must not touch these samples: the stream was encoded unlit.
+    augment = {"flip": True, "degrees": 10.0, "shift": 0.1, "light": {"brightness": 0.3}}
     mix = TrainingMix(faces, clips, data(video_fraction=1.0), augment=augment, degrade=degrade,
                       seed=5)
     # Encoded once per clip and CRF when the mix is built, every kept frame, 32x32.
@@ -138,3 +139,54 @@ def test_photos_never_take_an_h264_frame(roots):
     plain = TrainingMix(faces, clips, data(video_fraction=0.0), seed=6)
     for i in range(6):
         assert torch.equal(mix[i][0], plain[i][0])
+
+
+def relit_and_plain(roots, light, count=12):
+    """Sample pairs of photos (levels 60/120, far from clipping), RGB references, no other
+    augmentation: relit with `light`, and as drawn without it."""
+    lit = TrainingMix(*roots, data(video_fraction=0.0), augment={"light": light}, seed=7,
+                      reference_channels=3)
+    plain = TrainingMix(*roots, data(video_fraction=0.0), seed=7, reference_channels=3)
+    return [(lit[i], plain[i]) for i in range(count)]
+
+
+def test_light_relights_the_target_and_its_references_as_one_session(roots):
+    pairs = relit_and_plain(roots, {"brightness": 0.3, "contrast": 0.3, "saturation": 0.3})
+    brightness = []
+    for (lr, refs, _, hr, _), (plain_lr, plain_refs, _, plain_hr, _) in pairs:
+        level_ratio = float(hr.mean() / plain_hr.mean())
+        spread_ratio = float(hr.std() / plain_hr.std())
+        brightness.append(level_ratio)
+        assert float(lr.mean() / plain_lr.mean()) == pytest.approx(level_ratio, abs=0.02)
+        for ref, plain_ref in zip(refs, plain_refs):
+            assert float(ref.mean() / plain_ref.mean()) == pytest.approx(level_ratio, abs=0.02)
+            assert float(ref.std() / plain_ref.std()) == pytest.approx(spread_ratio, abs=0.03)
+    assert min(brightness) < 0.9 and max(brightness) > 1.1   # each session its own light
+
+
+def test_each_reference_gets_its_own_brightness_on_top(roots):
+    for (_, refs, _, hr, _), (_, plain_refs, _, plain_hr, _) in relit_and_plain(
+            roots, {"reference_brightness": 0.2}):
+        assert torch.equal(hr, plain_hr)   # no session change: the target is as drawn
+        ratios = [float(r.mean() / p.mean()) for r, p in zip(refs, plain_refs)]
+        assert all(0.79 <= x <= 1.21 for x in ratios)
+        assert max(ratios) - min(ratios) > 0.005
+
+
+@pytest.mark.parametrize("light", [{}, {"brightness": 0.0, "reference_brightness": 0.0}])
+def test_light_without_amounts_draws_the_samples_it_drew_before(roots, light):
+    for lit, plain in relit_and_plain(roots, light, count=4):
+        assert all(torch.equal(a, b) for a, b in zip(lit, plain))
+
+
+@pytest.mark.parametrize("light, message", [
+    ({"hue": 0.1}, "augment.light: expected keys from"),
+    ({"brightness": 0.51}, "augment.light.brightness: expected a number in [0, 0.5], got 0.51"),
+    ({"contrast": -0.1}, "augment.light.contrast: expected a number in [0, 0.5], got -0.1"),
+    ({"saturation": "0.2"}, "augment.light.saturation: expected a number in [0, 0.5], got '0.2'"),
+    ({"reference_brightness": True}, "augment.light.reference_brightness: expected a number"),
+])
+def test_light_settings_out_of_bounds_are_refused_by_name(roots, light, message):
+    with pytest.raises(ValueError) as error:
+        TrainingMix(*roots, data(), augment={"light": light})
+    assert message in str(error.value)
