@@ -120,13 +120,22 @@ std::optional<CachedIdentity> ReferenceCache::Describe(const std::string& key) c
 
 std::shared_ptr<const ReferenceFeatures> ReferenceCache::Lookup(
     const std::string& key, std::shared_ptr<IdentityUsage>* usage) {
+  return PinnedLookup(key, usage, /*counted=*/true);
+}
+
+std::shared_ptr<const ReferenceFeatures> ReferenceCache::LookupAgain(const std::string& key) {
+  return PinnedLookup(key, nullptr, /*counted=*/false);
+}
+
+std::shared_ptr<const ReferenceFeatures> ReferenceCache::PinnedLookup(
+    const std::string& key, std::shared_ptr<IdentityUsage>* usage, bool counted) {
   if (usage != nullptr) usage->reset();
   Entry* entry = nullptr;
   {
     absl::MutexLock lock(&mu_);
     auto it = table_.find(key);
     if (it == table_.end()) {
-      ++stats_.misses;
+      if (counted) ++stats_.misses;
       return nullptr;
     }
     entry = it->second;
@@ -135,10 +144,10 @@ std::shared_ptr<const ReferenceFeatures> ReferenceCache::Lookup(
       table_.erase(it);
       DetachLocked(entry);
       ++stats_.expirations;
-      ++stats_.misses;
+      if (counted) ++stats_.misses;
       return nullptr;
     }
-    ++stats_.hits;
+    if (counted) ++stats_.hits;
     if (usage != nullptr) *usage = entry->usage;
     if (entry->pins++ == 0) in_use_.splice(in_use_.end(), lru_, entry->node);
   }

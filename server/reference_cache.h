@@ -89,6 +89,11 @@ class ReferenceCache {
   // none), read under the same lock so they belong to the same registration.
   std::shared_ptr<const ReferenceFeatures> Lookup(const std::string& key,
                                                   std::shared_ptr<IdentityUsage>* usage);
+  // Lookup for a caller whose own Lookup of `key` already missed and was
+  // counted (a read-through checking for a load that finished meanwhile):
+  // pins, marks used and expires alike, but counts no hit and no miss, so one
+  // frame is one lookup in the stats.
+  std::shared_ptr<const ReferenceFeatures> LookupAgain(const std::string& key);
 
   // The usage counters of `key` if it still holds `features` (e.g. just
   // inserted by a read-through), else null. Not a use.
@@ -117,6 +122,11 @@ class ReferenceCache {
   struct Entry;
   // Lists of entries; an entry moves between them by splice, without allocating.
   using EntryList = std::list<Entry*>;
+
+  // Lookup and LookupAgain; `counted` says whether it counts a hit or miss.
+  std::shared_ptr<const ReferenceFeatures> PinnedLookup(const std::string& key,
+                                                        std::shared_ptr<IdentityUsage>* usage,
+                                                        bool counted);
 
   // Publishes `owned` under its key, replacing (and returning the features of)
   // any earlier entry, and evicts for capacity.

@@ -152,8 +152,9 @@ void SharedReferences::ReadThrough(const std::string& tenant, const std::string&
     }
     // The caller's miss may be older than a load that finished since (it
     // cached under mu_ before leaving loads_): that copy is current, so a
-    // frame that raced it does not read the store again.
-    cached = cache_->Lookup(cache_key);
+    // frame that raced it does not read the store again. The caller counted
+    // its miss; this second look counts nothing.
+    cached = cache_->LookupAgain(cache_key);
     if (cached == nullptr) loads_[cache_key].waiters.push_back(std::move(done));
   }
   if (cached != nullptr) return done(std::move(cached));

@@ -56,6 +56,28 @@ TEST(ReferenceCache, LookupCountsHitsAndMisses) {
   EXPECT_EQ(s.bytes, 10);
 }
 
+// A read-through's second look belongs to a frame whose Lookup already counted
+// its miss: it pins and expires like Lookup, but one frame stays one lookup.
+TEST(ReferenceCache, LookupAgainFindsAndExpiresButCountsNoHitOrMiss) {
+  FakeClock clock;
+  ReferenceCache cache(Options(1000, &clock));
+  EXPECT_EQ(cache.LookupAgain("a"), nullptr);
+  cache.Insert("a", Features(10));
+  {
+    auto pinned = cache.LookupAgain("a");
+    ASSERT_NE(pinned, nullptr);
+    clock.Advance(absl::Seconds(61));
+    EXPECT_EQ(cache.LastUse("a"), clock.Now());  // pinned: in use now, not idle
+  }
+  clock.Advance(absl::Seconds(61));               // idle past the TTL since its release
+  EXPECT_EQ(cache.LookupAgain("a"), nullptr);
+  const ReferenceCacheStats s = cache.stats();
+  EXPECT_EQ(s.hits, 0);
+  EXPECT_EQ(s.misses, 0);
+  EXPECT_EQ(s.expirations, 1);
+  EXPECT_EQ(s.entries, 0);
+}
+
 TEST(ReferenceCache, LastUseIsInsertOrReleaseAndIsNotAUse) {
   FakeClock clock;
   ReferenceCache cache(Options(1000, &clock));

@@ -191,6 +191,10 @@ TEST_F(SharedFeaturesTest, AMissThatArrivesAfterTheLoadCachedItIsServedFromTheCa
       cache_.get(), runner_.get(), batcher_.get(), pool_.get(), metrics_.get(),
       SharedReferencesOptions{absl::Minutes(10), absl::Hours(1)});
   RegisterElsewhere("alice", RandomLuma(3, 4), 3);
+  // Each frame looks the cache up once, as the handlers do, then reads through. The
+  // second frame's lookup happens before the first frame's load is done.
+  ASSERT_EQ(cache_->Lookup("alice"), nullptr);
+  ASSERT_EQ(cache_->Lookup("alice"), nullptr);
   FeaturesOr loaded = ReadThroughAndWait("alice");
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   ASSERT_EQ(feature_reads.load(), 1);
@@ -199,6 +203,9 @@ TEST_F(SharedFeaturesTest, AMissThatArrivesAfterTheLoadCachedItIsServedFromTheCa
   EXPECT_EQ(late->get(), loaded->get());
   EXPECT_EQ(feature_reads.load(), 1);
   EXPECT_EQ(Counter("fsrst_reference_stored_features_used_total"), 1);
+  // Two frames, two lookups, two misses: the read-throughs' own looks count nothing.
+  EXPECT_EQ(cache_->stats().misses, 2);
+  EXPECT_EQ(cache_->stats().hits, 0);
   // Once the copy is gone, a miss loads again.
   ASSERT_TRUE(cache_->Erase("alice"));
   ASSERT_TRUE(ReadThroughAndWait("alice").ok());
