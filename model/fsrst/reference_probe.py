@@ -1,9 +1,12 @@
 """Measures how much of what a model gets wrong a person's references could supply.
 
     /usr/bin/python3 -m fsrst.reference_probe --weights weights/fsrst_x4.pt [--max_shift 4]
+        [--video ../../shared/data/video/val] [--condition jpeg75]
 
 No training: an upper bound for pixel transfer, to read beside the evaluation's
-reference rows. For each face of the evaluation protocol (fsrst.evaluate), the
+reference rows. For each face of the evaluation protocol (fsrst.evaluate; with --video,
+each target of the call protocol, references from the call's first seconds), its 32x32
+frame under --condition (clean, or e.g. jpeg75 as callers send it), the
 model's output without references (K = 0) leaves a luma residual
 r = Y(truth) - Y(output). A reference's detail is what a 32x32 face cannot carry:
 d = Y(ref) - bicubic_up(bicubic_down(Y(ref))). Two matchers that see the answer
@@ -28,7 +31,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fsrst.evaluate import load_module, parse_model_command, protocol_samples
+from fsrst.degradation import parse_condition
+from fsrst.evaluate import (load_module, parse_model_command, protocol_samples,
+                            video_protocol_samples, with_condition)
 
 # BT.601 luma, the weights PIL's YCbCr conversion (face_data.luma) uses.
 _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
@@ -139,16 +144,24 @@ def main() -> None:
     parser.add_argument("--max_shift", type=int, default=4, help="pixels, each way")
     parser.add_argument("--patch", type=int, default=16, help="the local matcher's tile side")
     parser.add_argument("--limit", type=int, default=0, help="first N faces only (0: all)")
+    parser.add_argument("--video", default="",
+                        help="clip folder: call frames by the video protocol instead of faces")
+    parser.add_argument("--condition", default="clean",
+                        help="the frame's condition: clean, jpeg<q>[_420|_422|_444]")
     args = parse_model_command(parser)
     try:
         check_arguments(args.max_shift, args.patch)
+        parse_condition(args.condition)
     except ValueError as e:
         parser.error(str(e))
-    samples, others = protocol_samples(args.data)
+    root = args.video or args.data
+    samples, others = video_protocol_samples(root) if args.video else protocol_samples(root)
     if args.limit:
         samples, others = samples[:args.limit], others[:args.limit]
+    samples = with_condition(samples, args.condition)
     results = probe(load_module(args), samples, others, args.max_shift, args.patch)
-    print(f"{args.weights or args.checkpoint} on {args.data}: {len(samples)} faces, "
+    print(f"{args.weights or args.checkpoint} on {root}, {args.condition} frames: "
+          f"{len(samples)} {'targets' if args.video else 'faces'}, "
           f"max_shift {args.max_shift}, patch {args.patch}\n")
     print("| luma | PSNR (dB) | over the model |\n|---|---|---|")
     base = results["model, no references"]
@@ -159,7 +172,8 @@ def main() -> None:
         print(f"\n{matcher}: own minus another person's references {share:+.3f} dB")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"faces": len(samples), "max_shift": args.max_shift, "patch": args.patch,
+            json.dump({"set": root, "condition": args.condition, "samples": len(samples),
+                       "max_shift": args.max_shift, "patch": args.patch,
                        "luma_psnr": results}, f, indent=1)
 
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from face_folders import write_faces
+from face_folders import write_clips, write_faces
 from fsrst import FSRST
 from fsrst.evaluate import protocol_samples
 from fsrst.reference_probe import (check_arguments, detail, global_fit, local_fit, luma_psnr,
@@ -104,10 +104,34 @@ def test_probe_command_prints_the_table_and_writes_json(tmp_path):
     assert "| + local fit, own |" in run.stdout
     assert "global: own minus another person's references" in run.stdout
     numbers = json.load(open(out))
-    assert numbers["faces"] == 8 and numbers["max_shift"] == 4
+    assert numbers["samples"] == 8 and numbers["max_shift"] == 4
+    assert numbers["set"] == faces and numbers["condition"] == "clean"
     assert len(numbers["luma_psnr"]) == 7
-    bad = subprocess.run([sys.executable, "-m", "fsrst.reference_probe", "--weights", weights,
-                          "--data", faces, "--patch", "12"],
-                         cwd=MODEL_DIR, capture_output=True, text=True)
-    assert bad.returncode == 2
-    assert "patch is 12; expected a divisor of 128" in bad.stderr
+    for flag, value, message in (("--patch", "12", "patch is 12; expected a divisor of 128"),
+                                 ("--condition", "jpeg101", "frame condition: expected")):
+        bad = subprocess.run([sys.executable, "-m", "fsrst.reference_probe", "--weights",
+                              weights, "--data", faces, flag, value],
+                             cwd=MODEL_DIR, capture_output=True, text=True)
+        assert bad.returncode == 2
+        assert message in bad.stderr
+
+
+def test_probe_command_takes_call_frames_as_callers_send_them(tmp_path):
+    clips = write_clips(tmp_path / "clips", clips=2, seconds=8.0, fps=10.0)
+    weights = str(tmp_path / "small.pt")
+    subprocess.run([sys.executable, "-m", "fsrst.export", "--variant", "fsrst_x4_small",
+                    "--out", weights], cwd=MODEL_DIR, check=True, capture_output=True)
+    out = {}
+    for condition in ("clean", "jpeg75"):
+        out[condition] = str(tmp_path / f"{condition}.json")
+        run = subprocess.run([sys.executable, "-m", "fsrst.reference_probe", "--weights",
+                              weights, "--video", clips, "--condition", condition,
+                              "--threads", "1", "--limit", "12", "--json", out[condition]],
+                             cwd=MODEL_DIR, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        assert f"on {clips}, {condition} frames: 12 targets" in run.stdout
+    clean, q75 = (json.load(open(out[c])) for c in ("clean", "jpeg75"))
+    assert clean["set"] == clips and q75["condition"] == "jpeg75" and q75["samples"] == 12
+    # The compressed frame is another input: the model's output, and so its residual, differ.
+    base = "model, no references"
+    assert clean["luma_psnr"][base] != q75["luma_psnr"][base]
