@@ -19,7 +19,9 @@ fit r with shifted copies of the details:
 Each matcher runs with the person's own references, with another person's (those
 of the first photo of the next identity: what the matcher finds by chance), and
 with the target's own luma as its only reference (a scale check: what perfect
-references would give). Own minus another person's is the identity's share.
+references would give). Own minus another person's is the identity's share. The model's
+own rows with the person's and another person's references show how much of it the
+model takes.
 PSNR is of luma (BT.601 Y, as the model's references), in dB.
 """
 
@@ -113,9 +115,11 @@ def check_arguments(max_shift: int, patch: int, size: int = 128) -> None:
 def probe(module, samples, other_refs, max_shift: int = 4, patch: int = 16,
           batch_size: int = 16) -> Dict[str, float]:
     """Mean luma PSNR (dB) of the model without references, and of it plus each
-    matcher's fit, per source of references."""
+    matcher's fit, per source of references; and, to read beside the fits, of the model
+    itself with the person's own references and with another person's."""
     check_arguments(max_shift, patch, samples[0][2].shape[-1])
-    scores: Dict[str, list] = {"model, no references": []}
+    scores: Dict[str, list] = {"model, no references": [], "model, own references": [],
+                               "model, another person's references": []}
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
         lr = torch.stack([s[0] for s in chunk])
@@ -125,6 +129,13 @@ def probe(module, samples, other_refs, max_shift: int = 4, patch: int = 16,
         out = module(lr, empty, torch.zeros(b, 0, dtype=torch.bool))
         predicted = luma_of(out)
         truth = luma_of(torch.stack([s[2] for s in chunk]))
+        for name, refs in (("model, own references", torch.stack([s[1] for s in chunk])),
+                           ("model, another person's references",
+                            torch.stack(other_refs[start:start + b]))):
+            k = refs.shape[1]
+            features = module.encode_references(refs.flatten(0, 1)).unflatten(0, (b, k))
+            with_refs = luma_of(module(lr, features, torch.ones(b, k, dtype=torch.bool)))
+            scores[name] += [luma_psnr(with_refs[i], truth[i]) for i in range(b)]
         for i, (_, own, _) in enumerate(chunk):
             residual = truth[i] - predicted[i]
             scores["model, no references"].append(luma_psnr(predicted[i], truth[i]))
@@ -170,6 +181,8 @@ def main() -> None:
     for matcher in ("global", "local"):
         share = results[f"+ {matcher} fit, own"] - results[f"+ {matcher} fit, another person's"]
         print(f"\n{matcher}: own minus another person's references {share:+.3f} dB")
+    share = results["model, own references"] - results["model, another person's references"]
+    print(f"\nthe model: own minus another person's references {share:+.3f} dB")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"set": root, "condition": args.condition, "samples": len(samples),

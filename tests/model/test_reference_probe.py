@@ -12,8 +12,8 @@ import torch
 from face_folders import write_clips, write_faces
 from fsrst import FSRST
 from fsrst.evaluate import protocol_samples
-from fsrst.reference_probe import (check_arguments, detail, global_fit, local_fit, luma_psnr,
-                                   probe, shifted_copies)
+from fsrst.reference_probe import (check_arguments, detail, global_fit, local_fit, luma_of,
+                                   luma_psnr, probe, shifted_copies)
 from fsrst.variants import config_for
 
 MODEL_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "model")
@@ -81,13 +81,24 @@ def test_probe_scores_every_row_and_the_target_itself_explains_most(tmp_path):
     torch.manual_seed(0)
     model = FSRST(config_for("fsrst_x4_small")).eval()
     rows = probe(model, samples, others, max_shift=2, patch=32, batch_size=3)
-    assert list(rows) == ["model, no references",
+    assert list(rows) == ["model, no references", "model, own references",
+                          "model, another person's references",
                           "+ global fit, own", "+ local fit, own",
                           "+ global fit, another person's", "+ local fit, another person's",
                           "+ global fit, target itself", "+ local fit, target itself"]
     base = rows["model, no references"]
     for name, value in rows.items():
-        assert value >= base - 1e-6, name
+        if name.startswith("+"):   # a fit never makes the model's residual worse
+            assert value >= base - 1e-6, name
+    # The model's own rows are its outputs with references: scored like the K = 0 row.
+    lr, refs, hr = samples[0]
+    features = model.encode_references(refs)[None]
+    alone = luma_psnr(luma_of(model(lr[None], features, torch.ones(1, len(refs),
+                                                                    dtype=torch.bool)))[0],
+                      luma_of(hr[None])[0])
+    single = probe(model, samples[:1], others[:1], max_shift=2, patch=32)
+    assert single["model, own references"] == pytest.approx(alone, abs=1e-4)
+    assert single["model, own references"] != single["model, no references"]
     assert rows["+ local fit, target itself"] > rows["+ local fit, own"]
 
 
@@ -103,10 +114,11 @@ def test_probe_command_prints_the_table_and_writes_json(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "| + local fit, own |" in run.stdout
     assert "global: own minus another person's references" in run.stdout
+    assert "the model: own minus another person's references" in run.stdout
     numbers = json.load(open(out))
     assert numbers["samples"] == 8 and numbers["max_shift"] == 4
     assert numbers["set"] == faces and numbers["condition"] == "clean"
-    assert len(numbers["luma_psnr"]) == 7
+    assert len(numbers["luma_psnr"]) == 9
     for flag, value, message in (("--patch", "12", "patch is 12; expected a divisor of 128"),
                                  ("--condition", "jpeg101", "frame condition: expected")):
         bad = subprocess.run([sys.executable, "-m", "fsrst.reference_probe", "--weights",
