@@ -89,10 +89,11 @@ class ReferenceCache {
   // none), read under the same lock so they belong to the same registration.
   std::shared_ptr<const ReferenceFeatures> Lookup(const std::string& key,
                                                   std::shared_ptr<IdentityUsage>* usage);
-  // Lookup for a caller whose own Lookup of `key` already missed and was
-  // counted (a read-through checking for a load that finished meanwhile):
-  // pins, marks used and expires alike, but counts no hit and no miss, so one
-  // frame is one lookup in the stats.
+  // Lookup that counts no hit and no miss, and otherwise pins, marks used and
+  // expires alike: for a read-through checking for a load that finished
+  // meanwhile, whose caller already counted its own miss (a frame's Lookup)
+  // or is not a use (GetIdentity's Describe). One frame is one lookup in the
+  // stats.
   std::shared_ptr<const ReferenceFeatures> LookupAgain(const std::string& key);
 
   // The usage counters of `key` if it still holds `features` (e.g. just
