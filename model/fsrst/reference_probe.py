@@ -154,7 +154,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--max_shift", type=int, default=4, help="pixels, each way")
     parser.add_argument("--patch", type=int, default=16, help="the local matcher's tile side")
-    parser.add_argument("--limit", type=int, default=0, help="first N faces only (0: all)")
+    parser.add_argument("--limit", type=int, default=0,
+                        help="first N faces or call targets only (0: all)")
     parser.add_argument("--video", default="",
                         help="clip folder: call frames by the video protocol instead of faces")
     parser.add_argument("--condition", default="clean",
