@@ -87,25 +87,31 @@ def with_own_references(module, samples) -> tuple:
 
 
 @torch.no_grad()
+def row_outputs(module, chunk, others: torch.Tensor, scale: int = 4) -> dict:
+    """The images of each row (ROWS) for a chunk of samples (lr, refs, hr): bicubic, the
+    model with the person's references, with none (K = 0), and with `others` [B,K,Cr,R,R]."""
+    lr = torch.stack([s[0] for s in chunk])
+    refs = torch.stack([s[1] for s in chunk])
+    b, k = refs.shape[:2]
+    feats = module.encode_references(refs.flatten(0, 1)).unflatten(0, (b, k))
+    other_feats = module.encode_references(others.flatten(0, 1)).unflatten(0, (b, k))
+    all_slots = torch.ones(b, k, dtype=torch.bool)
+    return dict(zip(ROWS, (
+        bicubic_upscale(lr, scale),
+        module(lr, feats, all_slots),
+        module(lr, feats[:, :0], torch.zeros(b, 0, dtype=torch.bool)),
+        module(lr, other_feats, all_slots))))
+
+
+@torch.no_grad()
 def evaluate(module, samples, other_refs, scale: int = 4, batch_size: int = 16) -> dict:
     """`other_refs`: per sample, references of another person (other_identity_references)."""
     rows = {name: ([], []) for name in ROWS}
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
-        lr = torch.stack([s[0] for s in chunk])
-        refs = torch.stack([s[1] for s in chunk])
         hr = torch.stack([s[2] for s in chunk])
         others = torch.stack(other_refs[start:start + batch_size])
-        b, k = refs.shape[:2]
-        feats = module.encode_references(refs.flatten(0, 1)).unflatten(0, (b, k))
-        other_feats = module.encode_references(others.flatten(0, 1)).unflatten(0, (b, k))
-        all_slots = torch.ones(b, k, dtype=torch.bool)
-        outputs = dict(zip(ROWS, (
-            bicubic_upscale(lr, scale),
-            module(lr, feats, all_slots),
-            module(lr, feats[:, :0], torch.zeros(b, 0, dtype=torch.bool)),
-            module(lr, other_feats, all_slots))))
-        for name, out in outputs.items():
+        for name, out in row_outputs(module, chunk, others, scale).items():
             rows[name][0].append(psnr(out, hr))
             rows[name][1].append(ssim(out, hr))
     return {name: {"psnr": float(torch.cat(p).mean()), "ssim": float(torch.cat(s).mean()),

@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from fsrst.degradation import parse_condition
-from fsrst.evaluate import (load_module, parse_model_command, protocol_samples,
+from fsrst.evaluate import (load_module, parse_model_command, protocol_samples, row_outputs,
                             video_protocol_samples, with_condition)
 
 # BT.601 luma, the weights PIL's YCbCr conversion (face_data.luma) uses.
@@ -122,20 +122,13 @@ def probe(module, samples, other_refs, max_shift: int = 4, patch: int = 16,
                                "model, another person's references": []}
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
-        lr = torch.stack([s[0] for s in chunk])
-        b = len(chunk)
-        # K = 0: features of the right shape with no slots, as fsrst.evaluate passes them.
-        empty = module.encode_references(chunk[0][1][:1])[None, :0].expand(b, 0, -1, -1, -1)
-        out = module(lr, empty, torch.zeros(b, 0, dtype=torch.bool))
-        predicted = luma_of(out)
+        outputs = {name: luma_of(out) for name, out in row_outputs(
+            module, chunk, torch.stack(other_refs[start:start + batch_size])).items()}
+        predicted = outputs["no refs (K=0)"]
         truth = luma_of(torch.stack([s[2] for s in chunk]))
-        for name, refs in (("model, own references", torch.stack([s[1] for s in chunk])),
-                           ("model, another person's references",
-                            torch.stack(other_refs[start:start + b]))):
-            k = refs.shape[1]
-            features = module.encode_references(refs.flatten(0, 1)).unflatten(0, (b, k))
-            with_refs = luma_of(module(lr, features, torch.ones(b, k, dtype=torch.bool)))
-            scores[name] += [luma_psnr(with_refs[i], truth[i]) for i in range(b)]
+        for name, row in (("model, own references", "own refs"),
+                          ("model, another person's references", "another person's refs")):
+            scores[name] += [luma_psnr(outputs[row][i], truth[i]) for i in range(len(chunk))]
         for i, (_, own, _) in enumerate(chunk):
             residual = truth[i] - predicted[i]
             scores["model, no references"].append(luma_psnr(predicted[i], truth[i]))
