@@ -59,7 +59,7 @@ TEST_P(ModelRunnerTest, ReadsMetadataFromTheFile) {
   EXPECT_THAT(m.feature_shape, ::testing::ElementsAre(16, 32, 32));
   EXPECT_EQ(m.max_references, 8);
   // fsrst_x4_small also has the aggregation's learned keys and values (816 parameters).
-  EXPECT_EQ(m.parameters, GetParam() == "fsrst_x4" ? 2595867 : 902667);
+  EXPECT_EQ(m.parameters, GetParam() == "fsrst_x4" ? 2596683 : 902667);
   EXPECT_EQ(runner_->device_name(), "cpu");
 }
 
