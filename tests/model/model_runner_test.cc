@@ -58,7 +58,7 @@ TEST_P(ModelRunnerTest, ReadsMetadataFromTheFile) {
   // Both shipped weights are calls models: 16 feature channels (the paper has 3).
   EXPECT_THAT(m.feature_shape, ::testing::ElementsAre(16, 32, 32));
   EXPECT_EQ(m.max_references, 8);
-  // fsrst_x4_small also has the aggregation's learned keys and values (816 parameters).
+  // Both shipped files have the aggregation's learned keys and values (816 parameters each).
   EXPECT_EQ(m.parameters, GetParam() == "fsrst_x4" ? 2596683 : 902667);
   EXPECT_EQ(runner_->device_name(), "cpu");
 }
